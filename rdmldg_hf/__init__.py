@@ -1,0 +1,33 @@
+"""rdmldg_hf: RD-MLDG (reasoning-driven multimodal LLMs for domain generalization) on the Hugging Face stack."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; imported on first use so `import rdmldg_hf` stays light.
+_LAZY = {
+    "Benchmark": "benchmarks",
+    "BENCHMARKS": "benchmarks",
+    "get_benchmark": "benchmarks",
+    "Chain": "chains",
+    "check_chain": "chains",
+    "parse_chain": "chains",
+    "render_chain": "chains",
+    "PROMPT_VERSION": "prompts",
+    "MTCTConfig": "trainers.mtct",
+    "MTCTTrainer": "trainers.mtct",
+    "SARRConfig": "trainers.sarr",
+    "SARRTrainer": "trainers.sarr",
+    "DGClassifier": "evaluation.classifier",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,254 @@
+"""The five-stage reasoning chain: render, parse, validate, and conclusion -> class.
+
+A chain is five tagged stages in this order::
+
+    <SUMMARY>...</SUMMARY>
+    <CAPTION>...</CAPTION>
+    <REASONING>...</REASONING>
+    <REFLECTION>...</REFLECTION>
+    <CONCLUSION>class name only</CONCLUSION>
+
+Parsing is tolerant of whitespace, tag case and text around the tags; ``strict=True``
+also requires nothing but whitespace outside the five tags. Every failure has a reason.
+A conclusion maps to a class by normalised exact match, then by an unambiguous alias;
+anything else is invalid, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Iterable, Mapping, Sequence
+
+__all__ = [
+    "STAGES",
+    "Chain",
+    "ChainCheck",
+    "ClassMatch",
+    "ChainParseError",
+    "render_chain",
+    "check_chain",
+    "parse_chain",
+    "extract_conclusion",
+    "match_class",
+    "resolve_conclusion",
+    "normalize_answer",
+]
+
+STAGES: tuple[str, ...] = ("SUMMARY", "CAPTION", "REASONING", "REFLECTION", "CONCLUSION")
+
+_TAG = re.compile(r"<\s*(/?)\s*(" + "|".join(STAGES) + r")\s*>", re.IGNORECASE)
+
+
+class ChainParseError(ValueError):
+    """A text is not a valid five-stage chain; ``reasons`` lists every problem."""
+
+    def __init__(self, reasons: Sequence[str]):
+        self.reasons = tuple(reasons)
+        super().__init__("Invalid reasoning chain: " + "; ".join(self.reasons))
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The five stages of a reasoning chain, as plain text without tags."""
+
+    summary: str
+    caption: str
+    reasoning: str
+    reflection: str
+    conclusion: str
+
+    def render(self) -> str:
+        """The tagged text of this chain (the training target format)."""
+        return render_chain(*(getattr(self, f.name) for f in fields(self)))
+
+    def stages(self) -> dict[str, str]:
+        """``{"SUMMARY": ..., ...}`` in stage order."""
+        return {stage: getattr(self, stage.lower()) for stage in STAGES}
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """Result of checking a text: the chain (when all five stages were found once) and problems."""
+
+    chain: Chain | None
+    problems: tuple[str, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """A conclusion resolved against a class list: the class index, or why there is none."""
+
+    index: int | None
+    reason: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.index is not None
+
+
+def render_chain(summary: str, caption: str, reasoning: str, reflection: str, conclusion: str) -> str:
+    """Render five stage texts as a tagged chain, one stage per line.
+
+    Raises:
+        ValueError: if a stage is empty or contains a stage tag itself.
+    """
+    parts = (summary, caption, reasoning, reflection, conclusion)
+    lines = []
+    for stage, text in zip(STAGES, parts):
+        text = str(text).strip()
+        if not text:
+            raise ValueError(f"Stage {stage} is empty; every stage needs text.")
+        if _TAG.search(text):
+            raise ValueError(f"Stage {stage} contains a stage tag: {text!r}. Remove tags from stage text.")
+        lines.append(f"<{stage}>{text}</{stage}>")
+    return "\n".join(lines)
+
+
+def _scan(text: str) -> tuple[dict[str, list[str]], list[str], list[str], list[str]]:
+    """Split text into stage contents, stage order, text outside tags and tag problems."""
+    found: dict[str, list[str]] = {stage: [] for stage in STAGES}
+    order: list[str] = []
+    outside: list[str] = []
+    problems: list[str] = []
+    open_stage: str | None = None
+    open_end = 0
+    position = 0
+    for match in _TAG.finditer(text):
+        closing, stage = match.group(1) == "/", match.group(2).upper()
+        between = text[position : match.start()]
+        if open_stage is None:
+            if between.strip():
+                outside.append(between.strip())
+            if closing:
+                problems.append(f"</{stage}> closes a stage that was never opened")
+            else:
+                open_stage, open_end = stage, match.end()
+        elif closing and stage == open_stage:
+            found[stage].append(text[open_end : match.start()].strip())
+            order.append(stage)
+            open_stage = None
+        elif closing:
+            problems.append(f"</{stage}> closes <{open_stage}>")
+            found[open_stage].append(text[open_end : match.start()].strip())
+            order.append(open_stage)
+            open_stage = None
+        else:
+            problems.append(f"<{open_stage}> is not closed before <{stage}>")
+            found[open_stage].append(text[open_end : match.start()].strip())
+            order.append(open_stage)
+            open_stage, open_end = stage, match.end()
+        position = match.end()
+    if open_stage is not None:
+        problems.append(f"<{open_stage}> is never closed")
+    elif text[position:].strip():
+        outside.append(text[position:].strip())
+    return found, order, outside, problems
+
+
+def check_chain(text: str, strict: bool = False) -> ChainCheck:
+    """Check a text against the five-stage format; never raises.
+
+    Problems reported: missing stage, empty stage, duplicated stage (a duplicated
+    conclusion included), stages out of order, unclosed or stray tags, and, with
+    ``strict=True``, text outside the tags.
+    """
+    if not isinstance(text, str):
+        return ChainCheck(None, (f"expected a string, got {type(text).__name__}",))
+    found, order, outside, problems = _scan(text)
+    for stage in STAGES:
+        count = len(found[stage])
+        if count == 0:
+            problems.append(f"missing <{stage}>")
+        elif count > 1:
+            problems.append(f"duplicated <{stage}> ({count} times)")
+        elif not found[stage][0]:
+            problems.append(f"empty <{stage}>")
+    first_seen = list(dict.fromkeys(order))
+    expected = [stage for stage in STAGES if stage in first_seen]
+    if first_seen != expected:
+        problems.append(f"stages out of order: {' '.join(first_seen)} (expected {' '.join(STAGES)})")
+    if strict and outside:
+        problems.append(f"text outside tags: {outside[0][:60]!r}")
+    chain = None
+    if all(len(found[stage]) == 1 for stage in STAGES):
+        chain = Chain(*(found[stage][0] for stage in STAGES))
+    return ChainCheck(chain, tuple(problems))
+
+
+def parse_chain(text: str, strict: bool = False) -> Chain:
+    """Parse a tagged text into a :class:`Chain`.
+
+    Raises:
+        ChainParseError: listing every problem when the text is not a valid chain.
+    """
+    result = check_chain(text, strict=strict)
+    if not result.valid:
+        raise ChainParseError(result.problems)
+    assert result.chain is not None
+    return result.chain
+
+
+def extract_conclusion(text: str) -> str | None:
+    """The text of the single closed ``<CONCLUSION>`` stage, or None (none, or more than one)."""
+    if not isinstance(text, str):
+        return None
+    found, _, _, _ = _scan(text)
+    conclusions = found["CONCLUSION"]
+    return conclusions[0] if len(conclusions) == 1 and conclusions[0] else None
+
+
+_ARTICLE = re.compile(r"^(a|an|the)\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """Case, underscores, hyphens, spaces, quotes, trailing punctuation and a leading article."""
+    text = text.strip().strip("\"'`*").strip()
+    text = re.sub(r"[\s_\-]+", " ", text.lower())
+    text = text.rstrip(".!;:, ").strip()
+    return _ARTICLE.sub("", text)
+
+
+def resolve_conclusion(
+    conclusion: str | None,
+    class_names: Sequence[str],
+    aliases: Mapping[str, Iterable[str]] | None = None,
+) -> ClassMatch:
+    """Map a conclusion to a class index: normalised exact match, then an unambiguous alias.
+
+    Args:
+        conclusion: the conclusion text (None when the output had none).
+        class_names: the classes, in label order (folder or display names).
+        aliases: class name -> extra accepted spellings.
+    """
+    if conclusion is None or not normalize_answer(conclusion):
+        return ClassMatch(None, "no conclusion")
+    answer = normalize_answer(conclusion)
+    normalized = [normalize_answer(name) for name in class_names]
+    exact = [i for i, name in enumerate(normalized) if name == answer]
+    if len(exact) == 1:
+        return ClassMatch(exact[0])
+    by_alias: set[int] = set()
+    for name, spellings in (aliases or {}).items():
+        if answer in {normalize_answer(s) for s in spellings}:
+            key = normalize_answer(name)
+            by_alias.update(i for i, n in enumerate(normalized) if n == key)
+    if len(by_alias) == 1:
+        return ClassMatch(by_alias.pop())
+    named = [class_names[i] for i, name in enumerate(normalized) if re.search(rf"\b{re.escape(name)}\b", answer)]
+    if len(named) > 1 or len(by_alias) > 1:
+        return ClassMatch(None, f"conclusion {conclusion[:60]!r} names several classes ({', '.join(named)})")
+    return ClassMatch(None, f"conclusion {conclusion[:60]!r} names no class")
+
+
+def match_class(
+    conclusion: str | None,
+    class_names: Sequence[str],
+    aliases: Mapping[str, Iterable[str]] | None = None,
+) -> int | None:
+    """Class index of a conclusion, or None when it is invalid (see :func:`resolve_conclusion`)."""
+    return resolve_conclusion(conclusion, class_names, aliases).index

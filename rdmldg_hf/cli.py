@@ -1,0 +1,62 @@
+"""The ``rdmldg`` command: one subcommand per capability, each defined in its own module.
+
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` and keeps
+heavy imports inside ``run`` so that ``rdmldg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Sequence
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("rdmldg_hf.data.build_command", "Build DomainBed-Reasoning from DomainBed image folders (or the embedded benchmark)."),
+    "batches": ("rdmldg_hf.teacher.batches_command", "Status of the OpenAI Batch API jobs of a build."),
+    "eval": ("rdmldg_hf.evaluation.eval_command", "Evaluate a model, adapter or API model on held-out domains."),
+    "push": ("rdmldg_hf.evaluation.push_command", "Push a trained adapter with its model card to the Hub."),
+    "analyze": ("rdmldg_hf.analysis_command", "Token-probability, entropy and loss-curve analyses and plots."),
+}
+
+
+class CommandError(Exception):
+    """An error the user can act on: printed without a traceback, exit code 2."""
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rdmldg", description="RD-MLDG on the Hugging Face stack.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if not _available(module_name):
+            continue
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args._run(args) or 0)
+    except (CommandError, ValueError, FileNotFoundError) as error:
+        print(f"rdmldg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
