@@ -1,0 +1,142 @@
+"""The five-stage chain format: render/parse round trips, validation reasons, conclusion -> class."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.chains import (
+    STAGES,
+    Chain,
+    ChainParseError,
+    check_chain,
+    extract_conclusion,
+    match_class,
+    parse_chain,
+    render_chain,
+    resolve_conclusion,
+)
+
+# Stage text: printable, no angle brackets (so no tags), not blank, no surrounding whitespace.
+stage_text = (
+    st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<>"), min_size=1, max_size=40)
+    .map(str.strip)
+    .filter(bool)
+)
+chains = st.builds(Chain, stage_text, stage_text, stage_text, stage_text, stage_text)
+
+
+@given(chains)
+def test_render_parse_round_trip(chain):
+    text = chain.render()
+    assert parse_chain(text, strict=True) == chain
+    assert extract_conclusion(text) == chain.conclusion
+
+
+@given(chains, st.sampled_from(["", " ", "\n\n", "\t "]), st.booleans())
+def test_parse_tolerates_whitespace_and_tag_case(chain, gap, lower):
+    parts = [f"<{s.lower() if lower else s}>{gap}{t}{gap}</ {s.lower() if lower else s} >" for s, t in chain.stages().items()]
+    assert parse_chain(gap.join(parts)) == chain
+
+
+@given(chains, stage_text)
+def test_text_around_tags_is_tolerated_unless_strict(chain, chatter):
+    text = f"{chatter}\n{chain.render()}\n{chatter}"
+    assert parse_chain(text) == chain
+    with pytest.raises(ChainParseError, match="text outside tags"):
+        parse_chain(text, strict=True)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=300))
+def test_garbage_never_raises_anything_but_parse_error(text):
+    result = check_chain(text)
+    assert result.valid == (result.chain is not None and not result.problems)
+    if not result.valid:
+        with pytest.raises(ChainParseError) as info:
+            parse_chain(text)
+        assert info.value.reasons == result.problems
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from([f"<{s}>" for s in STAGES] + [f"</{s}>" for s in STAGES] + ["x", " "]), max_size=30))
+def test_tag_soup_is_reported_not_crashed(tokens):
+    result = check_chain("".join(tokens))
+    if result.valid:
+        assert result.chain is not None
+    else:
+        assert all(isinstance(p, str) and p for p in result.problems)
+
+
+def _chain(**overrides):
+    stages = {"SUMMARY": "plan", "CAPTION": "a dog", "REASONING": "four legs", "REFLECTION": "yes", "CONCLUSION": "dog"}
+    stages.update(overrides)
+    return "".join(f"<{s}>{t}</{s}>" for s, t in stages.items() if t is not None)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (_chain(REFLECTION=None), "missing <REFLECTION>"),
+        (_chain(CAPTION="  "), "empty <CAPTION>"),
+        (_chain() + "<CONCLUSION>cat</CONCLUSION>", "duplicated <CONCLUSION> (2 times)"),
+        ("<CAPTION>c</CAPTION><SUMMARY>s</SUMMARY><REASONING>r</REASONING><REFLECTION>f</REFLECTION><CONCLUSION>d</CONCLUSION>", "stages out of order"),
+        ("<SUMMARY>s<CAPTION>c</CAPTION>", "<SUMMARY> is not closed before <CAPTION>"),
+        (_chain()[:-len("</CONCLUSION>")], "<CONCLUSION> is never closed"),
+        ("</SUMMARY>" + _chain(), "</SUMMARY> closes a stage that was never opened"),
+    ],
+)
+def test_each_failure_has_its_reason(text, reason):
+    result = check_chain(text)
+    assert not result.valid
+    assert any(reason in problem for problem in result.problems), result.problems
+
+
+def test_duplicated_conclusion_has_no_answer():
+    assert extract_conclusion(_chain() + "<CONCLUSION>cat</CONCLUSION>") is None
+    assert extract_conclusion("no tags at all") is None
+
+
+def test_render_refuses_empty_or_tagged_stage():
+    with pytest.raises(ValueError, match="CAPTION is empty"):
+        render_chain("s", " ", "r", "f", "c")
+    with pytest.raises(ValueError, match="contains a stage tag"):
+        render_chain("s", "c", "r <CONCLUSION>", "f", "c")
+
+
+@pytest.mark.parametrize(
+    "conclusion, expected",
+    [
+        ("Alarm Clock", "alarm clock"),
+        ("alarm_clock.", "alarm clock"),
+        ("  the ALARM-CLOCK ", "alarm clock"),
+        ('"Desk Lamp"', "desk lamp"),
+        ("television", "tv"),  # alias
+        ("tv", "tv"),
+    ],
+)
+def test_conclusion_maps_to_class(conclusion, expected):
+    officehome = get_benchmark("officehome")
+    index = match_class(conclusion, officehome.class_names, officehome.class_aliases)
+    assert index is not None and officehome.class_names[index] == expected
+
+
+@pytest.mark.parametrize(
+    "conclusion, reason",
+    [
+        (None, "no conclusion"),
+        ("", "no conclusion"),
+        ("a wolf", "names no class"),
+        ("dog or cat", "names several classes"),
+        ("probably a dog", "names no class"),
+    ],
+)
+def test_invalid_conclusions_are_never_guessed(conclusion, reason):
+    terrainc = get_benchmark("terrainc")
+    match = resolve_conclusion(conclusion, terrainc.class_names)
+    assert match.index is None and reason in match.reason
+
+
+def test_ambiguous_alias_is_invalid():
+    assert match_class("pet", ["dog", "cat"], {"dog": ["pet"], "cat": ["pet"]}) is None
+    assert match_class("pet", ["dog", "cat"], {"dog": ["pet"]}) == 0
