@@ -1,0 +1,447 @@
+"""Models: tiny offline vision-language models, loading base + adapter, LoRA defaults.
+
+``build_tiny_model(out_dir)`` builds a small randomly initialised vision-language model,
+its processor and a byte-level BPE tokenizer trained on the project's own vocabulary
+(every question of every benchmark, class names, five-stage chains), and saves them with
+``save_pretrained``; ``AutoModelForImageTextToText`` / ``AutoProcessor.from_pretrained``
+reload the folder. Two architectures: ``"llava"`` (CLIP + llama) and ``"qwen2_vl"``.
+
+Qwen2-VL's processor asks for a video processor, which needs torchvision; importing this
+module registers :class:`Qwen2VLProcessorNoVideo` with ``AutoProcessor`` so such folders
+load as a real processor (call :func:`register_processors` again in a fresh process that
+did not import this module).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    ProcessorMixin,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.llava.processing_llava import LlavaProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+
+from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK, get_benchmark
+from .chains import render_chain
+from .prompts import TASKS, question
+
+__all__ = [
+    "ARCHITECTURES",
+    "TINY_PRESETS",
+    "TinyModelSpec",
+    "Qwen2VLProcessorNoVideo",
+    "register_processors",
+    "project_corpus",
+    "train_tokenizer",
+    "chat_template",
+    "build_tiny_model",
+    "load_model_and_processor",
+    "LORA_TARGET_MODULES",
+    "default_lora_config",
+    "lora_target_names",
+]
+
+Architecture = Literal["llava", "qwen2_vl"]
+ARCHITECTURES: tuple[str, ...] = ("llava", "qwen2_vl")
+
+# Special tokens of the tiny tokenizer. Turn markers are special so that answers tokenize
+# the same whether or not they follow the prompt.
+_PAD, _END = "<|pad|>", "<|end|>"
+_ROLES = ("system", "user", "assistant")
+_LLAVA_IMAGE = "<image>"
+_QWEN_VISION = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>")
+_SPECIAL_TOKENS = [_PAD, _END, *(f"<|{role}|>" for role in _ROLES), _LLAVA_IMAGE, *_QWEN_VISION]
+
+
+# --------------------------------------------------------------------------- processors
+
+
+class Qwen2VLProcessorNoVideo(Qwen2VLProcessor):
+    """Qwen2-VL processor without a video processor (which needs torchvision).
+
+    Images and text work exactly as in ``Qwen2VLProcessor``; videos are not supported.
+    """
+
+    # Sub-processors are read from this signature: image processor and tokenizer only.
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        self.video_processor = None
+
+
+def register_processors() -> None:
+    """Register the project's processor classes with ``AutoProcessor`` (idempotent).
+
+    ``AutoProcessor.from_pretrained`` resolves a saved folder's ``processor_class`` by name
+    among registered classes; without this, a ``Qwen2VLProcessorNoVideo`` folder loads as
+    a bare tokenizer.
+    """
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    if Qwen2VLProcessorNoVideo not in PROCESSOR_MAPPING._extra_content.values():
+        # Keyed by a private config subclass so the stock Qwen2VLConfig -> Qwen2VLProcessor
+        # mapping is left untouched; lookup happens by the saved class name.
+        AutoProcessor.register(_NoVideoProcessorKey, Qwen2VLProcessorNoVideo, exist_ok=True)
+
+
+class _NoVideoProcessorKey(Qwen2VLConfig):
+    """Registry key for :class:`Qwen2VLProcessorNoVideo` (never instantiated)."""
+
+    model_type = "rdmldg_qwen2_vl_no_video"
+
+
+register_processors()
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def chat_template(image_placeholder: str) -> str:
+    """A chat template rendering messages as ``<|role|>\\n...<|end|>``.
+
+    Image parts render as ``image_placeholder`` (the processor expands it); assistant
+    turns are wrapped in ``{% generation %}`` for assistant-only masks. With
+    ``add_generation_prompt`` the prompt ends with ``<|assistant|>\\n``, so a TRL
+    prompt-completion pair splits as prompt + ``"<answer><|end|>"``.
+    """
+    placeholder = json.dumps(image_placeholder)
+    return (
+        "{%- macro render(content) -%}"
+        "{%- if content is string -%}{{- content -}}"
+        "{%- else -%}{%- for part in content -%}"
+        "{%- if part['type'] == 'image' -%}{{- " + placeholder + " -}}"
+        "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+        "{%- for message in messages -%}"
+        "{{- '<|' + message['role'] + '|>\\n' -}}"
+        "{%- if message['role'] == 'assistant' -%}"
+        "{% generation %}{{- render(message['content']) + '" + _END + "' -}}{% endgeneration %}"
+        "{%- else -%}{{- render(message['content']) + '" + _END + "' -}}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
+    )
+
+
+def _template_chain(class_name: str, options: Sequence[str]) -> str:
+    return render_chain(
+        f"I will look at the image and decide which of the {len(options)} options it shows.",
+        f"The image shows a shape whose parts look like a {class_name}.",
+        f"The outline, the strokes and the parts match a {class_name} better than the other options.",
+        f"Checking again, no other option fits the image as well as {class_name}.",
+        class_name,
+    )
+
+
+def project_corpus(embedded_weight: int = 40) -> list[str]:
+    """Texts the tiny tokenizer is trained on: every benchmark's questions, class names and chains.
+
+    The embedded benchmark's texts are repeated ``embedded_weight`` times so that its class
+    names become single tokens even in a small vocabulary.
+    """
+    texts: list[str] = []
+    for name, benchmark in BENCHMARKS.items():
+        names = list(benchmark.class_names)
+        weight = embedded_weight if name == EMBEDDED_BENCHMARK else 1
+        block = [question(task, names) for task in TASKS]
+        block += names + [" ".join(names)]
+        block += [_template_chain(c, names) for c in names[:20]]
+        texts += block * weight
+    return texts
+
+
+def train_tokenizer(vocab_size: int = 1024, texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` (default :func:`project_corpus`).
+
+    Raises:
+        ValueError: if a class name of the embedded benchmark is not a single token.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(texts) if texts is not None else project_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=_PAD,
+        eos_token=_END,
+        extra_special_tokens=[t for t in _SPECIAL_TOKENS if t not in (_PAD, _END)],
+    )
+    fast.padding_side = "right"
+    for class_name in get_benchmark(EMBEDDED_BENCHMARK).class_names:
+        for form in (class_name, " " + class_name):
+            ids = fast.encode(form, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(
+                    f"Class name {form!r} is {len(ids)} tokens with vocab_size={vocab_size}; "
+                    "use a larger vocab_size or a larger embedded_weight."
+                )
+    return fast
+
+
+# --------------------------------------------------------------------------- tiny models
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of a tiny model (vision tower and language model)."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    vocab_size: int = 1024
+    max_positions: int = 1024
+
+
+TINY_PRESETS: dict[str, TinyModelSpec] = {
+    # The measured prototype of ENVIRONMENT.md: 16 image tokens, ~0.9M parameters.
+    "embedded": TinyModelSpec(),
+    # For unit tests: a few ten-thousand parameters, same token layout.
+    "test": TinyModelSpec(vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=2, text_heads=2, vocab_size=640),
+}
+
+
+def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=_LLAVA_IMAGE,
+        chat_template=chat_template(_LLAVA_IMAGE),
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=spec.vision_hidden,
+            intermediate_size=2 * spec.vision_hidden,
+            num_hidden_layers=spec.vision_layers,
+            num_attention_heads=spec.vision_heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch_size,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.text_hidden,
+            intermediate_size=2 * spec.text_hidden,
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=spec.text_heads,
+            num_key_value_heads=spec.text_heads,
+            max_position_embeddings=spec.max_positions,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(_LLAVA_IMAGE),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    return LlavaForConditionalGeneration(config), processor
+
+
+def _qwen2_vl(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
+    merge = 2
+    patch = spec.patch_size // merge  # same number of image tokens as the LLaVA preset
+    pixels = spec.image_size * spec.image_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=patch,
+        merge_size=merge,
+        temporal_patch_size=2,
+        size={"shortest_edge": pixels, "longest_edge": pixels},
+    )
+    start, pad, end, video = _QWEN_VISION
+    processor = Qwen2VLProcessorNoVideo(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=chat_template(start + pad + end),
+    )
+    head_dim = spec.text_hidden // spec.text_heads
+    half = head_dim // 2
+    section = [half - 2 * (half // 3), half // 3, half // 3]
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.text_hidden,
+            intermediate_size=2 * spec.text_hidden,
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=spec.text_heads,
+            num_key_value_heads=spec.text_heads,
+            max_position_embeddings=spec.max_positions,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        ),
+        vision_config=dict(
+            depth=spec.vision_layers,
+            embed_dim=spec.vision_hidden,
+            hidden_size=spec.text_hidden,
+            num_heads=spec.vision_heads,
+            mlp_ratio=2,
+            patch_size=patch,
+            spatial_merge_size=merge,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids(pad),
+        video_token_id=ids(video),
+        vision_start_token_id=ids(start),
+        vision_end_token_id=ids(end),
+    )
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+_BUILDERS = {"llava": _llava, "qwen2_vl": _qwen2_vl}
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    architecture: Architecture = "llava",
+    image_size: int = 32,
+    preset: str = "embedded",
+    seed: int = 0,
+    **sizes: int,
+) -> Path:
+    """Build, offline, a randomly initialised tiny vision-language model and save it.
+
+    Args:
+        out_dir: folder to write (model, processor, tokenizer, chat template).
+        architecture: ``"llava"`` (CLIP + llama) or ``"qwen2_vl"``.
+        image_size: square input size in pixels (a multiple of the patch size).
+        preset: a key of :data:`TINY_PRESETS` (``"embedded"`` ~0.9M parameters, ``"test"`` smaller).
+        seed: weight initialisation seed.
+        sizes: overrides of :class:`TinyModelSpec` fields.
+
+    Returns:
+        ``out_dir`` as a ``Path``; reload with :func:`load_model_and_processor`.
+    """
+    if architecture not in _BUILDERS:
+        raise ValueError(f"Unknown architecture {architecture!r}. Valid architectures: {', '.join(ARCHITECTURES)}.")
+    if preset not in TINY_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}. Valid presets: {', '.join(TINY_PRESETS)}.")
+    spec = replace(TINY_PRESETS[preset], image_size=image_size, **sizes)
+    if spec.image_size % spec.patch_size:
+        raise ValueError(f"image_size={spec.image_size} must be a multiple of patch_size={spec.patch_size}.")
+    tokenizer = train_tokenizer(spec.vocab_size)
+    torch.manual_seed(seed)
+    model, processor = _BUILDERS[architecture](spec, tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "tiny_model_spec.json").write_text(json.dumps({"architecture": architecture, **asdict(spec)}, indent=2))
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model_and_processor(
+    path: str | Path,
+    adapter: str | Path | None = None,
+    dtype: torch.dtype | str = "auto",
+    merge_adapter: bool = False,
+    **model_kwargs: Any,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a vision-language model and its processor, optionally with a PEFT adapter.
+
+    Args:
+        path: base model folder or Hub id.
+        adapter: a PEFT adapter folder or Hub id to load on top (its processor is used when
+            it saved one, e.g. a trained run's output folder).
+        dtype: passed to ``from_pretrained`` (``"auto"`` keeps the saved dtype).
+        merge_adapter: merge the adapter weights into the base and return a plain model.
+        model_kwargs: further ``from_pretrained`` arguments (``device_map``, ...).
+    """
+    register_processors()
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **model_kwargs)
+    processor_source = path
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge_adapter:
+            model = model.merge_and_unload()
+        if (Path(adapter) / "processor_config.json").exists() or (Path(adapter) / "tokenizer_config.json").exists():
+            processor_source = adapter
+    processor = AutoProcessor.from_pretrained(processor_source)
+    return model, processor
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+# Linear layers of attention and MLP blocks, in the vision tower and in the language model,
+# across architectures: LLaVA (vision_tower / language_model, CLIP q/k/v/out_proj, fc1/fc2),
+# Qwen2-VL/2.5-VL (visual blocks attn.qkv/proj, mlp.fc1/fc2 or gate/up/down), InternVL
+# (vision_tower ... attention.q/k/v/projection_layer, mlp.fc1/fc2), Idefics3/SmolVLM
+# (vision_model / text_model). Projectors and LM heads are left out.
+LORA_TARGET_MODULES = (
+    r".*(?:vision_tower|vision_model|visual|language_model|text_model)\..*"
+    r"\.(?:q_proj|k_proj|v_proj|o_proj|out_proj|qkv|proj|projection_layer|fc1|fc2|"
+    r"gate_proj|up_proj|down_proj|query|key|value|dense)$"
+)
+
+
+def default_lora_config(
+    r: int = 8,
+    alpha: int | None = None,
+    dropout: float = 0.05,
+    target_modules: str | Sequence[str] | None = None,
+    **kwargs: Any,
+):
+    """The paper's LoRA: rank ``r`` on both the vision encoder and the language model.
+
+    ``task_type`` is left unset so the adapter config records an ``auto_mapping`` and
+    ``AutoPeftModel.from_pretrained`` can reload any supported architecture.
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha if alpha is not None else 2 * r,
+        lora_dropout=dropout,
+        target_modules=target_modules if target_modules is not None else LORA_TARGET_MODULES,
+        **kwargs,
+    )
+
+
+def lora_target_names(model: torch.nn.Module, target_modules: str = LORA_TARGET_MODULES) -> list[str]:
+    """The module names a LoRA target regex selects in ``model`` (to check coverage)."""
+    pattern = re.compile(target_modules)
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)]

@@ -1,0 +1,121 @@
+"""Tiny model factory: offline build, save/reload round trips, tokenizer, LoRA targets."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
+
+from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
+from rdmldg_hf.models import (
+    ARCHITECTURES,
+    LORA_TARGET_MODULES,
+    Qwen2VLProcessorNoVideo,
+    build_tiny_model,
+    default_lora_config,
+    load_model_and_processor,
+    lora_target_names,
+)
+from rdmldg_hf.prompts import training_example
+
+EXPECTED_PROCESSOR = {"llava": LlavaProcessor, "qwen2_vl": Qwen2VLProcessorNoVideo}
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def tiny(request, tmp_path_factory):
+    path = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param, preset="test")
+    return request.param, path
+
+
+def _image(seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+
+
+def test_reload_gives_real_classes_and_same_outputs(tiny):
+    architecture, path = tiny
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    assert type(processor) is EXPECTED_PROCESSOR[architecture]
+    assert json.loads((path / "tiny_model_spec.json").read_text())["architecture"] == architecture
+    messages = training_example("classification", get_benchmark("rotdigits").class_names, "seven")
+    text = processor.apply_chat_template(messages["prompt"] + messages["completion"], tokenize=False)
+    batch = processor(images=[_image()], text=[text], return_tensors="pt")
+    image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert (batch["input_ids"] == image_token).sum() == 16
+    again, _ = load_model_and_processor(path)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, again.eval()(**batch).logits)
+
+
+def test_tokenizer_classes_single_tokens_and_template(tiny):
+    _, path = tiny
+    tokenizer = AutoProcessor.from_pretrained(path).tokenizer
+    for name in get_benchmark("rotdigits").class_names:
+        assert len(tokenizer.encode(name, add_special_tokens=False)) == 1
+        assert len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1
+    # Every benchmark's text round-trips through the byte-level tokenizer.
+    for benchmark in BENCHMARKS.values():
+        text = ", ".join(benchmark.class_names)
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "seven"}]},
+    ]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    answer = [t for t, m in zip(rendered["input_ids"], rendered["assistant_masks"]) if m]
+    assert tokenizer.decode(answer) == "seven" + tokenizer.eos_token
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert full.startswith(prompt) and full[len(prompt):] == "seven" + tokenizer.eos_token
+
+
+def test_lora_targets_vision_and_language(tiny):
+    _, path = tiny
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    names = lora_target_names(model)
+    assert any("language_model" in n for n in names)
+    assert any("visual" in n or "vision_tower" in n for n in names)
+    assert not any("lm_head" in n or "projector" in n or "merger" in n for n in names)
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, default_lora_config(r=4))
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_lora_regex_matches_other_architectures():
+    import re
+
+    pattern = re.compile(LORA_TARGET_MODULES)
+    for name in (
+        "model.vision_model.encoder.layers.0.self_attn.q_proj",  # Idefics3 / SmolVLM
+        "model.text_model.layers.3.mlp.down_proj",
+        "model.vision_tower.encoder.layer.0.attention.q_proj",  # InternVL
+        "model.language_model.layers.0.self_attn.o_proj",
+        "model.visual.blocks.1.attn.qkv",  # Qwen2/2.5-VL
+    ):
+        assert pattern.fullmatch(name), name
+    for name in ("lm_head", "model.multi_modal_projector.linear_1", "model.language_model.embed_tokens"):
+        assert not pattern.fullmatch(name), name
+
+
+def test_unknown_architecture_and_preset(tmp_path):
+    with pytest.raises(ValueError, match="qwen2_vl"):
+        build_tiny_model(tmp_path, "gpt")
+    with pytest.raises(ValueError, match="embedded"):
+        build_tiny_model(tmp_path, preset="huge")
+
+
+def test_processor_registration_in_fresh_process(tmp_path):
+    paths = {a: str(build_tiny_model(tmp_path / a, a, preset="test")) for a in ARCHITECTURES}
+    code = (
+        "import sys, rdmldg_hf.models\n"
+        "from transformers import AutoProcessor\n"
+        "for path in sys.argv[1:]: print(type(AutoProcessor.from_pretrained(path)).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *paths.values()], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [EXPECTED_PROCESSOR[a].__name__ for a in paths]
