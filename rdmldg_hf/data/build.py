@@ -1,0 +1,190 @@
+"""Build DomainBed-Reasoning: images (+ chains) -> one config of a Hub-layout dataset folder.
+
+``build_dataset("rotdigits", out_dir)`` builds the embedded benchmark; for a DomainBed
+benchmark pass ``images=`` a folder (the benchmark folder or the DomainBed data root) or a
+list of :class:`SourceImage`. Rows are streamed: images are read one at a time into an
+on-disk Arrow cache, never all held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from datasets import Dataset
+
+from ..benchmarks import Benchmark, get_benchmark
+from .chain_import import ChainImport, import_chains
+from .domainbed import ScanResult, SkippedFile, load_class_map, scan_domainbed
+from .hub_layout import DEFAULT_REPO_ID, ConfigSummary, write_config
+from .schema import ChainRecord, SourceImage, dataset_features
+
+__all__ = ["BuildSummary", "build_dataset", "resolve_images", "source_rows"]
+
+# Rows per Arrow record batch while streaming images into the cache (bounds memory).
+_WRITER_BATCH_SIZE = 100
+
+
+@dataclass
+class BuildSummary:
+    """What a build wrote and everything it left out (skipped files, rejected chains)."""
+
+    config: ConfigSummary
+    skipped: list[SkippedFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    chain_import: ChainImport | None = None
+
+    @property
+    def out_dir(self) -> str:
+        return self.config.out_dir
+
+    @property
+    def rows_per_domain(self) -> dict[str, int]:
+        return {split.name: split.rows for split in self.config.splits}
+
+    def format(self) -> str:
+        """A few human-readable lines (the CLI prints them)."""
+        config = self.config
+        lines = [f"Built config {config.config_name!r} in {config.out_dir}: {config.rows:,} rows, {config.with_chain:,} with a chain."]
+        for split in config.splits:
+            lines.append(f"  {split.name:<16} {split.rows:>8,} rows  {split.with_chain:>8,} chains")
+        if self.ignored:
+            lines.append(f"Ignored {len(self.ignored)} entries beside the domain folders: {', '.join(self.ignored[:5])}")
+        if self.skipped:
+            lines.append(f"Skipped {len(self.skipped)} files (listed in {config.report_path}):")
+            lines.extend(f"  {item.path}: {item.reason}" for item in self.skipped[:10])
+            if len(self.skipped) > 10:
+                lines.append(f"  ... and {len(self.skipped) - 10} more")
+        if self.chain_import is not None:
+            lines.append(self.chain_import.format(config.report_path))
+        return "\n".join(lines)
+
+
+def source_rows(
+    images: Iterable[SourceImage], chains: Mapping[str, ChainRecord] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Rows of the DomainBed-Reasoning schema, one image read at a time."""
+    empty = ChainRecord()
+    for image in images:
+        record = (chains or {}).get(image.image_id, empty)
+        yield {
+            "image": {"bytes": image.read_bytes(), "path": image.filename},
+            "label": image.label,
+            "domain": image.domain,
+            "image_id": image.image_id,
+            **record.columns(),
+        }
+
+
+def _split_datasets(
+    benchmark: Benchmark, images: Sequence[SourceImage], chains: Mapping[str, ChainRecord] | None, cache_dir: str
+) -> dict[str, Dataset]:
+    """One on-disk Dataset per domain (in the benchmark's domain order)."""
+    by_domain: dict[str, list[SourceImage]] = {}
+    for image in images:
+        by_domain.setdefault(benchmark.domain(image.domain), []).append(image)
+    features = dataset_features(benchmark)
+    splits = {}
+    for domain in benchmark.domains:
+        if domain not in by_domain:
+            continue
+        splits[domain] = Dataset.from_generator(
+            source_rows,
+            features=features,
+            cache_dir=cache_dir,
+            gen_kwargs={"images": by_domain[domain], "chains": chains},
+            fingerprint=uuid.uuid4().hex,
+            writer_batch_size=_WRITER_BATCH_SIZE,
+        )
+    return splits
+
+
+def resolve_images(
+    benchmark: Benchmark | str,
+    images: str | os.PathLike | Sequence[SourceImage] | ScanResult | None,
+    class_map: Mapping[str, str] | str | os.PathLike | None = None,
+) -> ScanResult:
+    """The images of a build: the embedded benchmark's (``images=None``), a scanned folder, or a list."""
+    benchmark = get_benchmark(benchmark)
+    if isinstance(class_map, (str, os.PathLike)):
+        class_map = load_class_map(class_map)
+    if isinstance(images, ScanResult):
+        return images
+    if images is None:
+        if not benchmark.embedded:
+            raise ValueError(
+                f"Benchmark {benchmark.name!r} needs its images: pass --images with the DomainBed folder "
+                f"(<data root>/{benchmark.folder}/<domain>/<class>/<image>)."
+            )
+        from .embedded import embedded_source_images
+
+        return ScanResult(images=embedded_source_images(), root="<embedded>")
+    if isinstance(images, (str, os.PathLike)):
+        return scan_domainbed(benchmark, images, class_map=class_map)
+    return ScanResult(images=list(images), root="<given>")
+
+
+def build_dataset(
+    benchmark: Benchmark | str,
+    out_dir: str | os.PathLike,
+    images: str | os.PathLike | Sequence[SourceImage] | ScanResult | None = None,
+    chains: str | os.PathLike | Mapping[str, ChainRecord] | None = None,
+    class_map: Mapping[str, str] | str | os.PathLike | None = None,
+    *,
+    config_name: str | None = None,
+    template_chains: bool | None = None,
+    max_shard_size: int | str | None = None,
+    repo_id: str = DEFAULT_REPO_ID,
+) -> BuildSummary:
+    """Build one benchmark into ``out_dir`` as config ``config_name`` (default: the benchmark's name).
+
+    Args:
+        benchmark: a registry name (``"pacs"``, ``"rotdigits"``) or a :class:`Benchmark`.
+        out_dir: the dataset folder; other configs already in it are kept.
+        images: a DomainBed folder (benchmark folder or data root), a list of
+            :class:`SourceImage`, a :class:`ScanResult`, or None for the embedded benchmark.
+        chains: a chains file (JSON/JSONL, validated) or ``image_id -> ChainRecord``.
+        class_map: folder name -> class (a mapping or a JSON file) for non-standard class folders.
+        template_chains: fill chains from the template writer (default: for the embedded
+            benchmark when no ``chains`` are given).
+        max_shard_size: parquet shard size, as in ``push_to_hub``.
+        repo_id: the repo id the card's usage example names.
+    """
+    benchmark = get_benchmark(benchmark)
+    scan = resolve_images(benchmark, images, class_map)
+    report: dict[str, Any] = {
+        "images_root": scan.root,
+        "skipped": [item.to_dict() for item in scan.skipped],
+        "ignored": list(scan.ignored),
+    }
+    chain_result: ChainImport | None = None
+    records: Mapping[str, ChainRecord] | None
+    if isinstance(chains, (str, os.PathLike)):
+        chain_result = import_chains(chains, scan.images, benchmark)
+        records = chain_result.records
+        report["chain_import"] = chain_result.to_dict()
+    else:
+        records = chains
+    if records is None and (template_chains if template_chains is not None else benchmark.embedded):
+        from .embedded import embedded_chains
+
+        records = embedded_chains(scan.images, benchmark)
+    parent = Path(out_dir).absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".rdmldg-build-cache-", dir=parent) as cache_dir:
+        splits = _split_datasets(benchmark, scan.images, records, cache_dir)
+        config = write_config(
+            out_dir,
+            config_name or benchmark.name,
+            splits,
+            benchmark,
+            report=report,
+            max_shard_size=max_shard_size,
+            repo_id=repo_id,
+        )
+        del splits
+    return BuildSummary(config=config, skipped=list(scan.skipped), ignored=list(scan.ignored), chain_import=chain_result)

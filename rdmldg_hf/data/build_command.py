@@ -1,0 +1,86 @@
+"""``rdmldg build``: DomainBed image folders (or the embedded benchmark) -> a Hub-layout dataset folder.
+
+    rdmldg build --benchmark pacs --images /data/DomainBed --out ./domainbed-reasoning
+    rdmldg build --benchmark rotdigits --out ./domainbed-reasoning
+    rdmldg build ... --push-to-hub ORG/NAME [--private]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from typing import Any
+
+from ..benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
+
+_TEACHER_CLI = "rdmldg_hf.teacher.cli"
+
+
+def _teacher_cli() -> Any | None:
+    """The teacher's CLI hooks, when the teacher package provides them."""
+    try:
+        found = importlib.util.find_spec(_TEACHER_CLI) is not None
+    except ModuleNotFoundError:
+        found = False
+    return importlib.import_module(_TEACHER_CLI) if found else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``rdmldg build``."""
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        help=f"Benchmark config name: {', '.join(BENCHMARKS)} ({EMBEDDED_BENCHMARK!r} is embedded, no download).",
+    )
+    parser.add_argument(
+        "--images",
+        help="DomainBed folder: the benchmark folder itself (its subfolders are domains) or the DomainBed data root.",
+    )
+    parser.add_argument("--out", required=True, help="Output dataset folder (other benchmarks already in it are kept).")
+    parser.add_argument("--chains", help="JSON or JSONL file mapping image_id -> chain text (optionally with its source).")
+    parser.add_argument("--class-map", help="JSON file mapping class folder names to the benchmark's classes.")
+    parser.add_argument("--config-name", help="Config name to write (default: the benchmark's name).")
+    parser.add_argument("--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty.")
+    parser.add_argument("--max-shard-size", help="Largest parquet shard, as in push_to_hub (default 500MB).")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")
+    teacher = _teacher_cli()
+    if teacher is not None:
+        teacher.add_teacher_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build (and optionally push) one benchmark; prints the summary."""
+    from ..benchmarks import get_benchmark
+    from .build import build_dataset
+    from .hub_layout import DEFAULT_REPO_ID
+
+    benchmark = get_benchmark(args.benchmark)
+    if args.private and not args.push_to_hub:
+        raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
+    images: Any = args.images
+    chains: Any = args.chains
+    if getattr(args, "teacher", None):
+        from .build import resolve_images
+
+        images = resolve_images(benchmark, args.images, args.class_map)
+        chains = _teacher_cli().teacher_chains(args, benchmark, images.images, args.out)
+    summary = build_dataset(
+        benchmark,
+        args.out,
+        images=images,
+        chains=chains,
+        class_map=args.class_map,
+        config_name=args.config_name,
+        template_chains=False if args.no_template_chains else None,
+        max_shard_size=args.max_shard_size,
+        repo_id=args.push_to_hub or DEFAULT_REPO_ID,
+    )
+    print(summary.format())
+    if args.push_to_hub:
+        from .hub_layout import push_folder
+
+        commit = push_folder(args.out, args.push_to_hub, private=args.private)
+        print(f"Pushed {args.out} to https://huggingface.co/datasets/{args.push_to_hub} ({commit}).")
+    return 0

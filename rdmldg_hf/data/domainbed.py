@@ -1,0 +1,221 @@
+"""Scan a DomainBed image folder ``<FOLDER>/<domain>/<class>/<image>`` into :class:`SourceImage` s.
+
+The folder given may be the benchmark folder itself (its subfolders are domains) or the
+DomainBed data root (then the registry's folder name, e.g. ``office_home``, is used).
+Real folders are messy: files beside the domain folders are ignored, unreadable or
+non-image files are skipped with a reason, unknown domain or class folders are errors
+that name the folder and what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from PIL import Image, UnidentifiedImageError
+
+from ..benchmarks import Benchmark, get_benchmark, normalize_name
+from .schema import SourceImage
+
+__all__ = ["ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "resolve_benchmark_folder"]
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of the dataset and why (paths relative to the benchmark folder)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class ScanResult:
+    """The images of a folder (paths, not bytes), the files skipped and the entries ignored."""
+
+    images: list[SourceImage]
+    root: str
+    skipped: list[SkippedFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Images per domain."""
+        counts: dict[str, int] = {}
+        for image in self.images:
+            counts[image.domain] = counts.get(image.domain, 0) + 1
+        return counts
+
+
+def _layout(benchmark: Benchmark) -> str:
+    return (
+        f"expected <data root>/{benchmark.folder}/<domain>/<class>/<image> with domains "
+        f"{', '.join(benchmark.domain_folders)}"
+    )
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.startswith("__")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
+
+
+def _domain_of(benchmark: Benchmark, name: str) -> str | None:
+    key = normalize_name(name)
+    return key if key in benchmark.domains else None
+
+
+def resolve_benchmark_folder(benchmark: Benchmark | str, root: str | os.PathLike) -> Path:
+    """The benchmark folder under ``root`` (``root`` itself, or ``root/<FOLDER>``).
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist.
+        ValueError: if neither ``root`` nor ``root/<FOLDER>`` holds domain folders.
+    """
+    benchmark = get_benchmark(benchmark)
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"--images {str(root)!r} is not a folder; {_layout(benchmark)}.")
+    for candidate in (path, path / benchmark.folder):
+        if candidate.is_dir() and any(_domain_of(benchmark, p.name) for p in _subfolders(candidate)):
+            return candidate
+    for child in _subfolders(path):
+        if child.name.lower() == benchmark.folder.lower():
+            return child
+    found = ", ".join(p.name for p in _subfolders(path)[:10]) or "no subfolders"
+    raise ValueError(
+        f"--images {str(root)!r} holds no domain folder of {benchmark.name!r} (found: {found}); "
+        f"{_layout(benchmark)}. Give the benchmark folder itself or the DomainBed data root."
+    )
+
+
+def load_class_map(path: str | os.PathLike) -> dict[str, str]:
+    """Read a ``--class-map`` JSON file: ``{"folder name": "class", ...}``.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file and what is expected.
+    """
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
+    if text is None:
+        raise FileNotFoundError(f"--class-map {str(path)!r} does not exist; give a JSON file mapping folder name -> class.")
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--class-map {str(path)!r}: invalid JSON at line {error.lineno}: {error.msg}.") from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ValueError(f"--class-map {str(path)!r} must be a JSON object mapping folder name -> class name.")
+    return mapping
+
+
+def _class_resolver(benchmark: Benchmark, class_map: Mapping[str, str] | None) -> Callable[[str, str], int]:
+    """A function folder name -> class index, checking every class-map target up front."""
+    mapping = dict(class_map or {})
+    for folder, target in mapping.items():
+        try:
+            benchmark.class_index(target)
+        except ValueError as error:
+            raise ValueError(f"--class-map maps folder {folder!r} to {target!r}: {error}") from None
+
+    def resolve(folder: str, where: str) -> int:
+        try:
+            return benchmark.class_index(mapping.get(folder, folder))
+        except ValueError:
+            raise ValueError(
+                f"Class folder {folder!r} (in {where}) is not a class of {benchmark.name!r}. "
+                f"Valid classes: {', '.join(benchmark.classes)}. If it names one of them differently, "
+                f"pass --class-map FILE with a JSON object such as {{\"{folder}\": \"{benchmark.classes[0]}\"}}."
+            ) from None
+
+    return resolve
+
+
+def _check_image(path: Path) -> str | None:
+    """None if ``path`` is a readable image, else the reason it is not."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UnidentifiedImageError:
+        return "not an image file"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"unreadable image ({type(error).__name__}: {str(error)[:80]})"
+    return None
+
+
+def scan_domainbed(
+    benchmark: Benchmark | str,
+    root: str | os.PathLike,
+    class_map: Mapping[str, str] | None = None,
+    verify: bool = True,
+) -> ScanResult:
+    """List the images of a DomainBed folder; every skipped file comes with its reason.
+
+    Args:
+        benchmark: the benchmark whose domains and classes the folder must hold.
+        root: the benchmark folder or the DomainBed data root.
+        class_map: class folder name -> class (folder or display name) for non-standard folders.
+        verify: open every image to skip unreadable ones (reads each file once).
+
+    Raises:
+        FileNotFoundError, ValueError: bad layout, unknown domain/class folder, empty domain.
+    """
+    benchmark = get_benchmark(benchmark)
+    folder = resolve_benchmark_folder(benchmark, root)
+    class_of = _class_resolver(benchmark, class_map)
+    result = ScanResult(images=[], root=str(folder))
+    seen_domains: dict[str, str] = {}
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_dir() or _is_hidden(entry.name):
+            result.ignored.append(entry.name)
+            continue
+        domain = _domain_of(benchmark, entry.name)
+        if domain is None:
+            raise ValueError(
+                f"Domain folder {entry.name!r} in {str(folder)!r} is not a domain of {benchmark.name!r}. "
+                f"Valid domains: {', '.join(benchmark.domain_folders)}. Move or remove it."
+            )
+        if domain in seen_domains:
+            raise ValueError(f"Folders {seen_domains[domain]!r} and {entry.name!r} are the same domain {domain!r}; keep one.")
+        seen_domains[domain] = entry.name
+        count = _scan_domain(entry, domain, class_of, result, verify)
+        if count == 0:
+            raise ValueError(
+                f"Domain folder {entry.name!r} holds no readable image; {_layout(benchmark)} "
+                f"(see the {len(result.skipped)} skipped files: {', '.join(s.path for s in result.skipped[:3])})."
+            )
+    missing = [d for d in benchmark.domain_folders if normalize_name(d) not in seen_domains]
+    if missing:
+        raise ValueError(f"{str(folder)!r} lacks the domain folders {', '.join(missing)}; {_layout(benchmark)}.")
+    return result
+
+
+def _scan_domain(folder: Path, domain: str, class_of: Callable[[str, str], int], result: ScanResult, verify: bool) -> int:
+    """Add the images of one domain folder to ``result``; the number added."""
+    count = 0
+    base = folder.parent
+    for entry in sorted(folder.iterdir()):
+        relative = entry.relative_to(base).as_posix()
+        if _is_hidden(entry.name):
+            result.skipped.append(SkippedFile(relative, "hidden file"))
+            continue
+        if not entry.is_dir():
+            result.skipped.append(SkippedFile(relative, "file beside the class folders (not in a class folder)"))
+            continue
+        label = class_of(entry.name, f"{folder.name}/")
+        for path in sorted(p for p in entry.rglob("*") if not p.is_dir()):
+            image_id = path.relative_to(base).as_posix()
+            if any(_is_hidden(part) for part in path.relative_to(entry).parts):
+                result.skipped.append(SkippedFile(image_id, "hidden file"))
+                continue
+            reason = _check_image(path) if verify else None
+            if reason is not None:
+                result.skipped.append(SkippedFile(image_id, reason))
+                continue
+            result.images.append(SourceImage(image_id=image_id, domain=domain, label=label, path=str(path)))
+            count += 1
+    return count

@@ -1,0 +1,457 @@
+"""The Hub layout of DomainBed-Reasoning: one config per benchmark, one split per domain.
+
+A folder written here is what ``DatasetDict.push_to_hub(repo, config_name=...)`` writes:
+parquet shards ``<config>/<split>-00000-of-0000N.parquet`` (image bytes embedded) and a
+README.md whose YAML holds ``configs:`` and ``dataset_info`` (through datasets'
+``MetadataConfigs`` / ``DatasetInfosDict`` and huggingface_hub's ``DatasetCard``). Each
+split is also a config of its own (``<config>-<split>``, split ``train``) pointing at the
+same files. A build report per config lives in ``reports/<config>.json``.
+
+Every write goes to a staging folder beside the output folder, which replaces the output
+folder only when complete (README last), so an interrupted build never leaves a folder
+that loads as if complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetInfo, Features, SplitDict, SplitInfo
+from datasets import config as datasets_config
+from datasets.arrow_writer import get_writer_batch_size_from_data_size, get_writer_batch_size_from_features
+from datasets.info import DatasetInfosDict
+from datasets.table import embed_table_storage
+from datasets.utils.metadata import MetadataConfigs
+from datasets.utils.py_utils import convert_file_size_to_int
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from ..benchmarks import Benchmark, get_benchmark
+from .schema import dataset_features
+
+__all__ = [
+    "CARD_TEMPLATE",
+    "DEFAULT_REPO_ID",
+    "REPORTS_DIR",
+    "ConfigSummary",
+    "SplitSummary",
+    "staged_folder",
+    "write_config",
+    "render_card",
+    "read_reports",
+    "push_folder",
+]
+
+DEFAULT_REPO_ID = "rdmldg/domainbed-reasoning"
+REPORTS_DIR = "reports"
+PRETTY_NAME = "DomainBed-Reasoning"
+CARD_TEMPLATE = "domainbed_reasoning_card.md"
+_CARD_METADATA: dict[str, Any] = {
+    "license": "other",
+    "license_name": "domainbed-reasoning",
+    "task_categories": ["image-classification", "visual-question-answering"],
+    "language": ["en"],
+    "tags": ["domain-generalization", "domainbed", "reasoning", "chain-of-thought", "multimodal", "rd-mldg"],
+    "pretty_name": PRETTY_NAME,
+}
+_STATS_COLUMNS = ("reasoning", "chain_source", "num_candidates", "num_valid", "num_correct")
+
+
+@dataclass
+class SplitSummary:
+    """Counts of one written split."""
+
+    name: str
+    rows: int
+    with_chain: int
+    files: list[str] = field(default_factory=list)
+    chain_sources: dict[str, int] = field(default_factory=dict)
+    candidates: int = 0
+    valid: int = 0
+    correct: int = 0
+
+
+@dataclass
+class ConfigSummary:
+    """What :func:`write_config` wrote: the config, its splits and the output folder."""
+
+    config_name: str
+    benchmark: str
+    out_dir: str
+    splits: list[SplitSummary]
+    domain_configs: list[str]
+    report_path: str
+
+    @property
+    def rows(self) -> int:
+        return sum(split.rows for split in self.splits)
+
+    @property
+    def with_chain(self) -> int:
+        return sum(split.with_chain for split in self.splits)
+
+
+# --------------------------------------------------------------------------- staging
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a folder by hard links (files here are never modified in place), else by copying."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging copy of ``out_dir``; on success it replaces ``out_dir``, on error it is removed.
+
+    Raises:
+        FileExistsError: if ``out_dir`` exists but is a file.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out_dir)!r} is a file; give a folder (it is created if missing).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = out.parent / f".{out.name}.partial-{token}"
+    if out.exists():
+        _link_tree(out, staging)
+    else:
+        staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = out.parent / f".{out.name}.previous-{token}"
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- parquet shards
+
+
+def _check_features(dataset: Dataset, features: Features, config_name: str, split: str) -> Dataset:
+    """Cast a split to the benchmark's features (columns must match)."""
+    if dataset.features == features:
+        return dataset
+    if set(dataset.column_names) != set(features):
+        raise ValueError(
+            f"Split {split!r} of config {config_name!r} has columns {sorted(dataset.column_names)}; "
+            f"the DomainBed-Reasoning schema needs {sorted(features)}."
+        )
+    return dataset.select_columns(list(features)).cast(features)
+
+
+def _write_shards(
+    dataset: Dataset, folder: Path, data_dir: str, split: str, max_shard_size: int | str | None
+) -> tuple[list[str], int, int]:
+    """Write one split as parquet shards the way ``push_to_hub`` does; (paths, bytes on disk, arrow bytes)."""
+    dataset = dataset.flatten_indices() if dataset._indices is not None else dataset
+    nbytes = dataset.data.nbytes
+    num_shards = int(nbytes / convert_file_size_to_int(max_shard_size or datasets_config.MAX_SHARD_SIZE)) + 1
+    batch_size = get_writer_batch_size_from_features(dataset.features) or get_writer_batch_size_from_data_size(
+        len(dataset), nbytes
+    )
+    paths: list[str] = []
+    written = 0
+    for index in range(num_shards):
+        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True)
+        path_in_repo = f"{data_dir}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
+        target = folder / path_in_repo
+        shard.with_format(None).to_parquet(str(target), batch_size=batch_size)
+        written += target.stat().st_size
+        paths.append(path_in_repo)
+    return paths, written, nbytes
+
+
+def _split_stats(dataset: Dataset, name: str, files: list[str]) -> SplitSummary:
+    """Row, chain-source and acceptance counts of one split (reads only the small columns)."""
+    summary = SplitSummary(name=name, rows=len(dataset), with_chain=0, files=files)
+    columns = [c for c in _STATS_COLUMNS if c in dataset.column_names]
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=50_000):
+        assert isinstance(batch, pa.Table)
+        summary.with_chain += len(batch) - batch.column("reasoning").null_count
+        for item in pc.value_counts(batch.column("chain_source")).to_pylist():
+            if item["values"] is not None:
+                summary.chain_sources[item["values"]] = summary.chain_sources.get(item["values"], 0) + item["counts"]
+        for column, attribute in (("num_candidates", "candidates"), ("num_valid", "valid"), ("num_correct", "correct")):
+            total = pc.sum(batch.column(column)).as_py() if column in batch.column_names else None
+            setattr(summary, attribute, getattr(summary, attribute) + int(total or 0))
+    return summary
+
+
+# --------------------------------------------------------------------------- README
+
+
+def _load_card_data(folder: Path) -> DatasetCardData:
+    readme = folder / datasets_config.REPOCARD_FILENAME
+    if not readme.exists():
+        return DatasetCardData()
+    return DatasetCard(readme.read_text(encoding="utf-8")).data
+
+
+def _drop_configs(card_data: DatasetCardData, names: set[str]) -> None:
+    """Remove configs (and their ``dataset_info``) from card data."""
+    configs = card_data.get("configs") or []
+    card_data["configs"] = [c for c in configs if c.get("config_name") not in names] or None
+    infos = card_data.get("dataset_info")
+    if isinstance(infos, dict):
+        infos = [infos]
+    kept = [i for i in infos or [] if i.get("config_name", "default") not in names]
+    card_data["dataset_info"] = (kept[0] if len(kept) == 1 else kept) or None
+    if card_data["configs"] is None:
+        card_data.pop("configs", None)
+    if card_data["dataset_info"] is None:
+        card_data.pop("dataset_info", None)
+
+
+def _configs_reading(card_data: DatasetCardData, data_dir: str) -> set[str]:
+    """Names of the configs whose data files all lie in ``data_dir``."""
+    names = set()
+    for name, meta in MetadataConfigs.from_dataset_card_data(card_data).items():
+        files = meta.get("data_files") or []
+        paths = [p for entry in files for p in ([entry["path"]] if isinstance(entry["path"], str) else entry["path"])]
+        if paths and all(p.startswith(f"{data_dir}/") for p in paths):
+            names.add(name)
+    return names
+
+
+def _dataset_info(config_name: str, features: Features, splits: list[tuple[SplitInfo, int]]) -> DatasetInfo:
+    """The ``dataset_info`` push_to_hub records: features, splits, download and dataset sizes."""
+    info = DatasetInfo(config_name=config_name, features=features, splits=SplitDict(), download_size=0, dataset_size=0)
+    for split_info, uploaded in splits:
+        info.splits.add(split_info)
+        info.download_size += uploaded
+        info.dataset_size += split_info.num_bytes
+    info.size_in_bytes = info.download_size + info.dataset_size
+    return info
+
+
+def read_reports(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The build reports of a folder, by config name."""
+    reports = {}
+    for path in sorted(Path(folder, REPORTS_DIR).glob("*.json")):
+        reports[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+    return reports
+
+
+def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
+    """Template variables describing one config in the card body."""
+    splits = report.get("splits", [])
+    sources: dict[str, int] = {}
+    for split in splits:
+        for source, count in split.get("chain_sources", {}).items():
+            sources[source] = sources.get(source, 0) + count
+    acceptance = {key: sum(s.get(key, 0) for s in splits) for key in ("candidates", "valid", "correct")}
+    chain_import = report.get("chain_import")
+    return {
+        "name": name,
+        "title": report.get("title"),
+        "description": report.get("description"),
+        "splits": splits,
+        "rows": sum(s["rows"] for s in splits),
+        "with_chain": sum(s["with_chain"] for s in splits),
+        "chain_sources": sorted(sources.items()),
+        "acceptance": acceptance if acceptance["candidates"] else None,
+        "skipped": len(report.get("skipped", [])),
+        "chain_import": (
+            {
+                "accepted": chain_import.get("accepted", 0),
+                "invalid": len(chain_import.get("invalid", [])),
+                "unmatched": len(chain_import.get("unmatched", [])),
+            }
+            if chain_import
+            else None
+        ),
+        "report": f"{REPORTS_DIR}/{name}.json",
+    }
+
+
+def render_card(folder: str | os.PathLike, card_data: DatasetCardData, repo_id: str = DEFAULT_REPO_ID) -> DatasetCard:
+    """Render the DomainBed-Reasoning card of a folder from its card data and build reports."""
+    for key, value in _CARD_METADATA.items():
+        card_data[key] = value
+    reports = read_reports(folder)
+    sections = [_config_section(name, report) for name, report in reports.items()]
+    first = sections[0] if sections else {"name": "pacs", "splits": [{"name": "photo", "domain_config": "pacs-photo"}]}
+    first_split = first["splits"][0] if first["splits"] else {"name": "train", "domain_config": first["name"]}
+    template = resources.files("rdmldg_hf") / "templates" / CARD_TEMPLATE
+    return DatasetCard.from_template(
+        card_data,
+        template_str=template.read_text(encoding="utf-8"),
+        pretty_name=PRETTY_NAME,
+        repo_id=repo_id,
+        config_sections=sections,
+        example_config=first["name"],
+        example_split=first_split["name"],
+        example_domain_config=first_split.get("domain_config") or first["name"],
+    )
+
+
+# --------------------------------------------------------------------------- one config
+
+
+def write_config(
+    out_dir: str | os.PathLike,
+    config_name: str,
+    splits: Mapping[str, Dataset],
+    benchmark: Benchmark | str,
+    *,
+    domain_configs: bool = True,
+    report: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    max_shard_size: int | str | None = None,
+    repo_id: str = DEFAULT_REPO_ID,
+) -> ConfigSummary:
+    """Write (or replace) one config of a DomainBed-Reasoning folder.
+
+    Args:
+        out_dir: the dataset folder (created if missing; other configs in it are kept).
+        config_name: e.g. ``"officehome"`` or ``"officehome-sarr-r2"``.
+        splits: split name (a domain) -> rows with the benchmark's schema (a ``DatasetDict`` works).
+        benchmark: the benchmark whose ``ClassLabel`` the rows use.
+        domain_configs: also declare ``<config_name>-<split>`` configs (split ``train``).
+        report: extra entries for ``reports/<config_name>.json`` (skipped files, chain import, ...).
+        description: one line about the config for the card (default: the benchmark's).
+        max_shard_size: as in ``push_to_hub`` (default 500MB).
+        repo_id: the repo the card's usage example names.
+    """
+    benchmark = get_benchmark(benchmark)
+    if config_name in ("data", "default", REPORTS_DIR) or "/" in config_name or not config_name.strip():
+        raise ValueError(f"Invalid config name {config_name!r}: use a plain name such as {benchmark.name!r}.")
+    if not splits:
+        raise ValueError(f"Config {config_name!r} has no splits; give at least one domain's rows.")
+    features = dataset_features(benchmark)
+    checked = {split: _check_features(ds, features, config_name, split) for split, ds in splits.items()}
+    with staged_folder(out_dir) as folder:
+        data_dir = folder / config_name
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True)
+        summaries: list[SplitSummary] = []
+        infos: list[tuple[SplitInfo, int]] = []
+        for split, dataset in checked.items():
+            files, written, nbytes = _write_shards(dataset, folder, config_name, split, max_shard_size)
+            infos.append((SplitInfo(name=split, num_bytes=nbytes, num_examples=len(dataset)), written))
+            summary = _split_stats(dataset, split, files)
+            summaries.append(summary)
+
+        card_data = _load_card_data(folder)
+        _drop_configs(card_data, _configs_reading(card_data, config_name))
+        configs = {config_name: {"data_files": [{"split": s, "path": f"{config_name}/{s}-*"} for s in checked]}}
+        dataset_infos = {config_name: _dataset_info(config_name, features, infos)}
+        domain_names = []
+        for split_info, uploaded in infos:
+            if not domain_configs:
+                break
+            name = f"{config_name}-{split_info.name}"
+            domain_names.append(name)
+            configs[name] = {"data_files": [{"split": "train", "path": f"{config_name}/{split_info.name}-*"}]}
+            train = SplitInfo(name="train", num_bytes=split_info.num_bytes, num_examples=split_info.num_examples)
+            dataset_infos[name] = _dataset_info(name, features, [(train, uploaded)])
+        DatasetInfosDict(dataset_infos).to_dataset_card_data(card_data)
+        MetadataConfigs(configs).to_dataset_card_data(card_data)
+
+        split_entries = []
+        for summary in summaries:
+            entry = summary.__dict__.copy()
+            entry["domain_config"] = f"{config_name}-{summary.name}" if domain_configs else None
+            split_entries.append(entry)
+        report_path = folder / REPORTS_DIR / f"{config_name}.json"
+        report_path.parent.mkdir(exist_ok=True)
+        full_report = {
+            "config_name": config_name,
+            "benchmark": benchmark.name,
+            "title": benchmark.title if config_name == benchmark.name else None,
+            "description": description if description is not None else benchmark.description,
+            **dict(report or {}),
+            "splits": split_entries,
+        }
+        report_path.write_text(json.dumps(full_report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        card = render_card(folder, card_data, repo_id=repo_id)
+        readme = folder / datasets_config.REPOCARD_FILENAME
+        staged_readme = readme.with_name(readme.name + ".tmp")
+        staged_readme.write_text(str(card), encoding="utf-8")
+        os.replace(staged_readme, readme)
+    out = Path(out_dir).absolute()
+    return ConfigSummary(
+        config_name=config_name,
+        benchmark=benchmark.name,
+        out_dir=str(out),
+        splits=summaries,
+        domain_configs=domain_names,
+        report_path=str(out / REPORTS_DIR / f"{config_name}.json"),
+    )
+
+
+# --------------------------------------------------------------------------- push
+
+
+def _data_dirs(folder: Path) -> set[str]:
+    """The top-level folders holding data files of the folder's configs."""
+    card_data = _load_card_data(folder)
+    dirs = set()
+    for meta in MetadataConfigs.from_dataset_card_data(card_data).values():
+        for entry in meta.get("data_files") or []:
+            for path in [entry["path"]] if isinstance(entry["path"], str) else entry["path"]:
+                dirs.add(path.split("/", 1)[0])
+    return dirs
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload DomainBed-Reasoning",
+) -> str:
+    """Push a built folder to a Hub dataset repo in one commit; returns the commit URL.
+
+    The repo is created if missing. Remote files inside the folder's data directories that
+    the folder no longer holds (shards of an older build) are deleted in the same commit,
+    as ``push_to_hub`` does. The token comes from ``token`` or the usual HF sources
+    (``HF_TOKEN``, ``hf auth login``) and is never printed.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    root = Path(folder)
+    readme = root / datasets_config.REPOCARD_FILENAME
+    if not readme.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} holds no README.md; build it with `rdmldg build` before pushing.")
+    if "/" not in repo_id or repo_id.count("/") != 1:
+        raise ValueError(f"--push-to-hub {repo_id!r}: give the repo as ORG/NAME, e.g. {DEFAULT_REPO_ID!r}.")
+    api = HfApi(token=token, library_name="rdmldg_hf")
+    repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+    local = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    data_dirs = _data_dirs(root)
+    remote = api.list_repo_files(repo_id, repo_type="dataset")
+    deletions = [
+        CommitOperationDelete(path_in_repo=path)
+        for path in remote
+        if path.split("/", 1)[0] in data_dirs and "/" in path and path not in local
+    ]
+    # README last, so that a reader never sees a card describing files not yet there.
+    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(root / path)) for path in local if path != "README.md"]
+    additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(readme)))
+    info = api.create_commit(
+        repo_id, operations=[*additions, *deletions], commit_message=commit_message, repo_type="dataset"
+    )
+    return str(getattr(info, "commit_url", info))
