@@ -25,6 +25,7 @@ __all__ = [
     "assistant_message",
     "prompt_messages",
     "training_example",
+    "api_messages",
 ]
 
 PROMPT_VERSION = "rdmldg-prompts-v1"
@@ -97,3 +98,22 @@ def training_example(task: Task, class_names: Sequence[str], answer: str) -> dic
     if not answer or not answer.strip():
         raise ValueError(f"A {task} training example needs a non-empty answer; got {answer!r}.")
     return {"prompt": prompt_messages(task, class_names), "completion": [assistant_message(answer)]}
+
+
+def api_messages(
+    task: Task, class_names: Sequence[str], image_urls: Sequence[str], detail: str | None = None
+) -> list[dict[str, Any]]:
+    """The same question in the OpenAI chat-completions format: image URL parts, then the text.
+
+    ``image_urls`` are usually base64 data URLs; ``detail`` ("low", "high", "auto") is sent
+    only when given. The text part is exactly :func:`question`, so requests for a benchmark
+    differ only by their images.
+    """
+    content: list[dict[str, Any]] = []
+    for url in image_urls:
+        image_url: dict[str, Any] = {"url": url}
+        if detail is not None:
+            image_url["detail"] = detail
+        content.append({"type": "image_url", "image_url": image_url})
+    content.append({"type": "text", "text": question(task, class_names)})
+    return [{"role": "user", "content": content}]

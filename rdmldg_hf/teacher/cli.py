@@ -1,0 +1,119 @@
+"""Teacher options of ``rdmldg build`` and the call the builder makes.
+
+The builder calls :func:`add_teacher_arguments` in its ``add_arguments`` and, when
+``args.teacher`` is set, :func:`teacher_chains` in its ``run``; the mapping it returns
+fills the dataset's chain columns, and its ``.summary`` belongs in the build summary and
+the card's creation section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..benchmarks import Benchmark, get_benchmark
+from ..data.schema import ChainRecord, SourceImage
+from .settings import IMAGE_DETAILS, IMAGE_FORMATS, RetryPolicy, SamplingSettings, TeacherSettings
+
+__all__ = ["add_teacher_arguments", "teacher_chains", "settings_from_args"]
+
+STORE_FOLDER = "teacher-store"
+
+
+def _price(value: str) -> tuple[float, float]:
+    try:
+        prompt, completion = (float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--teacher-price takes 'INPUT,OUTPUT' in USD per million tokens, e.g. 2.5,10; got {value!r}."
+        ) from None
+    return prompt, completion
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the teacher's options (a group of its own) to a build parser."""
+    defaults, retry, settings = SamplingSettings(), RetryPolicy(), TeacherSettings()
+    group = parser.add_argument_group(
+        "teacher", "Label-blind chains from an OpenAI-compatible API, rejection-sampled against the label."
+    )
+    group.add_argument("--teacher", metavar="MODEL", default=None,
+                       help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.")
+    group.add_argument("--base-url", default=None,
+                       help="An OpenAI-compatible server (vLLM, transformers serve, ...); default: the OpenAI API.")
+    group.add_argument("--api-key-env", default=settings.api_key_env, metavar="VAR",
+                       help="Environment variable holding the API key (default %(default)s). The key is never printed or stored.")
+    group.add_argument("--candidates", type=int, default=defaults.candidates, metavar="K",
+                       help="Chains per image and round, asked as n=K (default %(default)s).")
+    group.add_argument("--max-rounds", type=int, default=settings.max_rounds,
+                       help="Further rounds of K candidates for images with no accepted chain (default %(default)s).")
+    group.add_argument("--concurrency", type=int, default=settings.concurrency,
+                       help="Requests in flight at once (default %(default)s).")
+    group.add_argument("--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s).")
+    group.add_argument("--top-p", type=float, default=None, help="Nucleus sampling top_p (not sent by default).")
+    group.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="Most tokens per chain (default %(default)s).")
+    group.add_argument("--image-max-side", type=int, default=defaults.image_max_side,
+                       help="Images are resized to this longest side before sending (default %(default)s).")
+    group.add_argument("--image-format", choices=IMAGE_FORMATS, default=defaults.image_format,
+                       help="Encoding of the images sent (default %(default)s).")
+    group.add_argument("--image-quality", type=int, default=defaults.image_quality, help="JPEG/WebP quality (default %(default)s).")
+    group.add_argument("--image-detail", choices=IMAGE_DETAILS, default=None, help="OpenAI image detail (not sent by default).")
+    group.add_argument("--timeout", type=float, default=settings.timeout, help="Seconds per request (default %(default)s).")
+    group.add_argument("--max-retries", type=int, default=retry.max_retries,
+                       help="Retries of a request on 429/5xx/timeouts before the image is marked failed for this run (default %(default)s).")
+    group.add_argument("--backoff-base", type=float, default=retry.base_delay,
+                       help="First backoff wait in seconds, doubled per retry (default %(default)s).")
+    group.add_argument("--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s).")
+    group.add_argument("--teacher-price", type=_price, default=None, metavar="IN,OUT",
+                       help="USD per million input,output tokens for the cost estimate (default: built-in table).")
+    group.add_argument("--teacher-store", default=None, metavar="DIR",
+                       help=f"Folder of the resumable reply stores (default: <out>/{STORE_FOLDER}).")
+    group.add_argument("--no-teacher-progress", dest="teacher_progress", action="store_false",
+                       help="Hide the teacher's progress bar.")
+
+
+def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
+    """:class:`TeacherSettings` from parsed :func:`add_teacher_arguments` options."""
+    if not args.teacher:
+        raise ValueError("No teacher model: pass --teacher MODEL (e.g. --teacher gpt-4o).")
+    return TeacherSettings(
+        sampling=SamplingSettings(
+            model=args.teacher,
+            candidates=args.candidates,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            image_max_side=args.image_max_side,
+            image_format=args.image_format,
+            image_quality=args.image_quality,
+            image_detail=args.image_detail,
+        ),
+        retry=RetryPolicy(max_retries=args.max_retries, base_delay=args.backoff_base, max_delay=args.backoff_max),
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        max_rounds=args.max_rounds,
+        price=args.teacher_price,
+        progress=args.teacher_progress,
+    )
+
+
+def teacher_chains(
+    args: argparse.Namespace,
+    benchmark: Benchmark | str,
+    images: Sequence[SourceImage],
+    out_dir: str | os.PathLike,
+) -> Mapping[str, ChainRecord]:
+    """Chains for ``images`` from the teacher named in ``args`` (resuming the store under ``out_dir``).
+
+    Returns a mapping image id -> :class:`ChainRecord` for every image (null chains for
+    images with none accepted or whose requests failed); ``.summary`` holds the build
+    summary (acceptance per domain and class, tokens, estimated cost).
+    """
+    from .pipeline import generate_chains
+
+    settings = settings_from_args(args)
+    store_root = Path(args.teacher_store) if args.teacher_store else Path(out_dir) / STORE_FOLDER
+    return generate_chains(images, get_benchmark(benchmark), settings, store_root)

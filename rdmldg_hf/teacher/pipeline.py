@@ -1,0 +1,339 @@
+"""A teacher run: bounded-concurrency requests for every image still missing replies.
+
+``generate_chains(images, benchmark, settings, store_root)`` asks the teacher for what
+the store lacks, ``concurrency`` requests at a time, and returns a read-only mapping
+image id -> :class:`~rdmldg_hf.data.schema.ChainRecord` decided from the store, with the
+run's summary (tokens, cost, acceptance per domain and class) in ``.summary``.
+Images are read, resized and encoded only while their requests are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, Sequence
+
+import openai
+from tqdm.auto import tqdm
+
+from ..benchmarks import Benchmark
+from ..data.schema import ChainRecord, SourceImage
+from .accounting import AcceptanceStats, estimate_cost, price_for
+from .client import make_client
+from .images import image_data_url
+from .rejection import Decision, decide
+from .requests import chat_request, custom_id
+from .retry import RetriesExhausted, Transient, call_with_retries
+from .settings import TeacherSettings
+from .store import Reply, TeacherStore
+
+__all__ = ["RunCounters", "TeacherRun", "TeacherChains", "generate_chains"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunCounters:
+    """What happened in this run (the progress bar's figures)."""
+
+    done: int = 0
+    already_complete: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TeacherRun:
+    """Fills the store with the replies the given images still need."""
+
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        settings: TeacherSettings,
+        store: TeacherStore,
+        client: openai.AsyncOpenAI,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.benchmark = benchmark
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.counters = RunCounters()
+        self.failures: dict[str, str] = {}
+        # Set once a server refuses n>1 or silently returns fewer choices: ask one at a time.
+        self.single = settings.sampling.candidates == 1
+        self._price = price_for(settings.sampling.model, settings.price)
+        self._bar: tqdm | None = None
+
+    def decide(self, image: SourceImage) -> Decision:
+        """The image's state from its stored replies."""
+        sampling = self.settings.sampling
+        return decide(
+            self.store.replies(image.image_id), self.benchmark, image.label,
+            sampling.candidates, self.settings.max_rounds, sampling.model,
+        )
+
+    async def run(self, images: Sequence[SourceImage]) -> RunCounters:
+        """Process every image with ``concurrency`` workers sharing one iterator."""
+        iterator: Iterator[SourceImage] = iter(images)
+        self._bar = tqdm(total=len(images), unit="img", desc="teacher", disable=not self.settings.progress, dynamic_ncols=True)
+        try:
+            await asyncio.gather(*(self._worker(iterator) for _ in range(self.settings.concurrency)))
+        finally:
+            self._bar.close()
+        return self.counters
+
+    async def _worker(self, iterator: Iterator[SourceImage]) -> None:
+        for image in iterator:
+            decision = await self.process(image)
+            self._count(image, decision)
+
+    def _count(self, image: SourceImage, decision: Decision) -> None:
+        counters = self.counters
+        counters.done += 1
+        if image.image_id in self.failures:
+            counters.failed += 1
+        elif decision.accepted:
+            counters.accepted += 1
+        else:
+            counters.rejected += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            cost = estimate_cost(counters.prompt_tokens, counters.completion_tokens, self._price)
+            self._bar.set_postfix(
+                accepted=counters.accepted, rejected=counters.rejected, failed=counters.failed,
+                retries=counters.retries, tokens=counters.prompt_tokens + counters.completion_tokens,
+                cost="?" if cost is None else f"${cost:.2f}", refresh=False,
+            )
+
+    async def process(self, image: SourceImage) -> Decision:
+        """Ask for an image's missing candidates, one request at a time, until it is final."""
+        decision = self.decide(image)
+        if decision.final:
+            self.counters.already_complete += 1
+            return decision
+        sampling = self.settings.sampling
+        url: str | None = None
+        while not decision.final:
+            assert decision.next_round is not None
+            request_id = custom_id(image.image_id, decision.next_round, decision.next_start)
+            try:
+                if url is None:
+                    data = image.read_bytes()
+                    url = await asyncio.to_thread(
+                        image_data_url, data, sampling.image_max_side, sampling.image_format, sampling.image_quality
+                    )
+                    del data
+                n = 1 if self.single else sampling.candidates - decision.next_start
+                await self._request(image.image_id, decision.next_round, decision.next_start, n, url)
+            except (RetriesExhausted, openai.APIStatusError, OSError, ValueError) as error:
+                retries = error.retries if isinstance(error, RetriesExhausted) else 0
+                message = f"{type(error).__name__}: {error}"[:300]
+                self.store.add_failure(image.image_id, request_id, message, retries)
+                self.failures[image.image_id] = message
+                logger.debug("Request %s failed: %s", request_id, message)
+                return decision
+            decision = self.decide(image)
+        return decision
+
+    def _on_retry(self, transient: Transient, wait: float) -> None:
+        self.counters.retries += 1
+        logger.debug("Retrying in %.3fs after %s", wait, transient.description)
+
+    async def _create(self, body: dict[str, Any]) -> Any:
+        completion = await self.client.chat.completions.create(**body)
+        if not hasattr(completion, "choices"):
+            raise ValueError(f"reply is not a chat completion: {str(completion)[:100]!r}")
+        return completion
+
+    async def _request(self, image_id: str, round_index: int, start: int, n: int, url: str) -> Reply:
+        """One request (with retries); its reply is appended to the store before returning."""
+        body = chat_request(self.benchmark, self.settings.sampling, url, n)
+        self.counters.requests += 1
+        try:
+            completion = await call_with_retries(
+                lambda: self._create(body), self.settings.retry, self.sleep, self._on_retry, self.rng
+            )
+        except (openai.BadRequestError, openai.UnprocessableEntityError):
+            if n == 1:
+                raise
+            self._fall_back_to_single(f"refused n={n}")
+            return await self._request(image_id, round_index, start, 1, url)
+        choices = sorted(completion.choices or [], key=lambda choice: choice.index or 0)
+        if 0 < len(choices) < n:
+            self._fall_back_to_single(f"returned {len(choices)} of n={n} choices")
+        usage = getattr(completion, "usage", None)
+        reply = Reply(
+            image_id=image_id,
+            round=round_index,
+            start=start,
+            n=n,
+            texts=tuple(choice.message.content if choice.message is not None else None for choice in choices),
+            finish_reasons=tuple(choice.finish_reason for choice in choices),
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            model=getattr(completion, "model", None),
+        )
+        self.store.add_reply(reply)
+        self.counters.prompt_tokens += reply.prompt_tokens
+        self.counters.completion_tokens += reply.completion_tokens
+        return reply
+
+    def _fall_back_to_single(self, why: str) -> None:
+        if not self.single:
+            self.single = True
+            logger.warning("The teacher server %s: asking for one candidate per request from now on.", why)
+
+
+class TeacherChains(Mapping):
+    """Image id -> :class:`ChainRecord`, decided from the store when looked up.
+
+    Images whose requests failed in this run have a null chain and say so in their
+    rejection reasons; the next run asks for them again. ``summary`` is the run's
+    build summary (see :func:`summarize`).
+    """
+
+    def __init__(self, run: TeacherRun, images: Sequence[SourceImage]):
+        self._run = run
+        self._images = {image.image_id: image for image in images}
+        self.summary: dict[str, Any] = {}
+
+    def decision(self, image_id: str) -> Decision:
+        return self._run.decide(self._images[image_id])
+
+    def __getitem__(self, image_id: str) -> ChainRecord:
+        decision = self.decision(image_id)
+        record = decision.record
+        failure = self._run.failures.get(image_id)
+        if not decision.final:
+            why = f"request failed: {failure}" if failure else "no complete teacher reply yet"
+            record = ChainRecord(**{**asdict(record), "rejection_reasons": (*record.rejection_reasons, f"{why} (the next run asks again)")})
+        return record
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    @property
+    def store(self) -> TeacherStore:
+        return self._run.store
+
+    def close(self) -> None:
+        self._run.store.close()
+
+
+def _public_url(url: str | None) -> str | None:
+    """A base URL without user info, query or fragment (nothing secret goes to the summary)."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def summarize(chains: TeacherChains, images: Sequence[SourceImage], seconds: float) -> dict[str, Any]:
+    """The build summary: settings, acceptance per domain and class, tokens and cost (all runs and this one)."""
+    run = chains._run
+    settings, store, counters = run.settings, run.store, run.counters
+    stats = AcceptanceStats(run.benchmark.class_names)
+    for image in images:
+        stats.add(image.domain, image.label, chains.decision(image.image_id), image.image_id in run.failures)
+    price = price_for(settings.sampling.model, settings.price)
+    totals = store.totals
+    return {
+        "teacher": settings.sampling.model,
+        "base_url": _public_url(settings.base_url),
+        "prompt_version": store.key["prompt_version"],
+        "benchmark": run.benchmark.name,
+        "sampling": asdict(settings.sampling),
+        "max_rounds": settings.max_rounds,
+        "store": str(store.directory),
+        "acceptance": stats.as_dict(),
+        "requests": totals.replies,
+        "models_seen": sorted(totals.models),
+        "tokens": {
+            "prompt": totals.prompt_tokens,
+            "completion": totals.completion_tokens,
+            "total": totals.prompt_tokens + totals.completion_tokens,
+        },
+        "price_usd_per_million_tokens": list(price) if price else None,
+        "estimated_cost_usd": estimate_cost(totals.prompt_tokens, totals.completion_tokens, price),
+        "this_run": {
+            **asdict(counters),
+            "estimated_cost_usd": estimate_cost(counters.prompt_tokens, counters.completion_tokens, price),
+            "seconds": round(seconds, 3),
+        },
+    }
+
+
+def generate_chains(
+    images: Sequence[SourceImage],
+    benchmark: Benchmark,
+    settings: TeacherSettings,
+    store_root: str | Path,
+    *,
+    http_client: Any | None = None,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+    rng: random.Random | None = None,
+) -> TeacherChains:
+    """Ask the teacher for every image's missing candidates and decide each image's chain.
+
+    Args:
+        images: the images (read only while their requests are in flight).
+        benchmark: its class names make the question and judge the conclusions.
+        settings: sampling, server, concurrency, retries, prices.
+        store_root: folder holding one store per key set (``<out>/teacher-store``).
+        http_client: an ``httpx2.AsyncClient`` for the ``openai`` client (tests: a mock transport).
+        sleep: awaited between retries (default ``asyncio.sleep``).
+        rng: draws the backoff jitter.
+
+    Raises:
+        ValueError: duplicated image ids, a missing API key.
+        TeacherConfigError: the server refused the key, model or URL (the store keeps all replies so far).
+    """
+    for name in ("httpx2", "httpx"):  # one INFO line per request would drown the progress bar
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    seen: set[str] = set()
+    for image in images:
+        if image.image_id in seen:
+            raise ValueError(f"Image id {image.image_id!r} appears twice; image ids must be unique.")
+        seen.add(image.image_id)
+    store = TeacherStore.open(store_root, benchmark, settings.sampling)
+    try:
+        client = make_client(settings, http_client)
+        run = TeacherRun(benchmark, settings, store, client, sleep or asyncio.sleep, rng)
+        started = time.perf_counter()
+
+        async def main() -> None:
+            try:
+                await run.run(images)
+            finally:
+                await client.close()
+
+        asyncio.run(main())
+    except BaseException:
+        store.close()
+        raise
+    chains = TeacherChains(run, images)
+    chains.summary = summarize(chains, images, time.perf_counter() - started)
+    (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
+    return chains

@@ -1,0 +1,144 @@
+"""Settings of a teacher run: what is sampled (part of the store key) and how it is fetched.
+
+:class:`SamplingSettings` changes the requests or their replies, so it is part of the
+store key (a change starts a separate store). :class:`TeacherSettings` adds how the
+replies are fetched (server, concurrency, retries, prices), which never changes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..benchmarks import Benchmark
+from ..prompts import PROMPT_VERSION, reasoning_question
+
+__all__ = ["SamplingSettings", "RetryPolicy", "TeacherSettings", "store_key", "store_name"]
+
+IMAGE_FORMATS = ("jpeg", "png", "webp")
+IMAGE_DETAILS = ("low", "high", "auto")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What the teacher is asked, and how its replies are sampled.
+
+    Attributes:
+        model: teacher model id sent with every request (``"gpt-4o"``).
+        candidates: chains asked per image and round (``n=K``).
+        temperature: sampling temperature.
+        top_p: nucleus sampling; omitted from requests when None.
+        max_tokens: most tokens per chain.
+        image_max_side: images are resized so that their longest side is at most this.
+        image_format: encoding of the re-encoded image (``jpeg``, ``png``, ``webp``).
+        image_quality: JPEG/WebP quality.
+        image_detail: OpenAI ``detail`` of the image part; omitted when None.
+    """
+
+    model: str = "gpt-4o"
+    candidates: int = 4
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int = 1024
+    image_max_side: int = 512
+    image_format: str = "jpeg"
+    image_quality: int = 90
+    image_detail: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"--candidates must be at least 1; got {self.candidates}.")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1; got {self.max_tokens}.")
+        if self.image_max_side < 8:
+            raise ValueError(f"--image-max-side must be at least 8 pixels; got {self.image_max_side}.")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"Unknown image format {self.image_format!r}. Valid formats: {', '.join(IMAGE_FORMATS)}.")
+        if self.image_detail is not None and self.image_detail not in IMAGE_DETAILS:
+            raise ValueError(f"Unknown image detail {self.image_detail!r}. Valid values: {', '.join(IMAGE_DETAILS)}.")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of one request on 429, 5xx, timeouts, connection errors and unreadable replies.
+
+    The wait before retry ``i`` (0-based) is ``min(max_delay, base_delay * 2**i)`` minus a
+    random fraction up to ``jitter`` of it; a 429's ``Retry-After`` is used instead when
+    given (capped at ``max_retry_after``). After ``max_retries`` retries the image is
+    recorded as failed for this run.
+    """
+
+    max_retries: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    max_retry_after: float = 120.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError(
+                "Retry settings must be non-negative and jitter within [0, 1]; "
+                f"got max_retries={self.max_retries}, base_delay={self.base_delay}, "
+                f"max_delay={self.max_delay}, jitter={self.jitter}."
+            )
+
+    def backoff(self, retry: int, fraction: float) -> float:
+        """Wait before retry number ``retry``; ``fraction`` in [0, 1) draws the jitter."""
+        delay = min(self.max_delay, self.base_delay * (2**retry))
+        return delay * (1.0 - self.jitter * fraction)
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """Everything a teacher run needs besides the images.
+
+    Attributes:
+        sampling: what is asked (the store key).
+        retry: retry policy of one request.
+        base_url: an OpenAI-compatible server; None for the OpenAI API.
+        api_key_env: environment variable holding the API key (never printed or stored).
+        timeout: seconds per request.
+        concurrency: requests in flight at once.
+        max_rounds: further rounds of K candidates for an image with no accepted chain.
+        price: (input, output) USD per million tokens; None looks the model up in the price table.
+        progress: show a progress bar.
+    """
+
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    concurrency: int = 8
+    max_rounds: int = 2
+    price: tuple[float, float] | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"--concurrency must be at least 1; got {self.concurrency}.")
+        if self.max_rounds < 0:
+            raise ValueError(f"--max-rounds must be 0 or more; got {self.max_rounds}.")
+        if self.timeout <= 0:
+            raise ValueError(f"--timeout must be positive; got {self.timeout}.")
+
+
+def store_key(benchmark: Benchmark, sampling: SamplingSettings) -> dict[str, Any]:
+    """The settings a store is keyed by: teacher, prompt version and text, benchmark, sampling."""
+    question = reasoning_question(benchmark.class_names)
+    return {
+        "benchmark": benchmark.name,
+        "prompt_version": PROMPT_VERSION,
+        "question_sha256": hashlib.sha256(question.encode()).hexdigest(),
+        **asdict(sampling),
+    }
+
+
+def store_name(key: dict[str, Any]) -> str:
+    """Folder name of a store: readable teacher and prompt version, then a hash of the whole key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key['model']}-{key['prompt_version']}").strip("-")
+    return f"{key['benchmark']}-{slug}-{digest}"

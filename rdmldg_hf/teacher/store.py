@@ -1,0 +1,254 @@
+"""The resumable store of teacher replies: one append-only JSONL file per key set.
+
+A store lives in ``<root>/<store_name(key)>/``: ``settings.json`` holds the key (teacher,
+prompt version and text, benchmark, sampling settings; never the API key or the server)
+and ``replies.jsonl`` one record per line, written with a single ``write`` per record and
+flushed as it arrives:
+
+- ``{"kind": "reply", "custom_id": ..., "image_id": ..., "round": r, "start": s, "n": n,
+  "choices": [{"text": ..., "finish_reason": ...}], "usage": {...}, "model": ...}``: one
+  answered request (from the chat API, or later from the Batch API: the ids are the same);
+- ``{"kind": "failure", "custom_id": ..., "image_id": ..., "error": ..., "retries": k}``:
+  a request given up for this run (the next run asks again).
+
+Everything else (which chain is accepted, what is missing) is derived from the replies,
+so a run killed at any moment resumes by asking only for what has no reply. A torn last
+line (a kill in the middle of a write) is cut off when the store is opened; other kinds
+of record are kept and skipped, so later modes can add their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..benchmarks import Benchmark
+from .requests import custom_id
+from .settings import SamplingSettings, store_key, store_name
+
+__all__ = ["Reply", "TeacherStore"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answered request: candidates ``start..`` of round ``round`` of an image."""
+
+    image_id: str
+    round: int
+    start: int
+    n: int
+    texts: tuple[str | None, ...]
+    finish_reasons: tuple[str | None, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str | None = None
+
+    @property
+    def custom_id(self) -> str:
+        return custom_id(self.image_id, self.round, self.start)
+
+    @property
+    def covered(self) -> int:
+        """Candidate slots this reply settles: all ``n`` asked, or only those returned when a
+        server silently returned fewer (the rest are asked again); a reply with no choices
+        settles all ``n`` (as rejected) so that a broken server cannot loop forever."""
+        return len(self.texts) if 0 < len(self.texts) < self.n else self.n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "reply",
+            "custom_id": self.custom_id,
+            "image_id": self.image_id,
+            "round": self.round,
+            "start": self.start,
+            "n": self.n,
+            "choices": [
+                {"text": text, "finish_reason": reason}
+                for text, reason in zip(self.texts, self.finish_reasons or (None,) * len(self.texts))
+            ],
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "Reply":
+        choices = record.get("choices") or []
+        usage = record.get("usage") or {}
+        return cls(
+            image_id=record["image_id"],
+            round=int(record["round"]),
+            start=int(record["start"]),
+            n=int(record["n"]),
+            texts=tuple(choice.get("text") for choice in choices),
+            finish_reasons=tuple(choice.get("finish_reason") for choice in choices),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            model=record.get("model"),
+        )
+
+
+@dataclass
+class _Totals:
+    replies: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    models: set[str] = field(default_factory=set)
+
+    def add(self, reply: Reply) -> None:
+        self.replies += 1
+        self.prompt_tokens += reply.prompt_tokens
+        self.completion_tokens += reply.completion_tokens
+        if reply.model:
+            self.models.add(reply.model)
+
+
+class TeacherStore:
+    """Append-only store of the replies of one key set (see the module docstring).
+
+    Only an index (image id -> byte ranges of its replies) is held in memory; replies are
+    read back from the file when asked for.
+    """
+
+    REPLIES = "replies.jsonl"
+    SETTINGS = "settings.json"
+
+    def __init__(self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False):
+        self.directory = Path(directory)
+        self.key = dict(key)
+        self.fsync = fsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_settings()
+        self.path = self.directory / self.REPLIES
+        self._index: dict[str, list[tuple[int, int]]] = {}
+        self._seen: set[str] = set()
+        self.totals = _Totals()
+        self.repaired_bytes = 0
+        self.corrupt_lines = 0
+        self._load()
+        self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._read_fd = os.open(self.path, os.O_RDONLY)
+        self._size = os.fstat(self._append_fd).st_size
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, benchmark: Benchmark, sampling: SamplingSettings, **kwargs: Any) -> "TeacherStore":
+        """The store of this benchmark and sampling settings under ``root`` (created if new)."""
+        key = store_key(benchmark, sampling)
+        return cls(Path(root) / store_name(key), key, **kwargs)
+
+    def _check_settings(self) -> None:
+        path = self.directory / self.SETTINGS
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored != self.key:
+                raise ValueError(
+                    f"The teacher store {self.directory} was made with other settings ({stored}); "
+                    f"expected {self.key}. Point --teacher-store elsewhere or remove that folder."
+                )
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.key, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    def _load(self) -> None:
+        """Index the replies on disk; cut a torn last line off the file."""
+        if not self.path.exists():
+            return
+        good_end = 0
+        with open(self.path, "rb") as handle:
+            offset = 0
+            for line in handle:
+                start, offset = offset, offset + len(line)
+                record = self._parse(line)
+                if record is None:
+                    if line.endswith(b"\n") and handle.peek(1):
+                        self.corrupt_lines += 1
+                        logger.warning("Skipping unreadable line at byte %d of %s.", start, self.path)
+                        good_end = offset
+                    continue
+                good_end = offset
+                self._register(record, start, len(line))
+        size = self.path.stat().st_size
+        if good_end < size:
+            self.repaired_bytes = size - good_end
+            logger.warning("Cutting a torn last record (%d bytes) off %s.", self.repaired_bytes, self.path)
+            os.truncate(self.path, good_end)
+
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any] | None:
+        if not line.endswith(b"\n"):
+            return None
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _register(self, record: dict[str, Any], offset: int, length: int) -> None:
+        kind = record.get("kind")
+        if kind == "reply":
+            cid = record.get("custom_id")
+            if cid in self._seen:  # the same request answered twice (e.g. by both modes): first wins
+                return
+            self._seen.add(cid)
+            self._index.setdefault(record["image_id"], []).append((offset, length))
+            self.totals.add(Reply.from_json(record))
+        elif kind == "failure":
+            self.totals.failures += 1
+
+    def _append(self, record: dict[str, Any]) -> tuple[int, int]:
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        offset = self._size
+        written = os.write(self._append_fd, line)
+        while written < len(line):  # a short write: finish it before anything else
+            written += os.write(self._append_fd, line[written:])
+        if self.fsync:
+            os.fsync(self._append_fd)
+        self._size += len(line)
+        return offset, len(line)
+
+    def add_reply(self, reply: Reply) -> None:
+        """Append an answered request (flushed before returning)."""
+        record = reply.to_json()
+        offset, length = self._append(record)
+        self._register(record, offset, length)
+
+    def add_failure(self, image_id: str, request_id: str, error: str, retries: int) -> None:
+        """Append a request given up for this run."""
+        record = {"kind": "failure", "custom_id": request_id, "image_id": image_id, "error": error, "retries": retries}
+        self._append(record)
+        self.totals.failures += 1
+
+    def replies(self, image_id: str) -> list[Reply]:
+        """The stored replies of an image, in the order they arrived."""
+        out = []
+        for offset, length in self._index.get(image_id, ()):
+            out.append(Reply.from_json(json.loads(os.pread(self._read_fd, length, offset))))
+        return out
+
+    def image_ids(self) -> Iterator[str]:
+        """Ids of the images with at least one reply."""
+        return iter(self._index)
+
+    def has_reply(self, request_id: str) -> bool:
+        return request_id in self._seen
+
+    def close(self) -> None:
+        for fd in (self._append_fd, self._read_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._append_fd = self._read_fd = -1
+
+    def __enter__(self) -> "TeacherStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
