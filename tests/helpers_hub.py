@@ -33,6 +33,7 @@ __all__ = [
     "OlahServer",
     "hub_endpoint",
     "make_domainbed_folder",
+    "FakeHub",
 ]
 
 _GIT = ["git", "-c", "user.name=rdmldg-tests", "-c", "user.email=tests@rdmldg.invalid", "-c", "init.defaultBranch=main"]
@@ -144,7 +145,7 @@ def hub_endpoint(endpoint: str) -> Iterator[None]:
     import huggingface_hub.constants as hub_constants
 
     with contextlib.ExitStack() as stack:
-        patch = stack.enter_context(_monkeypatch())
+        patch = stack.enter_context(pytest_monkeypatch())
         patch.setenv("HF_ENDPOINT", endpoint)
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             patch.setenv(name, "0")
@@ -156,14 +157,6 @@ def hub_endpoint(endpoint: str) -> Iterator[None]:
         patch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
         patch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
         yield
-
-
-@contextlib.contextmanager
-def _monkeypatch():
-    import pytest
-
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def _rectangle_image(rng: np.random.Generator, size: int) -> Image.Image:
@@ -199,3 +192,99 @@ def make_domainbed_folder(
                 image.save(target / f"{index:03d}.{ext}", format="JPEG" if ext in ("jpg", "jpeg") else ext.upper())
                 counts[domain] += 1
     return counts
+
+
+class FakeHub:
+    """Intercepts huggingface_hub at the commit boundary: repos are local folders under ``root``.
+
+    Patches ``HfApi.create_repo``, ``repo_info``, ``list_repo_files``, ``preupload_lfs_files``
+    and ``create_commit`` (which applies additions and deletions to ``root/<repo_id>``), and the
+    filesystem ``DatasetDict.push_to_hub`` reads the repo's README through. ``commits`` records
+    ``(repo_id, [paths added], [paths deleted])``; ``created`` records ``create_repo`` calls.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.commits: list[tuple[str, list[str], list[str]]] = []
+        self.created: list[dict] = []
+
+    def repo(self, repo_id: str) -> Path:
+        return self.root / repo_id
+
+    def __enter__(self) -> "FakeHub":
+        import datasets.dataset_dict as dataset_dict
+        from fsspec.implementations.dirfs import DirFileSystem
+        from fsspec.implementations.local import LocalFileSystem
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+        from huggingface_hub.hf_api import CommitInfo, RepoUrl
+        from huggingface_hub.utils import RepositoryNotFoundError
+
+        hub = self
+        self._patch = pytest_monkeypatch()
+        patch = self._patch.__enter__()
+
+        class _Info:
+            def __init__(self, repo_id: str):
+                self.id = repo_id
+                self.sha = "0" * 40
+
+        def create_repo(api, repo_id, *, private=None, repo_type=None, exist_ok=False, **kwargs):
+            hub.created.append({"repo_id": repo_id, "private": private, "repo_type": repo_type})
+            hub.repo(repo_id).mkdir(parents=True, exist_ok=True)
+            return RepoUrl(f"https://huggingface.co/datasets/{repo_id}")
+
+        def repo_info(api, repo_id, *args, **kwargs):
+            if not hub.repo(repo_id).is_dir():
+                import httpx
+
+                url = f"https://huggingface.co/api/datasets/{repo_id}"
+                raise RepositoryNotFoundError(f"{repo_id} not found", response=httpx.Response(404, request=httpx.Request("GET", url)))
+            return _Info(repo_id)
+
+        def list_repo_files(api, repo_id, **kwargs):
+            folder = hub.repo(repo_id)
+            return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+        def create_commit(api, repo_id, operations, *, commit_message, **kwargs):
+            folder, added, deleted = hub.repo(repo_id), [], []
+            for operation in operations:
+                target = folder / operation.path_in_repo
+                if isinstance(operation, CommitOperationAdd):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = operation.path_or_fileobj
+                    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+                    target.write_bytes(data)
+                    added.append(operation.path_in_repo)
+                elif isinstance(operation, CommitOperationDelete):
+                    target.unlink()
+                    deleted.append(operation.path_in_repo)
+            hub.commits.append((repo_id, added, deleted))
+            return CommitInfo(f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.commits)}", commit_message, "", str(len(hub.commits)))
+
+        def preupload_lfs_files(api, repo_id, additions, **kwargs):
+            for addition in additions:  # the caller may delete its temporary file right after
+                if not isinstance(addition.path_or_fileobj, bytes):
+                    addition.path_or_fileobj = Path(addition.path_or_fileobj).read_bytes()
+
+        def repo_filesystem(fs, path):
+            repo_id = str(path).split("datasets/", 1)[1].split("@", 1)[0]
+            return DirFileSystem(path=str(hub.repo(repo_id)), fs=LocalFileSystem())
+
+        patch.setattr(HfApi, "create_repo", create_repo)
+        patch.setattr(HfApi, "repo_info", repo_info)
+        patch.setattr(HfApi, "list_repo_files", list_repo_files)
+        patch.setattr(HfApi, "preupload_lfs_files", preupload_lfs_files)
+        patch.setattr(HfApi, "create_commit", create_commit)
+        patch.setattr(dataset_dict, "HfFileSystem", lambda **kwargs: None)
+        patch.setattr(dataset_dict, "DirFileSystem", repo_filesystem)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._patch.__exit__(*exc_info)
+
+
+def pytest_monkeypatch():
+    """A ``pytest.MonkeyPatch`` context usable outside fixtures."""
+    import pytest
+
+    return pytest.MonkeyPatch.context()

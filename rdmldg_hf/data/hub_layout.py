@@ -163,8 +163,9 @@ def _write_shards(
     dataset: Dataset, folder: Path, data_dir: str, split: str, max_shard_size: int | str | None
 ) -> tuple[list[str], int, int]:
     """Write one split as parquet shards the way ``push_to_hub`` does; (paths, bytes on disk, arrow bytes)."""
-    dataset = dataset.flatten_indices() if dataset._indices is not None else dataset
-    nbytes = dataset.data.nbytes
+    # The size estimate push_to_hub uses (it discounts the path column and counts external files).
+    estimate = getattr(dataset, "_estimate_nbytes", None)
+    nbytes = int(estimate()) if callable(estimate) else dataset.data.nbytes
     num_shards = int(nbytes / convert_file_size_to_int(max_shard_size or datasets_config.MAX_SHARD_SIZE)) + 1
     batch_size = get_writer_batch_size_from_features(dataset.features) or get_writer_batch_size_from_data_size(
         len(dataset), nbytes

@@ -1,0 +1,128 @@
+"""The folder a build writes is the layout ``DatasetDict.push_to_hub(repo, config_name=...)`` writes."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import Dataset, DatasetDict, load_dataset
+from helpers_hub import FakeHub
+from huggingface_hub import DatasetCard
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.data.build import build_dataset, source_rows
+from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
+from rdmldg_hf.data.hub_layout import write_config
+from rdmldg_hf.data.schema import dataset_features
+
+ROTDIGITS = get_benchmark("rotdigits")
+
+
+@pytest.fixture(scope="module")
+def small_dict():
+    """A few embedded images per domain as a DatasetDict (chains on half of them)."""
+    images = [image for image in embedded_source_images() if int(image.image_id[-9:-4]) % 40 == 0]
+    chains = dict(list(embedded_chains(images).items())[::2])
+    return DatasetDict(
+        {
+            domain: Dataset.from_list(
+                list(source_rows([i for i in images if i.domain == domain], chains)), features=dataset_features(ROTDIGITS)
+            )
+            for domain in ROTDIGITS.domains
+        }
+    )
+
+
+def _card_yaml(folder: Path) -> dict:
+    return DatasetCard((folder / "README.md").read_text(encoding="utf-8")).data.to_dict()
+
+
+def test_same_files_and_metadata_as_push_to_hub(tmp_path, small_dict):
+    with FakeHub(tmp_path / "hub") as hub:
+        small_dict.push_to_hub("ref/domainbed-reasoning", config_name="rotdigits")
+    reference = hub.repo("ref/domainbed-reasoning")
+    ours = tmp_path / "ours"
+    write_config(ours, "rotdigits", small_dict, ROTDIGITS)
+
+    parquet = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*.parquet"))
+    assert parquet == [f"rotdigits/{d}-00000-of-00001.parquet" for d in ROTDIGITS.domains]
+    assert sorted(p.relative_to(ours).as_posix() for p in ours.rglob("*.parquet")) == parquet
+    for path in parquet:
+        assert (ours / path).read_bytes() == (reference / path).read_bytes()
+
+    theirs, mine = _card_yaml(reference), _card_yaml(ours)
+    mine_configs = {c["config_name"]: c for c in mine["configs"]}
+    mine_infos = {i["config_name"]: i for i in mine["dataset_info"]}
+    assert mine_configs["rotdigits"] == theirs["configs"][0]
+    assert mine_infos["rotdigits"] == theirs["dataset_info"]
+
+
+def test_per_domain_configs_read_the_same_files(tmp_path, small_dict):
+    write_config(tmp_path, "rotdigits", small_dict, ROTDIGITS)
+    configs = {c["config_name"]: c for c in _card_yaml(tmp_path)["configs"]}
+    assert configs["rotdigits-rot30"]["data_files"] == [{"split": "train", "path": "rotdigits/rot30-*"}]
+    single = load_dataset(str(tmp_path), "rotdigits-rot30", split="train")
+    assert single["image_id"] == small_dict["rot30"]["image_id"]
+    assert single.column_names[0] == "image"
+    assert single.features["reasoning"].dtype == "string"
+
+
+def test_image_bytes_are_embedded(tmp_path, small_dict):
+    write_config(tmp_path, "rotdigits", small_dict, ROTDIGITS)
+    table = pq.read_table(tmp_path / "rotdigits" / "rot0-00000-of-00001.parquet")
+    first = table.column("image")[0].as_py()
+    assert first["bytes"].startswith(b"\x89PNG") and first["path"].endswith(".png")
+    assert json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]["image"]["_type"] == "Image"
+
+
+def test_sharding_follows_max_shard_size(tmp_path, small_dict):
+    summary = write_config(tmp_path, "rotdigits", small_dict, ROTDIGITS, max_shard_size="8KB")
+    rot0 = next(s for s in summary.splits if s.name == "rot0")
+    assert len(rot0.files) > 1
+    assert rot0.files[-1] == f"rotdigits/rot0-{len(rot0.files) - 1:05d}-of-{len(rot0.files):05d}.parquet"
+    assert len(load_dataset(str(tmp_path), "rotdigits", split="rot0")) == len(small_dict["rot0"])
+
+
+def test_a_second_config_is_added_and_the_first_kept(tmp_path, small_dict):
+    write_config(tmp_path, "rotdigits", small_dict, ROTDIGITS)
+    sarr = DatasetDict({"rot0": small_dict["rot0"], "rot30": small_dict["rot30"]})
+    write_config(tmp_path, "rotdigits-sarr-r2", sarr, ROTDIGITS, description="SARR round 2 self-chains.")
+    configs = {c["config_name"] for c in _card_yaml(tmp_path)["configs"]}
+    assert {"rotdigits", "rotdigits-rot90", "rotdigits-sarr-r2", "rotdigits-sarr-r2-rot30"} <= configs
+    assert "rotdigits-sarr-r2-rot60" not in configs
+    assert set(load_dataset(str(tmp_path), "rotdigits-sarr-r2")) == {"rot0", "rot30"}
+    assert len(load_dataset(str(tmp_path), "rotdigits", split="rot90")) == len(small_dict["rot90"])
+    body = (tmp_path / "README.md").read_text()
+    assert "### `rotdigits-sarr-r2`" in body and "SARR round 2 self-chains." in body
+
+
+def test_rewriting_a_config_with_fewer_splits_drops_stale_files_and_configs(tmp_path, small_dict):
+    write_config(tmp_path, "rotdigits-sarr-r1", small_dict, ROTDIGITS)
+    write_config(tmp_path, "rotdigits-sarr-r1", {"rot0": small_dict["rot0"]}, ROTDIGITS)
+    assert sorted(p.name for p in (tmp_path / "rotdigits-sarr-r1").iterdir()) == ["rot0-00000-of-00001.parquet"]
+    configs = {c["config_name"] for c in _card_yaml(tmp_path)["configs"]}
+    assert configs == {"rotdigits-sarr-r1", "rotdigits-sarr-r1-rot0"}
+    infos = _card_yaml(tmp_path)["dataset_info"]
+    assert {i["config_name"] for i in infos} == configs
+
+
+def test_rows_with_another_schema_are_refused(tmp_path):
+    bad = Dataset.from_dict({"image_id": ["a"], "label": [0]})
+    with pytest.raises(ValueError, match="schema needs"):
+        write_config(tmp_path, "rotdigits", {"rot0": bad}, ROTDIGITS)
+    with pytest.raises(ValueError, match="Invalid config name"):
+        write_config(tmp_path, "data", {"rot0": bad}, ROTDIGITS)
+    assert not any(tmp_path.iterdir())
+
+
+def test_card_describes_the_build(tmp_path):
+    summary = build_dataset("rotdigits", tmp_path / "ds")
+    card = DatasetCard.load(tmp_path / "ds" / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "other"
+    assert data["task_categories"] == ["image-classification", "visual-question-answering"]
+    assert "domain-generalization" in data["tags"]
+    for domain, rows in summary.rows_per_domain.items():
+        assert f"| `{domain}` | `rotdigits-{domain}` | {rows:,} | {rows:,} |" in card.text
+    for needle in ("<CONCLUSION>", "label", "2602.23777", "Gulrajani", "Limitations", "`template` 1,797"):
+        assert needle in card.text
