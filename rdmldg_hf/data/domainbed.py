@@ -139,7 +139,7 @@ def _check_image(path: Path) -> str | None:
     """None if ``path`` is a readable image, else the reason it is not."""
     try:
         with Image.open(path) as image:
-            image.verify()
+            image.load()  # decodes the pixels: also catches truncated JPEGs, which verify() lets through
     except UnidentifiedImageError:
         return "not an image file"
     except (OSError, SyntaxError, ValueError) as error:
@@ -159,7 +159,7 @@ def scan_domainbed(
         benchmark: the benchmark whose domains and classes the folder must hold.
         root: the benchmark folder or the DomainBed data root.
         class_map: class folder name -> class (folder or display name) for non-standard folders.
-        verify: open every image to skip unreadable ones (reads each file once).
+        verify: decode every image to skip unreadable ones (reads each file once more).
 
     Raises:
         FileNotFoundError, ValueError: bad layout, unknown domain/class folder, empty domain.
