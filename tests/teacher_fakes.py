@@ -1,24 +1,27 @@
 """Tiny images and a scripted teacher that reads them, for the teacher tests.
 
-Each image is a flat colour: red encodes the class index, green the domain index, so a
-scripted teacher can "see" the class from the pixels of the (re-encoded) image it is
-sent, without ever being told the label.
+Each image is a flat colour: red encodes the class index, green the domain index and
+blue the repeat, so a scripted teacher can "see" the class (and which image it is) from
+the pixels of the re-encoded image it is sent, without ever being told the label.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import httpx2
 from PIL import Image
 
 from rdmldg_hf.benchmarks import Benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.schema import SourceImage
+from rdmldg_hf.teacher.loopback import chat_completion
 
-RED_STEP, GREEN_STEP = 20, 60
+RED_STEP, GREEN_STEP, BLUE_STEP = 20, 60, 8
 
 
 def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24) -> list[SourceImage]:
@@ -27,10 +30,11 @@ def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24) -
     for i in range(count):
         label = i % benchmark.num_classes
         domain_index = (i // benchmark.num_classes) % len(benchmark.domains)
+        repeat = i // (benchmark.num_classes * len(benchmark.domains))
         folder = benchmark.domain_folders[domain_index]
         path = root / folder / benchmark.classes[label] / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (size, size), (10 + RED_STEP * label, 10 + GREEN_STEP * domain_index, 128)).save(path)
+        Image.new("RGB", (size, size), (10 + RED_STEP * label, 10 + GREEN_STEP * domain_index, 10 + BLUE_STEP * repeat)).save(path)
         images.append(SourceImage(image_id=f"{folder}/{benchmark.classes[label]}/{path.name}",
                                   domain=benchmark.domains[domain_index], label=label, path=str(path)))
     return images
@@ -43,10 +47,16 @@ def image_of(body: dict[str, Any]) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
 
 
-def seen(body: dict[str, Any]) -> tuple[int, int]:
-    """(class index, domain index) read from the pixels of the request's image."""
-    red, green, _ = image_of(body).getpixel((4, 4))
-    return round((red - 10) / RED_STEP), round((green - 10) / GREEN_STEP)
+def seen(body: dict[str, Any]) -> tuple[int, int, int]:
+    """(class index, domain index, repeat) read from the pixels of the request's image."""
+    red, green, blue = image_of(body).getpixel((4, 4))
+    return round((red - 10) / RED_STEP), round((green - 10) / GREEN_STEP), round((blue - 10) / BLUE_STEP)
+
+
+def identity(image: SourceImage, benchmark: Benchmark) -> tuple[int, int, int]:
+    """What :func:`seen` reads from the image (for matching requests to images)."""
+    index = int(Path(image.path or image.image_id).stem[3:])
+    return image.label, benchmark.domains.index(image.domain), index // (benchmark.num_classes * len(benchmark.domains))
 
 
 def chain(conclusion: str, drop: str | None = None) -> str:
@@ -68,7 +78,7 @@ def pixel_teacher(benchmark: Benchmark):
     names = benchmark.class_names
 
     def reply(body: dict[str, Any]) -> Sequence[str]:
-        label, domain = seen(body)
+        label, domain, _ = seen(body)
         n = int(body.get("n") or 1)
         right = chain(names[label])
         if domain == 0:
@@ -80,3 +90,70 @@ def pixel_teacher(benchmark: Benchmark):
         return [chain(f"{names[label]} or {names[(label + 1) % len(names)]}")] * n
 
     return reply
+
+
+# ---- scripted replies through the openai client's http_client (httpx2 mock transport) ----
+
+Event = Callable[[httpx2.Request, dict], httpx2.Response]
+
+
+def status(code: int, headers: dict[str, str] | None = None, message: str = "scripted error") -> Event:
+    """An HTTP error reply."""
+    return lambda request, body: httpx2.Response(code, headers=headers, json={"error": {"message": message}})
+
+
+def fail(error: type[Exception], message: str = "scripted") -> Event:
+    """A transport failure (timeout, connection reset) raised while sending."""
+
+    def event(request: httpx2.Request, body: dict) -> httpx2.Response:
+        raise error(message, request=request)
+
+    return event
+
+
+def raw(content: bytes) -> Event:
+    """A 200 reply with this body (e.g. invalid JSON)."""
+    return lambda request, body: httpx2.Response(200, content=content, headers={"content-type": "application/json"})
+
+
+def texts(choices: Sequence[str | None]) -> Event:
+    """A 200 chat completion with these choice texts (``[]``: zero choices)."""
+    return lambda request, body: httpx2.Response(200, json=chat_completion(choices))
+
+
+class ScriptedTransport:
+    """Per class index (what the teacher sees), scripted events first, then ``default``'s answer
+    (choice texts, or an ``httpx2.Response`` of its own).
+
+    Records every request body; ``client()`` is an ``httpx2.AsyncClient`` for ``http_client=``.
+    """
+
+    def __init__(self, default: Callable[[dict], "Sequence[str] | httpx2.Response"], script: dict[int, list[Event]] | None = None):
+        self.default = default
+        self.script = {key: list(events) for key, events in (script or {}).items()}
+        self.bodies: list[dict] = []
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        events = self.script.get(seen(body)[0])
+        if events:
+            return events.pop(0)(request, body)
+        answer = self.default(body)
+        return answer if isinstance(answer, httpx2.Response) else httpx2.Response(200, json=chat_completion(answer))
+
+    def client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))
+
+    def requests_for(self, label: int) -> int:
+        return sum(seen(body)[0] == label for body in self.bodies)
+
+
+class RecordedSleep:
+    """An instant ``sleep`` that records the waits asked for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)

@@ -17,9 +17,15 @@ from ..benchmarks import Benchmark, get_benchmark
 from ..data.schema import ChainRecord, SourceImage
 from .settings import IMAGE_DETAILS, IMAGE_FORMATS, RetryPolicy, SamplingSettings, TeacherSettings
 
-__all__ = ["add_teacher_arguments", "teacher_chains", "settings_from_args"]
+__all__ = ["add_teacher_arguments", "teacher_chains", "settings_from_args", "default_store_root"]
 
-STORE_FOLDER = "teacher-store"
+STORE_SUFFIX = ".teacher-store"
+
+
+def default_store_root(out_dir: str | os.PathLike) -> Path:
+    """``<out>.teacher-store``: beside the dataset folder, so that pushing the folder never uploads it."""
+    out = Path(out_dir).absolute()
+    return out.parent / f"{out.name}{STORE_SUFFIX}"
 
 
 def _price(value: str) -> tuple[float, float]:
@@ -68,7 +74,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--teacher-price", type=_price, default=None, metavar="IN,OUT",
                        help="USD per million input,output tokens for the cost estimate (default: built-in table).")
     group.add_argument("--teacher-store", default=None, metavar="DIR",
-                       help=f"Folder of the resumable reply stores (default: <out>/{STORE_FOLDER}).")
+                       help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).")
     group.add_argument("--no-teacher-progress", dest="teacher_progress", action="store_false",
                        help="Hide the teacher's progress bar.")
 
@@ -106,7 +112,7 @@ def teacher_chains(
     images: Sequence[SourceImage],
     out_dir: str | os.PathLike,
 ) -> Mapping[str, ChainRecord]:
-    """Chains for ``images`` from the teacher named in ``args`` (resuming the store under ``out_dir``).
+    """Chains for ``images`` from the teacher named in ``args`` (resuming the store of ``out_dir``).
 
     Returns a mapping image id -> :class:`ChainRecord` for every image (null chains for
     images with none accepted or whose requests failed); ``.summary`` holds the build
@@ -115,5 +121,5 @@ def teacher_chains(
     from .pipeline import generate_chains
 
     settings = settings_from_args(args)
-    store_root = Path(args.teacher_store) if args.teacher_store else Path(out_dir) / STORE_FOLDER
+    store_root = Path(args.teacher_store) if args.teacher_store else default_store_root(out_dir)
     return generate_chains(images, get_benchmark(benchmark), settings, store_root)

@@ -300,7 +300,7 @@ def generate_chains(
         images: the images (read only while their requests are in flight).
         benchmark: its class names make the question and judge the conclusions.
         settings: sampling, server, concurrency, retries, prices.
-        store_root: folder holding one store per key set (``<out>/teacher-store``).
+        store_root: folder holding one store per key set (``<out>.teacher-store`` from the CLI).
         http_client: an ``httpx2.AsyncClient`` for the ``openai`` client (tests: a mock transport).
         sleep: awaited between retries (default ``asyncio.sleep``).
         rng: draws the backoff jitter.

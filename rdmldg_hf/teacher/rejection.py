@@ -3,7 +3,9 @@
 Rounds of K candidates are judged in order. A candidate is *valid* when it passes the
 five-stage check of :mod:`rdmldg_hf.chains`; a valid candidate whose conclusion maps to
 exactly one class is *correct* when that class is the label, and the first correct one
-is accepted. This comparison is the only place the label is used, after generation.
+is accepted, rendered in the canonical format with the class's own name as conclusion
+("Dog." -> "dog", "television" -> "tv"). This comparison is the only place the label is
+used, after generation.
 The decision is a pure function of the replies, so a resumed build decides exactly as an
 uninterrupted one.
 """
@@ -11,7 +13,7 @@ uninterrupted one.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from ..benchmarks import Benchmark
@@ -80,7 +82,8 @@ def judge_candidate(text: str | None, benchmark: Benchmark, label: int, finish_r
             reason=f"concludes {benchmark.class_names[match.index]!r}, not the label",
             category="wrong class",
         )
-    return Verdict(True, match.index, True, chain_text=check.chain.render())
+    canonical = replace(check.chain, conclusion=benchmark.class_names[match.index])
+    return Verdict(True, match.index, True, chain_text=canonical.render())
 
 
 def _rounds(replies: Sequence[Reply]) -> dict[int, list[Reply]]:

@@ -1,0 +1,105 @@
+"""The resumable reply store: torn lines, separate stores per key set, request ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.teacher import settings as settings_module
+from rdmldg_hf.teacher.requests import custom_id, parse_custom_id
+from rdmldg_hf.teacher.settings import SamplingSettings, store_key, store_name
+from rdmldg_hf.teacher.store import Reply, TeacherStore
+
+PACS = get_benchmark("pacs")
+
+
+def reply(image_id: str, round_index: int = 0, start: int = 0, n: int = 2, text: str = "x") -> Reply:
+    return Reply(image_id, round_index, start, n, (text,) * n, ("stop",) * n, 10, 5 * n, "gpt-4o")
+
+
+def test_replies_round_trip_and_are_read_back_from_disk(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        store.add_reply(reply("a/b/1.png", text="é ünïcode"))
+        store.add_reply(reply("a/b/1.png", round_index=1))
+        store.add_reply(reply("a/b/2.png"))
+        directory = store.directory
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        assert store.directory == directory
+        assert [r.round for r in store.replies("a/b/1.png")] == [0, 1]
+        assert store.replies("a/b/1.png")[0] == reply("a/b/1.png", text="é ünïcode")
+        assert store.totals.replies == 3 and store.totals.prompt_tokens == 30 and store.totals.completion_tokens == 30
+        assert store.has_reply(custom_id("a/b/2.png", 0, 0)) and not store.has_reply(custom_id("a/b/2.png", 1, 0))
+
+
+def test_a_torn_last_line_is_cut_off_and_appending_goes_on(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        store.add_reply(reply("one"))
+        store.add_reply(reply("two"))
+        path = store.path
+    whole = path.read_bytes()
+    line = json.dumps(reply("three").to_json()).encode()
+    for torn in (line[: len(line) // 2], line, b"\n"[:0] + line[:-3] + b"\n"):  # mid-line, unterminated, broken JSON
+        path.write_bytes(whole + torn)
+        with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+            assert store.repaired_bytes == len(torn)
+            assert list(store.image_ids()) == ["one", "two"]
+            store.add_reply(reply("four"))
+        lines = path.read_text().splitlines()
+        assert [json.loads(text)["image_id"] for text in lines] == ["one", "two", "four"]
+        path.write_bytes(whole)
+
+
+def test_an_unreadable_line_in_the_middle_is_skipped_and_counted(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        store.add_reply(reply("one"))
+        path = store.path
+    with open(path, "ab") as handle:
+        handle.write(b"{garbage\n" + json.dumps(reply("two").to_json()).encode() + b"\n")
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        assert store.corrupt_lines == 1 and store.repaired_bytes == 0
+        assert sorted(store.image_ids()) == ["one", "two"]
+
+
+def test_a_request_answered_twice_counts_once(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        store.add_reply(reply("one", text="first"))
+        store.add_reply(reply("one", text="second"))
+        assert [r.texts[0] for r in store.replies("one")] == ["first"]
+        assert store.totals.replies == 1
+
+
+def test_teacher_prompt_version_and_sampling_settings_each_start_a_separate_store(monkeypatch):
+    base = store_name(store_key(PACS, SamplingSettings()))
+    assert base.startswith("pacs-gpt-4o-rdmldg-prompts-v1-")
+    assert store_name(store_key(PACS, SamplingSettings())) == base
+    others = {
+        store_name(store_key(PACS, SamplingSettings(model="gpt-4o-mini"))),
+        store_name(store_key(PACS, SamplingSettings(candidates=8))),
+        store_name(store_key(PACS, SamplingSettings(temperature=1.0))),
+        store_name(store_key(PACS, SamplingSettings(image_max_side=256))),
+        store_name(store_key(get_benchmark("vlcs"), SamplingSettings())),
+    }
+    monkeypatch.setattr(settings_module, "PROMPT_VERSION", "rdmldg-prompts-v2")
+    others.add(store_name(store_key(PACS, SamplingSettings())))
+    assert base not in others and len(others) == 6
+
+
+def test_a_store_folder_with_other_settings_is_refused(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        directory = store.directory
+    settings_file = directory / TeacherStore.SETTINGS
+    stored = json.loads(settings_file.read_text())
+    assert set(stored) >= {"model", "prompt_version", "question_sha256", "candidates", "benchmark"}
+    assert not any("key" in name and "api" in name for name in stored)
+    settings_file.write_text(json.dumps({**stored, "model": "other"}))
+    with pytest.raises(ValueError, match="other settings"):
+        TeacherStore(directory, store_key(PACS, SamplingSettings()))
+
+
+def test_request_ids_name_image_round_and_first_candidate():
+    value = custom_id("Real World/Alarm_Clock/00001.jpg", 2, 3)
+    assert parse_custom_id(value) == ("Real World/Alarm_Clock/00001.jpg", 2, 3)
+    with pytest.raises(ValueError, match="Not a teacher request id"):
+        parse_custom_id("some-other-id")
