@@ -26,6 +26,19 @@ def _teacher_cli() -> Any | None:
     return importlib.import_module(_TEACHER_CLI) if found else None
 
 
+def _shard_size(value: str) -> int | str:
+    """``--max-shard-size``: bytes as an integer, or a size such as ``500MB``."""
+    if value.isdigit():
+        return int(value)
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    try:
+        convert_file_size_to_int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size; give bytes (1000000) or a size such as 500MB.") from None
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``rdmldg build``."""
     parser.add_argument(
@@ -42,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-map", help="JSON file mapping class folder names to the benchmark's classes.")
     parser.add_argument("--config-name", help="Config name to write (default: the benchmark's name).")
     parser.add_argument("--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty.")
-    parser.add_argument("--max-shard-size", help="Largest parquet shard, as in push_to_hub (default 500MB).")
+    parser.add_argument("--max-shard-size", type=_shard_size, help="Largest parquet shard, as in push_to_hub (default 500MB).")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")
     teacher = _teacher_cli()

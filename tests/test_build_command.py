@@ -1,0 +1,180 @@
+"""``rdmldg build`` end to end: DomainBed folders, chains, reports, bad input, interruption, push."""
+
+import json
+import types
+
+import pytest
+from datasets import load_dataset
+from helpers_hub import FakeHub, make_domainbed_folder
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.chains import render_chain
+from rdmldg_hf.cli import main
+from rdmldg_hf.data import build_command, hub_layout
+from rdmldg_hf.data.schema import ChainRecord
+
+VLCS = get_benchmark("vlcs")
+CLASSES = ("bird", "car")
+
+
+@pytest.fixture
+def vlcs_root(tmp_path):
+    make_domainbed_folder(tmp_path / "DomainBed", VLCS.folder, VLCS.domain_folders, CLASSES, per_class=2)
+    return tmp_path / "DomainBed"
+
+
+def build(*args):
+    return main(["build", *map(str, args)])
+
+
+def chain(conclusion):
+    return render_chain("plan", "what matters", "the argument", "the check", conclusion)
+
+
+def test_build_a_benchmark_and_add_a_second_one(tmp_path, vlcs_root, capsys):
+    out = tmp_path / "domainbed-reasoning"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out) == 0
+    assert build("--benchmark", "rotdigits", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "Built config 'vlcs'" in printed and "caltech101" in printed
+    voc = load_dataset(str(out), "vlcs", split="voc2007")
+    assert len(voc) == 4 and voc[0]["image_id"] == "VOC2007/bird/000.png"
+    assert len(load_dataset(str(out), "rotdigits", split="rot0")) == 450
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "reports", "rotdigits", "vlcs"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or cache left
+
+
+def test_skipped_files_are_reported_in_the_folder_and_the_summary(tmp_path, vlcs_root, capsys):
+    (vlcs_root / "VLCS" / "SUN09" / "car" / "thumbs.db").write_bytes(b"\x00\x01")
+    (vlcs_root / "VLCS" / "download.log").write_text("log")
+    out = tmp_path / "out"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root / "VLCS", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert "Skipped 1 files" in printed and "SUN09/car/thumbs.db: not an image file" in printed
+    assert "Ignored 1 entries" in printed
+    report = json.loads((out / "reports" / "vlcs.json").read_text())
+    assert report["skipped"] == [{"path": "SUN09/car/thumbs.db", "reason": "not an image file"}]
+    assert report["ignored"] == ["download.log"]
+    assert "Skipped source files: 1" in (out / "README.md").read_text()
+
+
+def test_chains_file_fills_the_reasoning_column(tmp_path, vlcs_root, capsys):
+    chains = tmp_path / "chains.jsonl"
+    chains.write_text(
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {"image_id": "LabelMe/car/001.png", "reasoning": chain("car"), "source": "gpt-4o"},
+                {"image_id": "LabelMe/car/000.png", "reasoning": chain("bird")},
+                {"image_id": "LabelMe/car/999.png", "reasoning": chain("car")},
+            ]
+        )
+    )
+    out = tmp_path / "out"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--chains", chains) == 0
+    assert "3 read, 1 accepted, 1 invalid, 1 unmatched" in capsys.readouterr().out
+    labelme = load_dataset(str(out), "vlcs", split="labelme").to_pandas().set_index("image_id")
+    assert labelme.loc["LabelMe/car/001.png", "reasoning"] == chain("car")
+    assert labelme.loc["LabelMe/car/001.png", "chain_source"] == "gpt-4o"
+    assert labelme["reasoning"].isna().sum() == 3
+    report = json.loads((out / "reports" / "vlcs.json").read_text())["chain_import"]
+    assert report["unmatched"] == ["LabelMe/car/999.png"] and report["invalid"][0]["line"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--benchmark", "cifar"], "Unknown benchmark 'cifar'. Valid benchmarks: pacs, vlcs"),
+        (["--benchmark", "vlcs"], "needs its images: pass --images"),
+        (["--benchmark", "vlcs", "--images", "{tmp}/nowhere"], "is not a folder; expected <data root>/VLCS/<domain>/<class>/<image>"),
+        (["--benchmark", "vlcs", "--images", "{root}", "--chains", "{tmp}/bad.jsonl"], "not valid JSONL: line 2"),
+        (["--benchmark", "vlcs", "--images", "{root}", "--class-map", "{tmp}/nomap.json"], "--class-map"),
+        (["--benchmark", "rotdigits", "--private"], "--private only applies with --push-to-hub"),
+        (["--benchmark", "rotdigits", "--push-to-hub", "no-slash"], "give the repo as ORG/NAME"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, vlcs_root, capsys, args, message):
+    (tmp_path / "bad.jsonl").write_text('{"image_id": "a", "reasoning": "x"}\n{oops\n')
+    args = [a.format(tmp=tmp_path, root=vlcs_root) for a in args]
+    assert build(*args, "--out", tmp_path / "out") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_class_folder_then_class_map(tmp_path, vlcs_root, capsys):
+    (vlcs_root / "VLCS" / "SUN09" / "car").rename(vlcs_root / "VLCS" / "SUN09" / "automobile")
+    out = tmp_path / "out"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "Class folder 'automobile'" in err and "Valid classes: bird, car, chair, dog, person" in err and "--class-map FILE" in err
+    assert not out.exists()
+    class_map = tmp_path / "map.json"
+    class_map.write_text('{"automobile": "car"}')
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--class-map", class_map) == 0
+    assert "SUN09/automobile/000.png" in load_dataset(str(out), "vlcs", split="sun09")["image_id"]
+
+
+def test_an_interrupted_build_leaves_the_previous_folder_untouched(tmp_path, vlcs_root, monkeypatch):
+    out = tmp_path / "out"
+    assert build("--benchmark", "rotdigits", "--out", out) == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    real = hub_layout._write_shards
+    monkeypatch.setattr(hub_layout, "_write_shards", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name != "DomainBed"] == ["out"]
+    with pytest.raises(ValueError, match="vlcs"):
+        load_dataset(str(out), "vlcs")
+    with pytest.raises(KeyboardInterrupt):
+        build("--benchmark", "vlcs", "--images", vlcs_root, "--out", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys):
+    secret = "hf_" + "x" * 34
+    monkeypatch.setenv("HF_TOKEN", secret)
+    out = tmp_path / "out"
+    with FakeHub(tmp_path / "hub") as hub:
+        assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--push-to-hub", "me/dbr", "--private") == 0
+        assert hub.created == [{"repo_id": "me/dbr", "private": True, "repo_type": "dataset"}]
+        (_, added, deleted), = hub.commits
+        assert added[-1] == "README.md" and "vlcs/caltech101-00000-of-00001.parquet" in added and not deleted
+        remote = hub.repo("me/dbr")
+        pushed = load_dataset(str(remote), "vlcs", split="caltech101")
+        assert pushed["image_id"] == load_dataset(str(out), "vlcs", split="caltech101")["image_id"]
+        assert "me/dbr" in (remote / "README.md").read_text()
+        # a rebuild with more shards replaces the old shard in the same commit
+        assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--max-shard-size", "300", "--push-to-hub", "me/dbr") == 0
+        _, added, deleted = hub.commits[-1]
+        assert "vlcs/caltech101-00000-of-00001.parquet" in deleted
+        assert len(load_dataset(str(remote), "vlcs", split="caltech101")) == 4
+    printed = capsys.readouterr()
+    assert "Pushed" in printed.out and secret not in printed.out + printed.err
+    assert not any(secret.encode() in p.read_bytes() for p in (tmp_path / "hub").rglob("*") if p.is_file())
+
+
+def test_teacher_hook_supplies_the_chains(tmp_path, vlcs_root, monkeypatch):
+    seen = {}
+
+    def add_teacher_arguments(parser):
+        parser.add_argument("--teacher")
+
+    def teacher_chains(args, benchmark, images, out_dir):
+        seen.update(benchmark=benchmark.name, images=len(images), out_dir=out_dir)
+        return {images[0].image_id: ChainRecord(reasoning=chain("bird"), chain_source=args.teacher)}
+
+    fake = types.SimpleNamespace(add_teacher_arguments=add_teacher_arguments, teacher_chains=teacher_chains)
+    monkeypatch.setattr(build_command, "_teacher_cli", lambda: fake)
+    out = tmp_path / "out"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--teacher", "gpt-4o") == 0
+    assert seen == {"benchmark": "vlcs", "images": 16, "out_dir": str(out)}
+    caltech = load_dataset(str(out), "vlcs", split="caltech101")
+    assert caltech[0]["chain_source"] == "gpt-4o" and caltech[1]["reasoning"] is None
