@@ -1,0 +1,65 @@
+"""Shared helpers of the generation and SARR tests: tiny datasets and scripted model outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping
+
+from datasets import Dataset
+
+from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK, get_benchmark
+from rdmldg_hf.chains import render_chain
+from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
+from rdmldg_hf.data.schema import dataset_features
+
+BENCHMARK = get_benchmark(EMBEDDED_BENCHMARK)
+CLASSES = BENCHMARK.class_names
+
+
+def tiny_rows(per_domain: int = 4, domains: tuple[str, ...] | None = None, chains: bool = True) -> Dataset:
+    """The first ``per_domain`` embedded images of each domain, in the dataset schema."""
+    domains = domains or BENCHMARK.domains
+    everything = embedded_source_images()
+    picked = []
+    for domain in domains:
+        picked += [image for image in everything if image.domain == domain][:per_domain]
+    records = embedded_chains(picked) if chains else {}
+    rows = []
+    for image in picked:
+        record = records.get(image.image_id)
+        rows.append(
+            {
+                "image": {"bytes": image.data, "path": None},
+                "label": image.label,
+                "domain": image.domain,
+                "image_id": image.image_id,
+                "reasoning": record.reasoning if record else None,
+                "chain_source": record.chain_source if record else None,
+                "prompt_version": record.prompt_version if record else None,
+                "num_candidates": None,
+                "num_valid": None,
+                "num_correct": None,
+                "rejection_reasons": [],
+            }
+        )
+    return Dataset.from_list(rows, features=dataset_features(BENCHMARK))
+
+
+def image_key(image: Any) -> str:
+    """A stable key of a decoded image's pixels."""
+    return hashlib.sha1(image.convert("RGB").tobytes()).hexdigest()
+
+
+def chain_for(class_name: str) -> str:
+    """A valid five-stage chain concluding ``class_name``."""
+    return render_chain("plan", "a digit", f"it looks like {class_name}", "checked", class_name)
+
+
+def scripted_reply(dataset: Dataset, replies: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+    """A ScriptedBackend reply function: image_id -> text(s), looked up by the image's pixels."""
+    by_key = {image_key(row["image"]): replies[row["image_id"]] for row in dataset if row["image_id"] in replies}
+
+    def reply(messages: Any, image: Any) -> Any:
+        return by_key[image_key(image)]
+
+    return reply
