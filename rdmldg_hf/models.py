@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
@@ -58,6 +58,8 @@ __all__ = [
     "LORA_TARGET_MODULES",
     "default_lora_config",
     "lora_target_names",
+    "RUN_CONFIG_NAME",
+    "RunConfig",
 ]
 
 Architecture = Literal["llava", "qwen2_vl"]
@@ -445,3 +447,65 @@ def lora_target_names(model: torch.nn.Module, target_modules: str = LORA_TARGET_
     """The module names a LoRA target regex selects in ``model`` (to check coverage)."""
     pattern = re.compile(target_modules)
     return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)]
+
+
+# --------------------------------------------------------------------------- run config
+
+
+RUN_CONFIG_NAME = "rdmldg_config.json"
+
+
+@dataclass
+class RunConfig:
+    """What a trained output needs to be used without anything else (saved as ``rdmldg_config.json``).
+
+    Attributes:
+        method: the stage that produced it (``"mtct"``, ``"sarr"``, ...).
+        benchmark: registry name, or None for a custom dataset.
+        classes: ``ClassLabel`` names, label order.
+        class_names: the names prompts and answers use, label order.
+        domains: domains trained on.
+        test_domain: the held-out domain (None when none was held out).
+        prompt_version: ``prompts.PROMPT_VERSION`` the model was trained with.
+        base_model: base model id or path.
+        adapter: whether the folder holds a PEFT adapter (else full weights).
+        settings: method settings (mode, weights, normalisation, holdout, rounds, ...).
+    """
+
+    method: str
+    benchmark: str | None
+    classes: list[str]
+    class_names: list[str]
+    domains: list[str]
+    test_domain: str | None
+    prompt_version: str
+    base_model: str | None = None
+    adapter: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``rdmldg_config.json`` into ``out_dir``; returns the file path."""
+        path = Path(out_dir) / RUN_CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **hub_kwargs: Any) -> "RunConfig":
+        """Read it from a folder, the file itself, or a Hub repo id (``hub_kwargs`` go to ``hf_hub_download``).
+
+        Raises:
+            FileNotFoundError: naming the path, when there is no ``rdmldg_config.json``.
+        """
+        local = Path(path)
+        if local.is_dir():
+            local = local / RUN_CONFIG_NAME
+        if not local.is_file():
+            if Path(path).exists() or str(path).startswith((".", "/")):
+                raise FileNotFoundError(f"No {RUN_CONFIG_NAME} in {str(path)!r}: it is not an rdmldg training output.")
+            from huggingface_hub import hf_hub_download
+
+            local = Path(hf_hub_download(str(path), RUN_CONFIG_NAME, **hub_kwargs))
+        data = json.loads(local.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

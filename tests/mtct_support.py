@@ -1,0 +1,88 @@
+"""Tiny data and models for the MTCT tests, built on the spot (no builder, no network)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, Features, Image, Value
+from PIL import Image as PILImage
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.chains import render_chain
+from rdmldg_hf.models import build_tiny_model, load_model_and_processor
+from rdmldg_hf.trainers import MTCTConfig
+
+BENCHMARK = get_benchmark("rotdigits")
+
+
+def chain_for(label: int, words: int) -> str:
+    """A valid chain whose length varies with ``words`` (so T_i differ across images)."""
+    name = BENCHMARK.class_names[label]
+    return render_chain(
+        "look then decide",
+        "a digit " + " ".join(["stroke"] * words),
+        f"the strokes match {name}",
+        "checked",
+        name,
+    )
+
+
+def tiny_dataset(n: int = 24, without_chain: tuple[int, ...] = (1,), seed: int = 0, reasoning: bool = True) -> Dataset:
+    """``n`` random 32x32 images over the four rotdigits domains; images in ``without_chain`` have no chain."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label, domain = (3 * i) % 10, BENCHMARK.domains[i % 4]
+        row = {
+            "image": PILImage.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+            "label": label,
+            "domain": domain,
+            "image_id": f"{domain}/{label}/{i:03d}.png",
+        }
+        if reasoning:
+            row["reasoning"] = None if i in without_chain else chain_for(label, 1 + i % 5)
+        rows.append(row)
+    features = {
+        "image": Image(),
+        "label": ClassLabel(names=list(BENCHMARK.classes)),
+        "domain": Value("string"),
+        "image_id": Value("string"),
+    }
+    if reasoning:
+        features["reasoning"] = Value("string")
+    return Dataset.from_list(rows, features=Features(features))
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model_dir(architecture: str = "llava") -> Path:
+    """A tiny model folder (``test`` preset), built once per test session."""
+    return build_tiny_model(tempfile.mkdtemp(prefix=f"rdmldg-mtct-{architecture}-"), architecture, preset="test")
+
+
+def load_tiny(architecture: str = "llava"):
+    torch.manual_seed(0)
+    return load_model_and_processor(tiny_model_dir(architecture))
+
+
+def config(tmp_path, **overrides) -> MTCTConfig:
+    """A CPU config for tests: no checkpointing, no saving, no reporting, holdout off."""
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        activation_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        holdout_fraction=0.0,
+        logging_steps=1,
+        max_steps=1,
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    values.update(overrides)
+    return MTCTConfig(**values)
