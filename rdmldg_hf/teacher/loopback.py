@@ -11,6 +11,7 @@ choice texts (wrapped into a chat completion) or a :class:`Scripted` raw respons
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,15 @@ def chat_completion(texts: Sequence[str | None], model: str = "scripted", prompt
 Reply = Callable[[dict[str, Any]], "Sequence[str | None] | Scripted"]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here; anything else is reported."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """Serves ``POST /v1/chat/completions`` on a free loopback port, in a background thread.
 
@@ -67,8 +77,7 @@ class LoopbackServer:
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread: threading.Thread | None = None
 
     @property

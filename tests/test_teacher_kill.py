@@ -1,0 +1,113 @@
+"""Kill test: SIGKILL `rdmldg build --teacher` mid-way (twice), run it again, compare with an uninterrupted build."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from datasets import load_dataset
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.teacher.loopback import LoopbackServer
+from rdmldg_hf.teacher.rejection import decide
+from rdmldg_hf.teacher.store import Reply
+from teacher_fakes import identity, pixel_teacher, seen, write_images
+
+PACS = get_benchmark("pacs")
+REPO = Path(__file__).resolve().parents[1]
+CANDIDATES, MAX_ROUNDS = 3, 1
+
+
+def command(images: Path, out: Path, base_url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "rdmldg_hf.cli", "build", "--benchmark", "pacs", "--images", str(images),
+        "--out", str(out), "--teacher", "gpt-4o", "--base-url", base_url, "--candidates", str(CANDIDATES),
+        "--max-rounds", str(MAX_ROUNDS), "--concurrency", "4", "--no-teacher-progress", "--image-max-side", "32",
+    ]
+
+
+def build(images: Path, out: Path, kill_after: int | None = None) -> Counter:
+    """Run the build against a fresh loopback server; SIGKILL it once the server got ``kill_after``
+    requests. Returns the requests this run made, per image (as the server saw it)."""
+    with LoopbackServer(pixel_teacher(PACS), delay=0.02) as server:
+        process = subprocess.Popen(command(images, out, server.base_url), cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if kill_after is None:
+                _, stderr = process.communicate(timeout=120)
+                assert process.returncode == 0, stderr.decode()[-2000:]
+            else:
+                deadline = time.monotonic() + 60
+                while server.count < kill_after and process.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                assert process.poll() is None, "the build ended before it could be killed"
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        bodies = list(server.requests)
+    return Counter(seen(body) for body in bodies)
+
+
+def stored(out: Path, images) -> tuple[Counter, set]:
+    """Replies in the store per image, and the images already final (read-only; whole lines only)."""
+    (store,) = (out.parent / f"{out.name}.teacher-store").iterdir()
+    lines = (store / "replies.jsonl").read_bytes().split(b"\n")[:-1]
+    replies: dict[str, list[Reply]] = {}
+    for line in lines:
+        record = json.loads(line)
+        if record["kind"] == "reply":
+            replies.setdefault(record["image_id"], []).append(Reply.from_json(record))
+    counts = Counter({identity(image, PACS): len(replies.get(image.image_id, [])) for image in images})
+    final = {
+        identity(image, PACS) for image in images
+        if decide(replies.get(image.image_id, []), PACS, image.label, CANDIDATES, MAX_ROUNDS, "gpt-4o").final
+    }
+    return counts, final
+
+
+def rows(out: Path) -> dict[str, dict]:
+    found = {}
+    for domain in PACS.domains:
+        for row in load_dataset(str(out), "pacs", split=domain):
+            row["image"] = row["image"].tobytes()
+            found[row["image_id"]] = row
+    return found
+
+
+def test_sigkill_then_the_same_command_requests_only_what_is_missing(tmp_path):
+    images_dir = tmp_path / "PACS"
+    images = write_images(images_dir, PACS, 56)
+    expected = build(images_dir, tmp_path / "whole")
+    assert sum(expected.values()) == 2 * (7 + 7 + 14 + 14)
+
+    out = tmp_path / "killed"
+    total = Counter()
+    for kill_after in (10, 35):
+        total += build(images_dir, out, kill_after=kill_after)
+        counts, final = stored(out, images)
+        assert 0 < sum(counts.values()) < sum(expected.values())
+        assert final and len(final) < len(images)
+        print(f"killed after {kill_after} requests: {sum(counts.values())} replies stored, {len(final)} images final")
+        again = build(images_dir, out, kill_after=None) if kill_after == 35 else None
+        if again is not None:
+            total += again
+            for image in images:
+                key = identity(image, PACS)
+                if key in final:
+                    assert again[key] == 0, f"{image.image_id} was complete and was requested again"
+                assert again[key] == expected[key] - counts[key], image.image_id
+
+    assert rows(out) == rows(tmp_path / "whole")
+    resent = sum(total.values()) - sum(expected.values())
+    print(f"requests: uninterrupted {sum(expected.values())}, killed twice + rerun {sum(total.values())} "
+          f"({resent} in flight at a kill and sent again)")
+    assert 0 <= resent <= 2 * 4  # at most the requests in flight (concurrency 4) at each kill
