@@ -156,7 +156,11 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
         _, added, deleted = hub.commits[-1]
         assert "vlcs/caltech101-00000-of-00001.parquet" in deleted
         assert len(load_dataset(str(remote), "vlcs", split="caltech101")) == 4
+        # a folder lacking the repo's vlcs config would drop it from the card: refused
+        assert build("--benchmark", "rotdigits", "--out", tmp_path / "other", "--push-to-hub", "me/dbr") == 2
+        assert len(hub.commits) == 2
     printed = capsys.readouterr()
+    assert "holds data of configs this folder lacks (vlcs)" in printed.err
     assert "Pushed" in printed.out and secret not in printed.out + printed.err
     assert not any(secret.encode() in p.read_bytes() for p in (tmp_path / "hub").rglob("*") if p.is_file())
 

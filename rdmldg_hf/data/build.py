@@ -97,6 +97,7 @@ def _split_datasets(
             features=features,
             cache_dir=cache_dir,
             gen_kwargs={"images": by_domain[domain], "chains": chains},
+            split=domain,
             fingerprint=uuid.uuid4().hex,
             writer_batch_size=_WRITER_BATCH_SIZE,
         )

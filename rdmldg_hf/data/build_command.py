@@ -67,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
     """Build (and optionally push) one benchmark; prints the summary."""
     from ..benchmarks import get_benchmark
     from .build import build_dataset
-    from .hub_layout import DEFAULT_REPO_ID
+    from .hub_layout import DEFAULT_REPO_ID, check_repo_id
 
     benchmark = get_benchmark(args.benchmark)
     if args.private and not args.push_to_hub:
         raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)
     images: Any = args.images
     chains: Any = args.chains
     if getattr(args, "teacher", None):

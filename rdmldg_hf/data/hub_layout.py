@@ -49,6 +49,7 @@ __all__ = [
     "render_card",
     "read_reports",
     "push_folder",
+    "check_repo_id",
 ]
 
 DEFAULT_REPO_ID = "rdmldg/domainbed-reasoning"
@@ -172,15 +173,35 @@ def _write_shards(
     )
     paths: list[str] = []
     written = 0
-    for index in range(num_shards):
-        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True)
-        path_in_repo = f"{data_dir}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
-        target = folder / path_in_repo
-        shard.with_format(None).to_parquet(str(target), batch_size=batch_size)
-        written += target.stat().st_size
-        paths.append(path_in_repo)
+    with _quiet_progress():
+        for index in range(num_shards):
+            path_in_repo = f"{data_dir}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
+            written += _write_shard(dataset, folder, path_in_repo, index, num_shards, batch_size)
+            paths.append(path_in_repo)
     return paths, written, nbytes
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide datasets' progress bars of the per-shard steps (restored afterwards)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def _write_shard(dataset: Dataset, folder: Path, path_in_repo: str, index: int, num_shards: int, batch_size: int) -> int:
+    """Write shard ``index`` of ``num_shards`` with embedded files, as push_to_hub does; its size in bytes."""
+    shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+    shard = shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True)
+    target = folder / path_in_repo
+    shard.with_format(None).to_parquet(str(target), batch_size=batch_size)
+    return target.stat().st_size
 
 
 def _split_stats(dataset: Dataset, name: str, files: list[str]) -> SplitSummary:
@@ -416,6 +437,18 @@ def _data_dirs(folder: Path) -> set[str]:
     return dirs
 
 
+def check_repo_id(repo_id: str) -> str:
+    """Check a Hub repo id is ``ORG/NAME``.
+
+    Raises:
+        ValueError: naming the value and the expected form.
+    """
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(part.strip() for part in parts):
+        raise ValueError(f"--push-to-hub {repo_id!r}: give the repo as ORG/NAME, e.g. {DEFAULT_REPO_ID!r}.")
+    return repo_id
+
+
 def push_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -437,13 +470,20 @@ def push_folder(
     readme = root / datasets_config.REPOCARD_FILENAME
     if not readme.is_file():
         raise FileNotFoundError(f"{str(folder)!r} holds no README.md; build it with `rdmldg build` before pushing.")
-    if "/" not in repo_id or repo_id.count("/") != 1:
-        raise ValueError(f"--push-to-hub {repo_id!r}: give the repo as ORG/NAME, e.g. {DEFAULT_REPO_ID!r}.")
+    check_repo_id(repo_id)
     api = HfApi(token=token, library_name="rdmldg_hf")
     repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
     local = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     data_dirs = _data_dirs(root)
     remote = api.list_repo_files(repo_id, repo_type="dataset")
+    remote_only = sorted({p.split("/", 1)[0] for p in remote if p.endswith(".parquet") and "/" in p} - data_dirs)
+    if remote_only:
+        raise ValueError(
+            f"The Hub repo {repo_id!r} holds data of configs this folder lacks ({', '.join(remote_only)}); "
+            f"pushing the folder's README would drop them from the card. Download the repo first "
+            f"(huggingface_hub.snapshot_download(repo_id={repo_id!r}, repo_type='dataset', local_dir=...)), "
+            f"build into that folder, then push it."
+        )
     deletions = [
         CommitOperationDelete(path_in_repo=path)
         for path in remote
