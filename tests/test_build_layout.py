@@ -126,3 +126,24 @@ def test_card_describes_the_build(tmp_path):
         assert f"| `{domain}` | `rotdigits-{domain}` | {rows:,} | {rows:,} |" in card.text
     for needle in ("<CONCLUSION>", "label", "2602.23777", "Gulrajani", "Limitations", "`template` 1,797"):
         assert needle in card.text
+
+
+def test_a_build_killed_between_its_renames_is_recovered(tmp_path, small_dict):
+    write_config(tmp_path / "ds", "rotdigits", small_dict, ROTDIGITS)
+    (tmp_path / "ds").rename(tmp_path / ".ds.previous-deadbeef")  # as if killed after the first rename
+    write_config(tmp_path / "ds", "rotdigits-sarr-r1", {"rot0": small_dict["rot0"]}, ROTDIGITS)
+    assert set(load_dataset(str(tmp_path / "ds"), "rotdigits")) == set(ROTDIGITS.domains)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_python_api_with_chain_records_reports_unknown_ids(tmp_path):
+    images = [i for i in embedded_source_images() if i.domain == "rot90"][:5]
+    chains = dict(embedded_chains(images[:2]))
+    chains["rot90/zero/99999.png"] = next(iter(chains.values()))
+    summary = build_dataset("rotdigits", tmp_path / "ds", images=images, chains=chains)
+    assert summary.rows_per_domain == {"rot90": 5} and summary.config.with_chain == 2
+    assert summary.chains_unmatched == ["rot90/zero/99999.png"]
+    assert "1 chains name an image id not in the images" in summary.format()
+    report = json.loads((tmp_path / "ds" / "reports" / "rotdigits.json").read_text())
+    assert report["chains_unmatched"] == ["rot90/zero/99999.png"]
+    assert _card_yaml(tmp_path / "ds")["size_categories"] == ["n<1K"]

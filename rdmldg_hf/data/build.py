@@ -37,6 +37,7 @@ class BuildSummary:
     skipped: list[SkippedFile] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     chain_import: ChainImport | None = None
+    chains_unmatched: list[str] = field(default_factory=list)
 
     @property
     def out_dir(self) -> str:
@@ -61,6 +62,11 @@ class BuildSummary:
                 lines.append(f"  ... and {len(self.skipped) - 10} more")
         if self.chain_import is not None:
             lines.append(self.chain_import.format(config.report_path))
+        if self.chains_unmatched:
+            lines.append(
+                f"{len(self.chains_unmatched)} chains name an image id not in the images "
+                f"(e.g. {self.chains_unmatched[0]!r}; listed in {config.report_path})."
+            )
         return "\n".join(lines)
 
 
@@ -170,6 +176,9 @@ def build_dataset(
         report["chain_import"] = chain_result.to_dict()
     else:
         records = chains
+        if records is not None:
+            known = {image.image_id for image in scan.images}
+            report["chains_unmatched"] = sorted(image_id for image_id in records if image_id not in known)
     if records is None and (template_chains if template_chains is not None else benchmark.embedded):
         from .embedded import embedded_chains
 
@@ -188,4 +197,10 @@ def build_dataset(
             repo_id=repo_id,
         )
         del splits
-    return BuildSummary(config=config, skipped=list(scan.skipped), ignored=list(scan.ignored), chain_import=chain_result)
+    return BuildSummary(
+        config=config,
+        skipped=list(scan.skipped),
+        ignored=list(scan.ignored),
+        chain_import=chain_result,
+        chains_unmatched=report.get("chains_unmatched", []),
+    )

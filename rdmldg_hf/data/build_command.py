@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     images: Any = args.images
     chains: Any = args.chains
     if getattr(args, "teacher", None):
+        if args.chains:
+            raise ValueError("Give either --chains FILE or --teacher MODEL, not both.")
         from .build import resolve_images
 
         images = resolve_images(benchmark, args.images, args.class_map)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -51,6 +52,8 @@ __all__ = [
     "push_folder",
     "check_repo_id",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_REPO_ID = "rdmldg/domainbed-reasoning"
 REPORTS_DIR = "reports"
@@ -127,6 +130,12 @@ def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {str(out_dir)!r} is a file; give a folder (it is created if missing).")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        # A build killed between its two renames leaves the complete previous folder aside.
+        for previous in sorted(out.parent.glob(f".{out.name}.previous-*")):
+            logger.warning("Restoring %s from %s (a build was interrupted while replacing it).", out, previous)
+            os.replace(previous, out)
+            break
     token = uuid.uuid4().hex[:8]
     staging = out.parent / f".{out.name}.partial-{token}"
     if out.exists():
@@ -307,12 +316,20 @@ def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` tag of a row count (``1K<n<10K``)."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+    return next((tag for bound, tag in bounds if rows < bound), "1M<n<10M")
+
+
 def render_card(folder: str | os.PathLike, card_data: DatasetCardData, repo_id: str = DEFAULT_REPO_ID) -> DatasetCard:
     """Render the DomainBed-Reasoning card of a folder from its card data and build reports."""
     for key, value in _CARD_METADATA.items():
         card_data[key] = value
     reports = read_reports(folder)
     sections = [_config_section(name, report) for name, report in reports.items()]
+    if sections:
+        card_data["size_categories"] = [_size_category(max(section["rows"] for section in sections))]
     first = sections[0] if sections else {"name": "pacs", "splits": [{"name": "photo", "domain_config": "pacs-photo"}]}
     first_split = first["splits"][0] if first["splits"] else {"name": "train", "domain_config": first["name"]}
     template = resources.files("rdmldg_hf") / "templates" / CARD_TEMPLATE
