@@ -182,3 +182,5 @@ def test_teacher_hook_supplies_the_chains(tmp_path, vlcs_root, monkeypatch):
     assert seen == {"benchmark": "vlcs", "images": 16, "out_dir": str(out)}
     caltech = load_dataset(str(out), "vlcs", split="caltech101")
     assert caltech[0]["chain_source"] == "gpt-4o" and caltech[1]["reasoning"] is None
+    assert json.loads((out / "reports" / "vlcs.json").read_text())["teacher"] == {"model": "gpt-4o"}
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--teacher", "m", "--chains", "c.json") == 2

@@ -146,6 +146,7 @@ def build_dataset(
     template_chains: bool | None = None,
     max_shard_size: int | str | None = None,
     repo_id: str = DEFAULT_REPO_ID,
+    report: Mapping[str, Any] | None = None,
 ) -> BuildSummary:
     """Build one benchmark into ``out_dir`` as config ``config_name`` (default: the benchmark's name).
 
@@ -160,10 +161,12 @@ def build_dataset(
             benchmark when no ``chains`` are given).
         max_shard_size: parquet shard size, as in ``push_to_hub``.
         repo_id: the repo id the card's usage example names.
+        report: extra JSON-serialisable entries for ``reports/<config>.json`` (e.g. a teacher summary).
     """
     benchmark = get_benchmark(benchmark)
     scan = resolve_images(benchmark, images, class_map)
-    report: dict[str, Any] = {
+    build_report: dict[str, Any] = {
+        **dict(report or {}),
         "images_root": scan.root,
         "skipped": [item.to_dict() for item in scan.skipped],
         "ignored": list(scan.ignored),
@@ -173,12 +176,12 @@ def build_dataset(
     if isinstance(chains, (str, os.PathLike)):
         chain_result = import_chains(chains, scan.images, benchmark)
         records = chain_result.records
-        report["chain_import"] = chain_result.to_dict()
+        build_report["chain_import"] = chain_result.to_dict()
     else:
         records = chains
         if records is not None:
             known = {image.image_id for image in scan.images}
-            report["chains_unmatched"] = sorted(image_id for image_id in records if image_id not in known)
+            build_report["chains_unmatched"] = sorted(image_id for image_id in records if image_id not in known)
     if records is None and (template_chains if template_chains is not None else benchmark.embedded):
         from .embedded import embedded_chains
 
@@ -192,7 +195,7 @@ def build_dataset(
             config_name or benchmark.name,
             splits,
             benchmark,
-            report=report,
+            report=build_report,
             max_shard_size=max_shard_size,
             repo_id=repo_id,
         )
@@ -202,5 +205,5 @@ def build_dataset(
         skipped=list(scan.skipped),
         ignored=list(scan.ignored),
         chain_import=chain_result,
-        chains_unmatched=report.get("chains_unmatched", []),
+        chains_unmatched=build_report.get("chains_unmatched", []),
     )

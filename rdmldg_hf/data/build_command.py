@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         check_repo_id(args.push_to_hub)
     images: Any = args.images
     chains: Any = args.chains
+    report: dict[str, Any] = {}
     if getattr(args, "teacher", None):
         if args.chains:
             raise ValueError("Give either --chains FILE or --teacher MODEL, not both.")
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
         images = resolve_images(benchmark, args.images, args.class_map)
         chains = _teacher_cli().teacher_chains(args, benchmark, images.images, args.out)
+        report["teacher"] = getattr(chains, "summary", None) or {"model": args.teacher}
     summary = build_dataset(
         benchmark,
         args.out,
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         template_chains=False if args.no_template_chains else None,
         max_shard_size=args.max_shard_size,
         repo_id=args.push_to_hub or DEFAULT_REPO_ID,
+        report=report,
     )
     print(summary.format())
     if args.push_to_hub:
