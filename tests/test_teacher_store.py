@@ -62,12 +62,16 @@ def test_an_unreadable_line_in_the_middle_is_skipped_and_counted(tmp_path):
         assert sorted(store.image_ids()) == ["one", "two"]
 
 
-def test_a_request_answered_twice_counts_once(tmp_path):
+def test_a_request_answered_twice_is_paid_twice_and_decided_by_its_first_reply(tmp_path):
+    from rdmldg_hf.teacher.rejection import decide
+    from teacher_fakes import chain
+
     with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
-        store.add_reply(reply("one", text="first"))
-        store.add_reply(reply("one", text="second"))
-        assert [r.texts[0] for r in store.replies("one")] == ["first"]
-        assert store.totals.replies == 1
+        store.add_reply(Reply("one", 0, 0, 1, (chain("dog"),)))
+        store.add_reply(Reply("one", 0, 0, 1, (chain("horse"),)))
+        assert store.totals.replies == 2
+        decision = decide(store.replies("one"), PACS, PACS.class_index("dog"), 1, 0, "t")
+        assert decision.accepted and decision.record.num_candidates == 1
 
 
 def test_teacher_prompt_version_and_sampling_settings_each_start_a_separate_store(monkeypatch):

@@ -6,6 +6,11 @@ choice texts (wrapped into a chat completion) or a :class:`Scripted` raw respons
 
     with LoopbackServer(lambda body: ["<SUMMARY>..."], delay=0.1) as server:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x")
+
+As a separate process (prints its base URL, answers every request with ``n`` copies of
+one five-stage chain)::
+
+    python -m rdmldg_hf.teacher.loopback --delay 0.1 --conclusion giraffe
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class LoopbackServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -141,3 +147,28 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a fixed chain until interrupted; the first stdout line is the base URL."""
+    import argparse
+
+    from ..chains import render_chain
+
+    parser = argparse.ArgumentParser(description="A loopback OpenAI-compatible teacher answering one fixed chain.")
+    parser.add_argument("--delay", type=float, default=0.0, help="Seconds every answer waits.")
+    parser.add_argument("--conclusion", default="unknown", help="The chain's conclusion.")
+    args = parser.parse_args(argv)
+    text = render_chain("Name the object.", "A picture.", "Its shape decides.", "Nothing contradicts it.", args.conclusion)
+    server = LoopbackServer(lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False)
+    print(server.base_url, flush=True)
+    try:
+        server._server.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._server.server_close()
+
+
+if __name__ == "__main__":
+    main()

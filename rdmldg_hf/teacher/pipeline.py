@@ -36,7 +36,14 @@ from .store import Reply, TeacherStore
 
 __all__ = ["RunCounters", "TeacherRun", "TeacherChains", "generate_chains"]
 
+try:  # the HTTP library the openai client is built on (httpx2 in recent releases, httpx before)
+    from httpx2 import Response as _HttpResponse
+except ImportError:  # pragma: no cover - older openai releases
+    from httpx import Response as _HttpResponse
+
 logger = logging.getLogger(__name__)
+
+INLINE_ENCODE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -74,6 +81,7 @@ class TeacherRun:
         self.rng = rng or random.Random()
         self.counters = RunCounters()
         self.failures: dict[str, str] = {}
+        self.stats = AcceptanceStats(benchmark.class_names)
         # Set once a server refuses n>1 or silently returns fewer choices: ask one at a time.
         self.single = settings.sampling.candidates == 1
         self._price = price_for(settings.sampling.model, settings.price)
@@ -105,7 +113,9 @@ class TeacherRun:
     def _count(self, image: SourceImage, decision: Decision) -> None:
         counters = self.counters
         counters.done += 1
-        if image.image_id in self.failures:
+        failed = image.image_id in self.failures
+        self.stats.add(image.domain, image.label, decision, failed)
+        if failed:
             counters.failed += 1
         elif decision.accepted:
             counters.accepted += 1
@@ -133,11 +143,7 @@ class TeacherRun:
             request_id = custom_id(image.image_id, decision.next_round, decision.next_start)
             try:
                 if url is None:
-                    data = image.read_bytes()
-                    url = await asyncio.to_thread(
-                        image_data_url, data, sampling.image_max_side, sampling.image_format, sampling.image_quality
-                    )
-                    del data
+                    url = await self._encode(image)
                 n = 1 if self.single else sampling.candidates - decision.next_start
                 await self._request(image.image_id, decision.next_round, decision.next_start, n, url)
             except (RetriesExhausted, openai.APIStatusError, OSError, ValueError) as error:
@@ -150,44 +156,48 @@ class TeacherRun:
             decision = self.decide(image)
         return decision
 
+    async def _encode(self, image: SourceImage) -> str:
+        """The image as a data URL; large files are decoded in a worker thread so that the
+        event loop keeps serving the other requests meanwhile."""
+        sampling = self.settings.sampling
+        data = image.read_bytes()
+        args = (data, sampling.image_max_side, sampling.image_format, sampling.image_quality)
+        if len(data) <= INLINE_ENCODE_BYTES:  # a thread hand-off costs more than encoding a small file
+            return image_data_url(*args)
+        return await asyncio.to_thread(image_data_url, *args)
+
     def _on_retry(self, transient: Transient, wait: float) -> None:
         self.counters.retries += 1
         logger.debug("Retrying in %.3fs after %s", wait, transient.description)
 
     async def _create(self, body: dict[str, Any]) -> Any:
-        completion = await self.client.chat.completions.create(**body)
-        if not hasattr(completion, "choices"):
-            raise ValueError(f"reply is not a chat completion: {str(completion)[:100]!r}")
-        return completion
+        """POST the body as it is and return the reply's JSON.
+
+        The body is already in wire format (the Batch API sends the same bodies);
+        ``chat.completions.create`` would re-walk it and build typed objects, several ms
+        per request that a run of thousands of concurrent requests feels. Status errors,
+        timeouts and connection errors still come from the ``openai`` client.
+        """
+        response = await self.client.post("/chat/completions", body=body, cast_to=_HttpResponse)
+        return response.json()
 
     async def _request(self, image_id: str, round_index: int, start: int, n: int, url: str) -> Reply:
         """One request (with retries); its reply is appended to the store before returning."""
         body = chat_request(self.benchmark, self.settings.sampling, url, n)
         self.counters.requests += 1
+
+        async def attempt() -> Reply:  # an unreadable body is retried like a 5xx
+            return Reply.from_completion(image_id, round_index, start, n, await self._create(body))
+
         try:
-            completion = await call_with_retries(
-                lambda: self._create(body), self.settings.retry, self.sleep, self._on_retry, self.rng
-            )
+            reply = await call_with_retries(attempt, self.settings.retry, self.sleep, self._on_retry, self.rng)
         except (openai.BadRequestError, openai.UnprocessableEntityError):
             if n == 1:
                 raise
             self._fall_back_to_single(f"refused n={n}")
             return await self._request(image_id, round_index, start, 1, url)
-        choices = sorted(completion.choices or [], key=lambda choice: choice.index or 0)
-        if 0 < len(choices) < n:
-            self._fall_back_to_single(f"returned {len(choices)} of n={n} choices")
-        usage = getattr(completion, "usage", None)
-        reply = Reply(
-            image_id=image_id,
-            round=round_index,
-            start=start,
-            n=n,
-            texts=tuple(choice.message.content if choice.message is not None else None for choice in choices),
-            finish_reasons=tuple(choice.finish_reason for choice in choices),
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            model=getattr(completion, "model", None),
-        )
+        if 0 < len(reply.texts) < n:
+            self._fall_back_to_single(f"returned {len(reply.texts)} of n={n} choices")
         self.store.add_reply(reply)
         self.counters.prompt_tokens += reply.prompt_tokens
         self.counters.completion_tokens += reply.completion_tokens
@@ -249,13 +259,10 @@ def _public_url(url: str | None) -> str | None:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def summarize(chains: TeacherChains, images: Sequence[SourceImage], seconds: float) -> dict[str, Any]:
+def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
     """The build summary: settings, acceptance per domain and class, tokens and cost (all runs and this one)."""
     run = chains._run
-    settings, store, counters = run.settings, run.store, run.counters
-    stats = AcceptanceStats(run.benchmark.class_names)
-    for image in images:
-        stats.add(image.domain, image.label, chains.decision(image.image_id), image.image_id in run.failures)
+    settings, store, counters, stats = run.settings, run.store, run.counters, run.stats
     price = price_for(settings.sampling.model, settings.price)
     totals = store.totals
     return {
@@ -334,6 +341,6 @@ def generate_chains(
         store.close()
         raise
     chains = TeacherChains(run, images)
-    chains.summary = summarize(chains, images, time.perf_counter() - started)
+    chains.summary = summarize(chains, time.perf_counter() - started)
     (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
     return chains

@@ -64,25 +64,35 @@ class Decision:
     rounds: int = 0
 
 
-def judge_candidate(text: str | None, benchmark: Benchmark, label: int, finish_reason: str | None = None) -> Verdict:
-    """Check one candidate's format, map its conclusion to a class, compare with the label."""
+def judge_candidate(
+    text: str | None,
+    benchmark: Benchmark,
+    label: int,
+    finish_reason: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Verdict:
+    """Check one candidate's format, map its conclusion to a class, compare with the label.
+
+    ``class_names`` saves recomputing ``benchmark.class_names`` per candidate.
+    """
+    names = benchmark.class_names if class_names is None else class_names
     if not text or not text.strip():
         return Verdict(False, None, False, reason="empty reply", category="empty reply")
     check = check_chain(text)
     if not check.valid or check.chain is None:
         truncated = " (cut at max tokens)" if finish_reason == "length" else ""
         return Verdict(False, None, False, reason="; ".join(check.problems) + truncated, category="invalid format")
-    match = resolve_conclusion(check.chain.conclusion, benchmark.class_names, benchmark.class_aliases)
+    match = resolve_conclusion(check.chain.conclusion, names, benchmark.class_aliases)
     if match.index is None:
         category = "several classes" if "several classes" in (match.reason or "") else "no class"
         return Verdict(True, None, False, reason=match.reason, category=category)
     if match.index != label:
         return Verdict(
             True, match.index, False,
-            reason=f"concludes {benchmark.class_names[match.index]!r}, not the label",
+            reason=f"concludes {names[match.index]!r}, not the label",
             category="wrong class",
         )
-    canonical = replace(check.chain, conclusion=benchmark.class_names[match.index])
+    canonical = replace(check.chain, conclusion=names[match.index])
     return Verdict(True, match.index, True, chain_text=canonical.render())
 
 
@@ -118,6 +128,7 @@ def decide(
         source: the teacher model id written as ``chain_source``.
     """
     by_round = _rounds(replies)
+    names = benchmark.class_names
     num = valid = correct = 0
     reasons: list[str] = []
     categories: Counter = Counter()
@@ -142,7 +153,7 @@ def decide(
                 categories["no choices"] += 1
             for offset, text in enumerate(part.texts):
                 finish = part.finish_reasons[offset] if offset < len(part.finish_reasons) else None
-                verdict = judge_candidate(text, benchmark, label, finish)
+                verdict = judge_candidate(text, benchmark, label, finish, names)
                 num += 1
                 valid += verdict.valid
                 correct += verdict.correct

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..benchmarks import Benchmark
-from .requests import custom_id
+from .requests import custom_id, parse_custom_id
 from .settings import SamplingSettings, store_key, store_name
 
 __all__ = ["Reply", "TeacherStore"]
@@ -77,6 +77,32 @@ class Reply:
         }
 
     @classmethod
+    def from_completion(cls, image_id: str, round_index: int, start: int, n: int, completion: Any) -> "Reply":
+        """The reply held in a chat-completion JSON body (from the chat API or a Batch API output line).
+
+        Raises:
+            ValueError: when the body is not a chat completion.
+        """
+        if not isinstance(completion, dict) or not isinstance(completion.get("choices", []), list):
+            raise ValueError(f"reply is not a chat completion: {str(completion)[:100]!r}")
+        choices = sorted(
+            (choice for choice in completion.get("choices") or [] if isinstance(choice, dict)),
+            key=lambda choice: choice.get("index") or 0,
+        )
+        usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+        return cls(
+            image_id=image_id,
+            round=round_index,
+            start=start,
+            n=n,
+            texts=tuple(_content((choice.get("message") or {}).get("content")) for choice in choices),
+            finish_reasons=tuple(choice.get("finish_reason") for choice in choices),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            model=completion.get("model") if isinstance(completion.get("model"), str) else None,
+        )
+
+    @classmethod
     def from_json(cls, record: dict[str, Any]) -> "Reply":
         choices = record.get("choices") or []
         usage = record.get("usage") or {}
@@ -91,6 +117,15 @@ class Reply:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=record.get("model"),
         )
+
+
+def _content(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, dict)) or None
+    return str(content)
 
 
 @dataclass
@@ -127,7 +162,6 @@ class TeacherStore:
         self._check_settings()
         self.path = self.directory / self.REPLIES
         self._index: dict[str, list[tuple[int, int]]] = {}
-        self._seen: set[str] = set()
         self.totals = _Totals()
         self.repaired_bytes = 0
         self.corrupt_lines = 0
@@ -192,11 +226,7 @@ class TeacherStore:
 
     def _register(self, record: dict[str, Any], offset: int, length: int) -> None:
         kind = record.get("kind")
-        if kind == "reply":
-            cid = record.get("custom_id")
-            if cid in self._seen:  # the same request answered twice (e.g. by both modes): first wins
-                return
-            self._seen.add(cid)
+        if kind == "reply":  # a request answered twice is kept (its tokens were paid); decisions use the first
             self._index.setdefault(record["image_id"], []).append((offset, length))
             self.totals.add(Reply.from_json(record))
         elif kind == "failure":
@@ -237,7 +267,9 @@ class TeacherStore:
         return iter(self._index)
 
     def has_reply(self, request_id: str) -> bool:
-        return request_id in self._seen
+        """Whether the request ``request_id`` (a :func:`custom_id`) has a stored reply."""
+        image_id, _, _ = parse_custom_id(request_id)
+        return any(reply.custom_id == request_id for reply in self.replies(image_id))
 
     def close(self) -> None:
         for fd in (self._append_fd, self._read_fd):
