@@ -147,3 +147,10 @@ def test_python_api_with_chain_records_reports_unknown_ids(tmp_path):
     report = json.loads((tmp_path / "ds" / "reports" / "rotdigits.json").read_text())
     assert report["chains_unmatched"] == ["rot90/zero/99999.png"]
     assert _card_yaml(tmp_path / "ds")["size_categories"] == ["n<1K"]
+
+
+def test_domain_configs_can_be_left_out(tmp_path, small_dict):
+    summary = write_config(tmp_path, "rotdigits-sarr-r3", small_dict, ROTDIGITS, domain_configs=False)
+    assert summary.domain_configs == []
+    assert {c["config_name"] for c in _card_yaml(tmp_path)["configs"]} == {"rotdigits-sarr-r3"}
+    assert "| `rot0` | - |" in (tmp_path / "README.md").read_text()

@@ -396,12 +396,8 @@ def write_config(
         _drop_configs(card_data, _configs_reading(card_data, config_name))
         configs = {config_name: {"data_files": [{"split": s, "path": f"{config_name}/{s}-*"} for s in checked]}}
         dataset_infos = {config_name: _dataset_info(config_name, features, infos)}
-        domain_names = []
-        for split_info, uploaded in infos:
-            if not domain_configs:
-                break
-            name = f"{config_name}-{split_info.name}"
-            domain_names.append(name)
+        domain_names = [f"{config_name}-{split_info.name}" for split_info, _ in infos] if domain_configs else []
+        for name, (split_info, uploaded) in zip(domain_names, infos):
             configs[name] = {"data_files": [{"split": "train", "path": f"{config_name}/{split_info.name}-*"}]}
             train = SplitInfo(name="train", num_bytes=split_info.num_bytes, num_examples=split_info.num_examples)
             dataset_infos[name] = _dataset_info(name, features, [(train, uploaded)])
