@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -170,14 +170,30 @@ def project_corpus(embedded_weight: int = 40) -> list[str]:
     return texts
 
 
-def train_tokenizer(vocab_size: int = 1024, texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    vocab_size: int = 1024, texts: Iterable[str] | None = None, phrase_tokens: bool = False
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on ``texts`` (default :func:`project_corpus`).
+
+    With ``phrase_tokens`` merges may cross spaces (only punctuation, newlines and stage tags
+    split the text first), so recurring phrases of the project's texts become single tokens:
+    the embedded template chains shrink about four-fold, which makes tiny CPU runs (training
+    and generation alike) several times faster. The texts are unchanged; only tokens differ.
 
     Raises:
         ValueError: if a class name of the embedded benchmark is not a single token.
     """
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(r"[.,;:\n]|</?[A-Z]+>"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        if phrase_tokens
+        else pre_tokenizers.ByteLevel(add_prefix_space=False)
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -221,6 +237,7 @@ class TinyModelSpec:
     text_heads: int = 4
     vocab_size: int = 1024
     max_positions: int = 1024
+    phrase_tokens: bool = False  # see train_tokenizer
 
 
 TINY_PRESETS: dict[str, TinyModelSpec] = {
@@ -356,7 +373,7 @@ def build_tiny_model(
     spec = replace(TINY_PRESETS[preset], image_size=image_size, **sizes)
     if spec.image_size % spec.patch_size:
         raise ValueError(f"image_size={spec.image_size} must be a multiple of patch_size={spec.patch_size}.")
-    tokenizer = train_tokenizer(spec.vocab_size)
+    tokenizer = train_tokenizer(spec.vocab_size, phrase_tokens=spec.phrase_tokens)
     torch.manual_seed(seed)
     model, processor = _BUILDERS[architecture](spec, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
