@@ -12,11 +12,14 @@ from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import check_chain, resolve_conclusion
 from rdmldg_hf.cli import main
 from rdmldg_hf.data.embedded import (
+    EMBEDDED_SEED,
     TEMPLATE_CHAIN_SOURCE,
+    _embedded_images,
     _render_digit,
     domain_angle,
     embedded_chains,
     embedded_source_images,
+    load_digits_arrays,
     template_chain,
 )
 from rdmldg_hf.prompts import PROMPT_VERSION
@@ -44,17 +47,23 @@ def test_image_ids_name_domain_and_class(images):
 
 
 def test_images_are_32px_rgb_png_and_deterministic(images):
-    again = embedded_source_images()
+    again = _embedded_images.__wrapped__(EMBEDDED_SEED)  # made afresh, not the cached copy
     assert [i.image_id for i in again] == [i.image_id for i in images]
     assert all(a.data == b.data for a, b in zip(again[::50], images[::50]))
     picture = Image.open(io.BytesIO(images[0].data))
     assert (picture.format, picture.mode, picture.size) == ("PNG", "RGB", (32, 32))
 
 
-def test_domains_are_rotations_of_the_digit():
+def test_digits_are_scikit_learns():
     from sklearn.datasets import load_digits
 
-    digit = load_digits().images[7]
+    pixels, targets = load_digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(pixels, reference.images) and np.array_equal(targets, reference.target)
+
+
+def test_domains_are_rotations_of_the_digit():
+    digit = load_digits_arrays()[0][7]
     upright = np.asarray(Image.open(io.BytesIO(_render_digit(digit, 0))))
     turned = np.asarray(Image.open(io.BytesIO(_render_digit(digit, 90))))
     assert np.array_equal(turned, np.rot90(upright))

@@ -10,7 +10,10 @@ encoded as PNG. Every image gets a chain from a deterministic template writer
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -96,31 +99,53 @@ def _render_digit(pixels: np.ndarray, angle: int) -> bytes:
     return buffer.getvalue()
 
 
-def embedded_source_images(seed: int = EMBEDDED_SEED) -> list[SourceImage]:
-    """Every RotatedDigits image (1,797), domain by domain, with PNG bytes in ``data``.
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: (images 1797x8x8 grey levels 0..16, targets 0..9).
 
-    The domains are disjoint quarters of a seeded permutation; ``image_id`` is
-    ``"<domain>/<class>/<index in load_digits, 5 digits>.png"``, e.g. ``"rot30/seven/00042.png"``.
+    Reads the CSV file scikit-learn ships (what ``load_digits`` reads) without importing
+    ``sklearn.datasets`` (seconds of imports); falls back to ``load_digits`` otherwise.
     """
+    spec = importlib.util.find_spec("sklearn")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0], "datasets", "data", "digits.csv.gz") if locations else None
+    if path is not None and path.is_file():
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
-    benchmark = get_benchmark(EMBEDDED_BENCHMARK)
     digits = load_digits()
-    order = np.random.default_rng(seed).permutation(len(digits.target))
+    return digits.images, digits.target
+
+
+@functools.lru_cache(maxsize=2)
+def _embedded_images(seed: int) -> tuple[SourceImage, ...]:
+    benchmark = get_benchmark(EMBEDDED_BENCHMARK)
+    pixels, targets = load_digits_arrays()
+    order = np.random.default_rng(seed).permutation(len(targets))
     images: list[SourceImage] = []
     for domain, indices in zip(benchmark.domains, np.array_split(order, len(benchmark.domains))):
         angle = domain_angle(domain)
         for index in sorted(int(i) for i in indices):
-            label = int(digits.target[index])
+            label = int(targets[index])
             images.append(
                 SourceImage(
                     image_id=f"{domain}/{benchmark.classes[label]}/{index:05d}.png",
                     domain=domain,
                     label=label,
-                    data=_render_digit(digits.images[index], angle),
+                    data=_render_digit(pixels[index], angle),
                 )
             )
-    return images
+    return tuple(images)
+
+
+def embedded_source_images(seed: int = EMBEDDED_SEED) -> list[SourceImage]:
+    """Every RotatedDigits image (1,797), domain by domain, with PNG bytes in ``data``.
+
+    The domains are disjoint quarters of a seeded permutation; ``image_id`` is
+    ``"<domain>/<class>/<index in load_digits, 5 digits>.png"``, e.g. ``"rot30/seven/00042.png"``.
+    Made once per process (about 2 MB) and reused.
+    """
+    return list(_embedded_images(seed))
 
 
 def embedded_chains(
