@@ -31,16 +31,23 @@ def chain(conclusion):
     return render_chain("plan", "what matters", "the argument", "the check", conclusion)
 
 
+def add_pacs(root):
+    pacs = get_benchmark("pacs")
+    make_domainbed_folder(root, pacs.folder, pacs.domain_folders, ("house",), per_class=1)
+
+
 def test_build_a_benchmark_and_add_a_second_one(tmp_path, vlcs_root, capsys):
     out = tmp_path / "domainbed-reasoning"
+    add_pacs(vlcs_root)
     assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out) == 0
-    assert build("--benchmark", "rotdigits", "--out", out) == 0
+    assert build("--benchmark", "pacs", "--images", vlcs_root, "--out", out) == 0
     printed = capsys.readouterr().out
     assert "Built config 'vlcs'" in printed and "caltech101" in printed
     voc = load_dataset(str(out), "vlcs", split="voc2007")
     assert len(voc) == 4 and voc[0]["image_id"] == "VOC2007/bird/000.png"
-    assert len(load_dataset(str(out), "rotdigits", split="rot0")) == 450
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "reports", "rotdigits", "vlcs"]
+    assert load_dataset(str(out), "pacs", split="art_painting")["image_id"] == ["art_painting/house/000.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "pacs", "reports", "vlcs"]
+    assert "### `vlcs` (VLCS)" in (out / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or cache left
 
 
@@ -115,7 +122,8 @@ def test_unknown_class_folder_then_class_map(tmp_path, vlcs_root, capsys):
 
 def test_an_interrupted_build_leaves_the_previous_folder_untouched(tmp_path, vlcs_root, monkeypatch):
     out = tmp_path / "out"
-    assert build("--benchmark", "rotdigits", "--out", out) == 0
+    add_pacs(vlcs_root)
+    assert build("--benchmark", "pacs", "--images", vlcs_root, "--out", out) == 0
     before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     calls = []
 
@@ -131,6 +139,7 @@ def test_an_interrupted_build_leaves_the_previous_folder_untouched(tmp_path, vlc
         build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir() if p.name != "DomainBed"] == ["out"]
+    assert len(load_dataset(str(out), "pacs", split="photo")) == 1
     with pytest.raises(ValueError, match="vlcs"):
         load_dataset(str(out), "vlcs")
     with pytest.raises(KeyboardInterrupt):
@@ -157,7 +166,8 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
         assert "vlcs/caltech101-00000-of-00001.parquet" in deleted
         assert len(load_dataset(str(remote), "vlcs", split="caltech101")) == 4
         # a folder lacking the repo's vlcs config would drop it from the card: refused
-        assert build("--benchmark", "rotdigits", "--out", tmp_path / "other", "--push-to-hub", "me/dbr") == 2
+        other = ("--out", tmp_path / "other", "--config-name", "vlcs-copy", "--push-to-hub", "me/dbr")
+        assert build("--benchmark", "vlcs", "--images", vlcs_root, *other) == 2
         assert len(hub.commits) == 2
     printed = capsys.readouterr()
     assert "holds data of configs this folder lacks (vlcs)" in printed.err
