@@ -1,0 +1,200 @@
+"""``rdmldg analyze``: the paper's analyses and plots on your own model and adapters.
+
+    rdmldg analyze class-probs --adapter OUT [--model BASE] [--with-base] --out figs/
+    rdmldg analyze token-probs --adapter OUT --with-base --chains teacher self --out figs/
+    rdmldg analyze entropy --before OUT/stages/mtct/final --after OUT --top 15 --out figs/
+    rdmldg analyze losses --run OUT --out figs/
+
+``--model`` defaults to the base model recorded in the adapter's ``rdmldg_config.json``;
+``--dataset`` defaults to the embedded benchmark (built once into the Hugging Face cache).
+Each analysis writes PNG figures, a CSV of each figure's numbers, the per-item numbers
+and ``manifest.json``, and prints where they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+ANALYSES = ("class-probs", "token-probs", "entropy", "losses")
+BASE = "base"
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", help="Dataset folder or Hub id (default: the embedded benchmark, built on first use).")
+    group.add_argument("--config", help="Dataset config (default: the run's benchmark, else the embedded one).")
+    group.add_argument("--domains", nargs="+", help="Domains (splits) to analyse (default: all).")
+    group.add_argument("--test-domain", help="The held-out (target) domain (default: the run's test_domain).")
+    group.add_argument("--max-images", type=int, default=32, help="Images per domain, a seeded sample (default: 32).")
+    group.add_argument("--seed", type=int, default=0, help="Seed of the image sample.")
+    group.add_argument("--batch-size", type=int, default=16, help="Sequences per forward pass (default: 16).")
+    group.add_argument("--max-new-tokens", type=int, default=256, help="Most tokens of a generated chain (default: 256).")
+    group.add_argument("--device", default="auto", help="'cpu', 'cuda', ... (default: cuda when available).")
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument("--model", help="Base model folder or Hub id (default: the base model in the adapter's rdmldg_config.json).")
+    group.add_argument("--adapter", nargs="+", default=[], help="Adapter folder(s) (training outputs) to compare; 'base' = no adapter.")
+    group.add_argument("--labels", nargs="+", help="Legend label per model (default: folder names).")
+    group.add_argument("--with-base", action="store_true", help="Also analyse the base model without adapter (zero-shot), first.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    p = sub.add_parser("class-probs", help="Probability of the correct class: direct, after the teacher chain, after a generated chain.")
+    _model_arguments(p)
+    _data_arguments(p)
+    p.add_argument("--conditions", nargs="+", default=None, help="direct teacher_chain generated_chain (default: all).")
+    p.add_argument("--bins", type=int, default=20, help="Histogram bins.")
+    p.add_argument("--out", required=True, help="Folder for figures and numbers.")
+
+    p = sub.add_parser("token-probs", help="Distribution of the teacher-forced probability of every chain token.")
+    _model_arguments(p)
+    _data_arguments(p)
+    p.add_argument("--chains", nargs="+", default=["teacher"], choices=["teacher", "self"],
+                   help="teacher: the dataset's chains; self: chains the last model writes (default: teacher).")
+    p.add_argument("--self-filter", default="correct", choices=["correct", "valid", "all"],
+                   help="Which self-written chains to keep (default: correct conclusions, as SARR).")
+    p.add_argument("--bins", type=int, default=20, help="Histogram bins.")
+    p.add_argument("--out", required=True, help="Folder for figures and numbers.")
+
+    p = sub.add_parser("entropy", help="Entropy reduction per token type and stage between two checkpoints.")
+    p.add_argument("--model", help="Base model (default: from the adapters' rdmldg_config.json).")
+    p.add_argument("--before", required=True, help="Adapter folder before (or 'base').")
+    p.add_argument("--after", required=True, help="Adapter folder after (or 'base').")
+    _data_arguments(p)
+    p.add_argument("--chains", default="teacher", choices=["teacher", "self"], help="Chains scored by both (default: teacher).")
+    p.add_argument("--self-filter", default="correct", choices=["correct", "valid", "all"], help="Self chains to keep.")
+    p.add_argument("--top", type=int, default=15, help="Tokens in the top-k chart (default: 15).")
+    p.add_argument("--min-count", type=int, default=3, help="Least occurrences of a token type to be ranked (default: 3).")
+    p.add_argument("--examples", type=int, default=3, help="Marked examples per top token (default: 3).")
+    p.add_argument("--out", required=True, help="Folder for figures and numbers.")
+
+    p = sub.add_parser("losses", help="Classification vs reasoning loss per step, one line per round.")
+    p.add_argument("--run", required=True, help="An MTCT/SARR output folder, or a trainer_state.json.")
+    p.add_argument("--out", required=True, help="Folder for figures and numbers.")
+
+
+def _label(path: str) -> str:
+    if path == BASE:
+        return BASE
+    p = Path(path)
+    return p.parent.name if p.name in ("final", "") else p.name
+
+
+def _run_config(paths: list[str]) -> Any:
+    from .models import RUN_CONFIG_NAME, RunConfig
+
+    for path in reversed(paths):
+        if path != BASE and (Path(path) / RUN_CONFIG_NAME).is_file():
+            return RunConfig.load(path)
+    return None
+
+
+def _base_model(args: argparse.Namespace, run: Any) -> str:
+    if args.model:
+        return args.model
+    if run is not None and run.base_model:
+        return run.base_model
+    raise ValueError("No base model: pass --model (the adapters' rdmldg_config.json names none).")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _loaders(base: str, adapters: list[str], labels: list[str] | None, device: str) -> list[tuple[str, Any]]:
+    from .models import load_model_and_processor
+
+    names = labels or [_label(a) for a in adapters]
+    if len(names) != len(adapters):
+        raise ValueError(f"{len(names)} --labels for {len(adapters)} models; give one label per model.")
+
+    def loader(adapter: str):
+        def load():
+            model, processor = load_model_and_processor(base, adapter=None if adapter == BASE else adapter)
+            return model.to(device), processor
+
+        return load
+
+    return [(name, loader(adapter)) for name, adapter in zip(names, adapters)]
+
+
+def _embedded_dataset() -> str:
+    from .benchmarks import EMBEDDED_BENCHMARK
+    from .data.build import build_dataset
+
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    folder = home / "rdmldg" / f"embedded-{EMBEDDED_BENCHMARK}"
+    if not (folder / "README.md").is_file():
+        print(f"Building the embedded benchmark into {folder} (once).")
+        build_dataset(EMBEDDED_BENCHMARK, folder)
+    return str(folder)
+
+
+def _data(args: argparse.Namespace, run: Any):
+    from datasets import load_dataset
+
+    from .analysis.reports import load_analysis_data
+    from .benchmarks import EMBEDDED_BENCHMARK
+
+    source = args.dataset or _embedded_dataset()
+    config = args.config or (run.benchmark if run is not None and run.benchmark else EMBEDDED_BENCHMARK)
+    dataset = load_dataset(source, config)
+    settings = run.settings if run is not None else {}
+    return load_analysis_data(
+        dataset,
+        class_names=run.class_names if run is not None else None,
+        domains=args.domains,
+        test_domain=args.test_domain or (run.test_domain if run is not None else None),
+        holdout_fraction=float(settings.get("holdout_fraction", 0.0) or 0.0),
+        holdout_seed=settings.get("holdout_seed"),
+        max_images=args.max_images,
+        seed=args.seed,
+    )
+
+
+def _generation(args: argparse.Namespace):
+    from .generation import GenerationSettings
+
+    return GenerationSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .analysis import reports
+
+    out = Path(args.out)
+    if args.analysis == "losses":
+        report = reports.losses_report(args.run, out)
+    elif args.analysis == "entropy":
+        adapters = [args.before, args.after]
+        run_config = _run_config(adapters)
+        labels = [f"{_label(args.before)} (before)", f"{_label(args.after)} (after)"]
+        loaders = _loaders(_base_model(args, run_config), adapters, labels, _device(args.device))
+        report = reports.entropy_report(
+            loaders[0], loaders[1], _data(args, run_config), out, args.chains, args.top, args.min_count,
+            args.examples, args.self_filter, _generation(args), args.batch_size,
+        )
+    else:
+        adapters = ([BASE] if args.with_base or not args.adapter else []) + list(args.adapter)
+        run_config = _run_config(adapters)
+        base = args.model if not args.adapter else _base_model(args, run_config)
+        if base is None:
+            raise ValueError("Pass --model (and --adapter for trained outputs).")
+        loaders = _loaders(base, adapters, args.labels, _device(args.device))
+        data = _data(args, run_config)
+        if args.analysis == "class-probs":
+            conditions = args.conditions or list(reports.CONDITIONS)
+            report = reports.class_probs_report(loaders, data, out, conditions, _generation(args), args.batch_size, args.bins)
+        else:
+            report = reports.token_probs_report(
+                loaders, data, out, args.chains, args.self_filter, _generation(args), args.batch_size, args.bins
+            )
+    print(report.format())
+    return 0
