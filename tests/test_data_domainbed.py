@@ -6,7 +6,7 @@ import pytest
 from helpers_hub import make_domainbed_folder
 
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.data.domainbed import load_class_map, resolve_benchmark_folder, scan_domainbed
+from rdmldg_hf.data.domainbed import load_class_map, load_domain_map, resolve_benchmark_folder, scan_domainbed
 
 PACS = get_benchmark("pacs")
 CLASSES = ("dog", "horse")
@@ -88,10 +88,19 @@ def test_class_map_errors(tmp_path, pacs_root):
         load_class_map(tmp_path / "missing.json")
 
 
-def test_unknown_domain_folder(pacs_root):
-    (pacs_root / "PACS" / "clipart").mkdir()
-    with pytest.raises(ValueError, match="'clipart'.*Valid domains: art_painting, cartoon, photo, sketch"):
+def test_unknown_domain_folder_names_it_and_offers_a_domain_map(pacs_root, tmp_path):
+    (pacs_root / "PACS" / "cartoon").rename(pacs_root / "PACS" / "comics")
+    with pytest.raises(ValueError, match="'comics'.*Valid domains: art_painting, cartoon, photo, sketch.*--domain-map FILE"):
         scan_domainbed(PACS, pacs_root)
+    domain_map = tmp_path / "domains.json"
+    domain_map.write_text('{"comics": "cartoon"}')
+    result = scan_domainbed(PACS, pacs_root, domain_map=load_domain_map(domain_map))
+    cartoon = [i.image_id for i in result.images if i.domain == "cartoon"]
+    assert len(cartoon) == 4 and cartoon[0] == "comics/dog/000.png"
+    with pytest.raises(ValueError, match="maps folder 'comics' to 'anime'.*Valid domains"):
+        scan_domainbed(PACS, pacs_root, domain_map={"comics": "anime"})
+    with pytest.raises(FileNotFoundError, match="--domain-map"):
+        load_domain_map(tmp_path / "missing.json")
 
 
 def test_empty_domain(pacs_root):

@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from ..benchmarks import Benchmark, get_benchmark
 from .chain_import import ChainImport, import_chains
-from .domainbed import ScanResult, SkippedFile, load_class_map, scan_domainbed
+from .domainbed import ScanResult, SkippedFile, load_class_map, load_domain_map, scan_domainbed
 from .hub_layout import DEFAULT_REPO_ID, ConfigSummary, write_config
 from .schema import ChainRecord, SourceImage, dataset_features
 
@@ -114,11 +114,14 @@ def resolve_images(
     benchmark: Benchmark | str,
     images: str | os.PathLike | Sequence[SourceImage] | ScanResult | None,
     class_map: Mapping[str, str] | str | os.PathLike | None = None,
+    domain_map: Mapping[str, str] | str | os.PathLike | None = None,
 ) -> ScanResult:
     """The images of a build: the embedded benchmark's (``images=None``), a scanned folder, or a list."""
     benchmark = get_benchmark(benchmark)
     if isinstance(class_map, (str, os.PathLike)):
         class_map = load_class_map(class_map)
+    if isinstance(domain_map, (str, os.PathLike)):
+        domain_map = load_domain_map(domain_map)
     if isinstance(images, ScanResult):
         return images
     if images is None:
@@ -131,7 +134,7 @@ def resolve_images(
 
         return ScanResult(images=embedded_source_images(), root="<embedded>")
     if isinstance(images, (str, os.PathLike)):
-        return scan_domainbed(benchmark, images, class_map=class_map)
+        return scan_domainbed(benchmark, images, class_map=class_map, domain_map=domain_map)
     return ScanResult(images=list(images), root="<given>")
 
 
@@ -142,6 +145,7 @@ def build_dataset(
     chains: str | os.PathLike | Mapping[str, ChainRecord] | None = None,
     class_map: Mapping[str, str] | str | os.PathLike | None = None,
     *,
+    domain_map: Mapping[str, str] | str | os.PathLike | None = None,
     config_name: str | None = None,
     template_chains: bool | None = None,
     max_shard_size: int | str | None = None,
@@ -157,6 +161,7 @@ def build_dataset(
             :class:`SourceImage`, a :class:`ScanResult`, or None for the embedded benchmark.
         chains: a chains file (JSON/JSONL, validated) or ``image_id -> ChainRecord``.
         class_map: folder name -> class (a mapping or a JSON file) for non-standard class folders.
+        domain_map: folder name -> domain (a mapping or a JSON file) for non-standard domain folders.
         template_chains: fill chains from the template writer (default: for the embedded
             benchmark when no ``chains`` are given).
         max_shard_size: parquet shard size, as in ``push_to_hub``.
@@ -164,7 +169,7 @@ def build_dataset(
         report: extra JSON-serialisable entries for ``reports/<config>.json`` (e.g. a teacher summary).
     """
     benchmark = get_benchmark(benchmark)
-    scan = resolve_images(benchmark, images, class_map)
+    scan = resolve_images(benchmark, images, class_map, domain_map)
     build_report: dict[str, Any] = {
         **dict(report or {}),
         "images_root": scan.root,

@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Output dataset folder (other benchmarks already in it are kept).")
     parser.add_argument("--chains", help="JSON or JSONL file mapping image_id -> chain text (optionally with its source).")
     parser.add_argument("--class-map", help="JSON file mapping class folder names to the benchmark's classes.")
+    parser.add_argument("--domain-map", help="JSON file mapping domain folder names to the benchmark's domains.")
     parser.add_argument("--config-name", help="Config name to write (default: the benchmark's name).")
     parser.add_argument("--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty.")
     parser.add_argument("--max-shard-size", type=_shard_size, help="Largest parquet shard, as in push_to_hub (default 500MB).")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("Give either --chains FILE or --teacher MODEL, not both.")
         from .build import resolve_images
 
-        images = resolve_images(benchmark, args.images, args.class_map)
+        images = resolve_images(benchmark, args.images, args.class_map, args.domain_map)
         chains = _teacher_cli().teacher_chains(args, benchmark, images.images, args.out)
         report["teacher"] = getattr(chains, "summary", None) or {"model": args.teacher}
     summary = build_dataset(
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         images=images,
         chains=chains,
         class_map=args.class_map,
+        domain_map=args.domain_map,
         config_name=args.config_name,
         template_chains=False if args.no_template_chains else None,
         max_shard_size=args.max_shard_size,

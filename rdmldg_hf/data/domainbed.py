@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from ..benchmarks import Benchmark, get_benchmark, normalize_name
 from .schema import SourceImage
 
-__all__ = ["ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "resolve_benchmark_folder"]
+__all__ = ["ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "load_domain_map", "resolve_benchmark_folder"]
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,14 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
 
 
-def _domain_of(benchmark: Benchmark, name: str) -> str | None:
-    key = normalize_name(name)
+def _domain_of(benchmark: Benchmark, name: str, domain_map: Mapping[str, str] | None = None) -> str | None:
+    key = normalize_name((domain_map or {}).get(name, name))
     return key if key in benchmark.domains else None
 
 
-def resolve_benchmark_folder(benchmark: Benchmark | str, root: str | os.PathLike) -> Path:
+def resolve_benchmark_folder(
+    benchmark: Benchmark | str, root: str | os.PathLike, domain_map: Mapping[str, str] | None = None
+) -> Path:
     """The benchmark folder under ``root`` (``root`` itself, or ``root/<FOLDER>``).
 
     Raises:
@@ -83,7 +85,7 @@ def resolve_benchmark_folder(benchmark: Benchmark | str, root: str | os.PathLike
     if not path.is_dir():
         raise FileNotFoundError(f"--images {str(root)!r} is not a folder; {_layout(benchmark)}.")
     for candidate in (path, path / benchmark.folder):
-        if candidate.is_dir() and any(_domain_of(benchmark, p.name) for p in _subfolders(candidate)):
+        if candidate.is_dir() and any(_domain_of(benchmark, p.name, domain_map) for p in _subfolders(candidate)):
             return candidate
     for child in _subfolders(path):
         if child.name.lower() == benchmark.folder.lower():
@@ -95,22 +97,35 @@ def resolve_benchmark_folder(benchmark: Benchmark | str, root: str | os.PathLike
     )
 
 
+def _load_name_map(path: str | os.PathLike, option: str, target: str) -> dict[str, str]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{option} {str(path)!r} does not exist; give a JSON file mapping folder name -> {target}.")
+    try:
+        mapping = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{option} {str(path)!r}: invalid JSON at line {error.lineno}: {error.msg}.") from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ValueError(f"{option} {str(path)!r} must be a JSON object mapping folder name -> {target}.")
+    return mapping
+
+
 def load_class_map(path: str | os.PathLike) -> dict[str, str]:
     """Read a ``--class-map`` JSON file: ``{"folder name": "class", ...}``.
 
     Raises:
         FileNotFoundError / ValueError: naming the file and what is expected.
     """
-    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
-    if text is None:
-        raise FileNotFoundError(f"--class-map {str(path)!r} does not exist; give a JSON file mapping folder name -> class.")
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--class-map {str(path)!r}: invalid JSON at line {error.lineno}: {error.msg}.") from None
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        raise ValueError(f"--class-map {str(path)!r} must be a JSON object mapping folder name -> class name.")
-    return mapping
+    return _load_name_map(path, "--class-map", "class name")
+
+
+def load_domain_map(path: str | os.PathLike) -> dict[str, str]:
+    """Read a ``--domain-map`` JSON file: ``{"folder name": "domain", ...}``.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file and what is expected.
+    """
+    return _load_name_map(path, "--domain-map", "domain name")
 
 
 def _class_resolver(benchmark: Benchmark, class_map: Mapping[str, str] | None) -> Callable[[str, str], int]:
@@ -152,6 +167,7 @@ def scan_domainbed(
     root: str | os.PathLike,
     class_map: Mapping[str, str] | None = None,
     verify: bool = True,
+    domain_map: Mapping[str, str] | None = None,
 ) -> ScanResult:
     """List the images of a DomainBed folder; every skipped file comes with its reason.
 
@@ -159,13 +175,19 @@ def scan_domainbed(
         benchmark: the benchmark whose domains and classes the folder must hold.
         root: the benchmark folder or the DomainBed data root.
         class_map: class folder name -> class (folder or display name) for non-standard folders.
+        domain_map: domain folder name -> domain (folder or split name) for non-standard folders.
         verify: decode every image to skip unreadable ones (reads each file once more).
 
     Raises:
         FileNotFoundError, ValueError: bad layout, unknown domain/class folder, empty domain.
     """
     benchmark = get_benchmark(benchmark)
-    folder = resolve_benchmark_folder(benchmark, root)
+    for folder_name, target in (domain_map or {}).items():
+        try:
+            benchmark.domain(target)
+        except ValueError as error:
+            raise ValueError(f"--domain-map maps folder {folder_name!r} to {target!r}: {error}") from None
+    folder = resolve_benchmark_folder(benchmark, root, domain_map)
     class_of = _class_resolver(benchmark, class_map)
     result = ScanResult(images=[], root=str(folder))
     seen_domains: dict[str, str] = {}
@@ -173,11 +195,13 @@ def scan_domainbed(
         if not entry.is_dir() or _is_hidden(entry.name):
             result.ignored.append(entry.name)
             continue
-        domain = _domain_of(benchmark, entry.name)
+        domain = _domain_of(benchmark, entry.name, domain_map)
         if domain is None:
             raise ValueError(
                 f"Domain folder {entry.name!r} in {str(folder)!r} is not a domain of {benchmark.name!r}. "
-                f"Valid domains: {', '.join(benchmark.domain_folders)}. Move or remove it."
+                f"Valid domains: {', '.join(benchmark.domain_folders)}. Move or remove it, or if it names one "
+                f"of them differently, pass --domain-map FILE with a JSON object such as "
+                f"{{\"{entry.name}\": \"{benchmark.domain_folders[0]}\"}}."
             )
         if domain in seen_domains:
             raise ValueError(f"Folders {seen_domains[domain]!r} and {entry.name!r} are the same domain {domain!r}; keep one.")
