@@ -48,7 +48,8 @@ def test_build_a_benchmark_and_add_a_second_one(tmp_path, vlcs_root, capsys):
     assert load_dataset(str(out), "pacs", split="art_painting")["image_id"] == ["art_painting/house/000.png"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "pacs", "reports", "vlcs"]
     assert "### `vlcs` (VLCS)" in (out / "README.md").read_text()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or cache left
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == [".domainbed-reasoning.lock"]  # no staging or cache folder left
 
 
 def test_skipped_files_are_reported_in_the_folder_and_the_summary(tmp_path, vlcs_root, capsys):
@@ -138,13 +139,13 @@ def test_an_interrupted_build_leaves_the_previous_folder_untouched(tmp_path, vlc
     with pytest.raises(KeyboardInterrupt):
         build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
-    assert [p.name for p in tmp_path.iterdir() if p.name != "DomainBed"] == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "DomainBed") == [".out.lock", "out"]
     assert len(load_dataset(str(out), "pacs", split="photo")) == 1
     with pytest.raises(ValueError, match="vlcs"):
         load_dataset(str(out), "vlcs")
     with pytest.raises(KeyboardInterrupt):
         build("--benchmark", "vlcs", "--images", vlcs_root, "--out", tmp_path / "fresh")
-    assert not (tmp_path / "fresh").exists()
+    assert not (tmp_path / "fresh").exists() and not list(tmp_path.glob(".fresh.partial-*"))
 
 
 def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys):

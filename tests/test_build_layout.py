@@ -134,7 +134,7 @@ def test_a_build_killed_between_its_renames_is_recovered(tmp_path, small_dict):
     (tmp_path / "ds").rename(tmp_path / ".ds.previous-deadbeef")  # as if killed after the first rename
     write_config(tmp_path / "ds", "rotdigits-sarr-r1", {"rot0": small_dict["rot0"]}, ROTDIGITS)
     assert set(load_dataset(str(tmp_path / "ds"), "rotdigits")) == set(ROTDIGITS.domains)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "ds"]
 
 
 def test_python_api_with_chain_records_reports_unknown_ids(tmp_path):
@@ -155,3 +155,13 @@ def test_domain_configs_can_be_left_out(tmp_path, small_dict):
     assert summary.domain_configs == []
     assert {c["config_name"] for c in _card_yaml(tmp_path)["configs"]} == {"rotdigits-sarr-r3"}
     assert "| `rot0` | - |" in (tmp_path / "README.md").read_text()
+
+
+def test_concurrent_writers_of_one_folder_keep_each_others_configs(tmp_path, small_dict):
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["rotdigits-sarr-r1", "rotdigits-sarr-r2", "rotdigits-sarr-r3"]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda name: write_config(tmp_path / "ds", name, {"rot0": small_dict["rot0"]}, ROTDIGITS), names))
+    configs = {c["config_name"] for c in _card_yaml(tmp_path / "ds")["configs"]}
+    assert configs == {*names, *(f"{n}-rot0" for n in names)}

@@ -34,6 +34,7 @@ from datasets.info import DatasetInfosDict
 from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
+from filelock import FileLock
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..benchmarks import Benchmark, get_benchmark
@@ -123,6 +124,8 @@ def _link_tree(source: Path, target: Path) -> None:
 def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging copy of ``out_dir``; on success it replaces ``out_dir``, on error it is removed.
 
+    Writers of the same folder are serialised by a lock file ``.<name>.lock`` beside it.
+
     Raises:
         FileExistsError: if ``out_dir`` exists but is a file.
     """
@@ -130,6 +133,12 @@ def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {str(out_dir)!r} is a file; give a folder (it is created if missing).")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent writers of one folder take turns, so none loses the other's config.
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        yield from _staged(out)
+
+
+def _staged(out: Path) -> Iterator[Path]:
     if not out.exists():
         # A build killed between its two renames leaves the complete previous folder aside.
         for previous in sorted(out.parent.glob(f".{out.name}.previous-*")):
