@@ -219,7 +219,7 @@ class TeacherChains(Mapping):
 
     def __init__(self, run: TeacherRun, images: Sequence[SourceImage]):
         self._run = run
-        self._images = {image.image_id: image for image in images}
+        self._images = {image.image_id: image for image in images}  # references only: no pixels held
         self.summary: dict[str, Any] = {}
 
     def decision(self, image_id: str) -> Decision:

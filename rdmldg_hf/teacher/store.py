@@ -34,6 +34,9 @@ __all__ = ["Reply", "TeacherStore"]
 
 logger = logging.getLogger(__name__)
 
+_LENGTH_BITS = 32  # a record is shorter than 4 GiB
+_LENGTH_MASK = (1 << _LENGTH_BITS) - 1
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -161,7 +164,8 @@ class TeacherStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._check_settings()
         self.path = self.directory / self.REPLIES
-        self._index: dict[str, list[tuple[int, int]]] = {}
+        # image id -> packed (offset, length) of its reply lines: one int, or a list when several
+        self._index: dict[str, int | list[int]] = {}
         self.totals = _Totals()
         self.repaired_bytes = 0
         self.corrupt_lines = 0
@@ -227,10 +231,20 @@ class TeacherStore:
     def _register(self, record: dict[str, Any], offset: int, length: int) -> None:
         kind = record.get("kind")
         if kind == "reply":  # a request answered twice is kept (its tokens were paid); decisions use the first
-            self._index.setdefault(record["image_id"], []).append((offset, length))
+            self._remember(record["image_id"], offset, length)
             self.totals.add(Reply.from_json(record))
         elif kind == "failure":
             self.totals.failures += 1
+
+    def _remember(self, image_id: str, offset: int, length: int) -> None:
+        packed = (offset << _LENGTH_BITS) | length
+        known = self._index.get(image_id)
+        if known is None:
+            self._index[image_id] = packed
+        elif isinstance(known, list):
+            known.append(packed)
+        else:
+            self._index[image_id] = [known, packed]
 
     def _append(self, record: dict[str, Any]) -> tuple[int, int]:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
@@ -245,9 +259,9 @@ class TeacherStore:
 
     def add_reply(self, reply: Reply) -> None:
         """Append an answered request (flushed before returning)."""
-        record = reply.to_json()
-        offset, length = self._append(record)
-        self._register(record, offset, length)
+        offset, length = self._append(reply.to_json())
+        self._remember(reply.image_id, offset, length)  # the caller's id string: nothing copied per image
+        self.totals.add(reply)
 
     def add_failure(self, image_id: str, request_id: str, error: str, retries: int) -> None:
         """Append a request given up for this run."""
@@ -257,8 +271,12 @@ class TeacherStore:
 
     def replies(self, image_id: str) -> list[Reply]:
         """The stored replies of an image, in the order they arrived."""
+        known = self._index.get(image_id)
+        if known is None:
+            return []
         out = []
-        for offset, length in self._index.get(image_id, ()):
+        for packed in known if isinstance(known, list) else (known,):
+            offset, length = packed >> _LENGTH_BITS, packed & _LENGTH_MASK
             out.append(Reply.from_json(json.loads(os.pread(self._read_fd, length, offset))))
         return out
 
