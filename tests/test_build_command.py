@@ -63,6 +63,7 @@ def test_skipped_files_are_reported_in_the_folder_and_the_summary(tmp_path, vlcs
     report = json.loads((out / "reports" / "vlcs.json").read_text())
     assert report["skipped"] == [{"path": "SUN09/car/thumbs.db", "reason": "not an image file"}]
     assert report["ignored"] == ["download.log"]
+    assert report["images_root"] == "VLCS"  # no local absolute paths in what may be pushed
     assert "Skipped source files: 1" in (out / "README.md").read_text()
 
 

@@ -165,3 +165,13 @@ def test_concurrent_writers_of_one_folder_keep_each_others_configs(tmp_path, sma
         list(pool.map(lambda name: write_config(tmp_path / "ds", name, {"rot0": small_dict["rot0"]}, ROTDIGITS), names))
     configs = {c["config_name"] for c in _card_yaml(tmp_path / "ds")["configs"]}
     assert configs == {*names, *(f"{n}-rot0" for n in names)}
+
+
+def test_other_class_labels_and_bad_split_names_are_refused(tmp_path, small_dict):
+    from datasets import ClassLabel
+
+    other = small_dict["rot0"].cast_column("label", ClassLabel(names=[f"c{i}" for i in range(10)]))
+    with pytest.raises(ValueError, match="labels rows with other classes"):
+        write_config(tmp_path, "rotdigits", {"rot0": other}, ROTDIGITS)
+    with pytest.raises(ValueError, match="Split name 'rot 0'"):
+        write_config(tmp_path, "rotdigits", {"rot 0": small_dict["rot0"]}, ROTDIGITS)

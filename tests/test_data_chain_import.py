@@ -46,6 +46,9 @@ def test_jsonl_and_json_list(tmp_path):
     as_list = write(tmp_path / "c.json", json.dumps(lines))
     for path in (jsonl, as_list):
         assert sorted(import_chains(path, IMAGES, PACS).records) == ["photo/dog/1.jpg", "sketch/house/3.jpg"]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_text(json.dumps(lines[0]), encoding="utf-8-sig")
+    assert list(import_chains(bom, IMAGES, PACS).records) == ["photo/dog/1.jpg"]
     single = write(tmp_path / "one.jsonl", json.dumps(lines[0]) + "\n")
     assert list(import_chains(single, IMAGES, PACS).records) == ["photo/dog/1.jpg"]
 

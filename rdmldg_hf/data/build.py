@@ -172,7 +172,7 @@ def build_dataset(
     scan = resolve_images(benchmark, images, class_map, domain_map)
     build_report: dict[str, Any] = {
         **dict(report or {}),
-        "images_root": scan.root,
+        "images_root": Path(scan.root).name if os.path.isabs(scan.root) else scan.root,
         "skipped": [item.to_dict() for item in scan.skipped],
         "ignored": list(scan.ignored),
     }

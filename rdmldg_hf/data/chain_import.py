@@ -112,7 +112,7 @@ def read_chain_file(path: str | os.PathLike) -> list[ChainEntry]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--chains {str(path)!r} does not exist; give a JSON or JSONL file of image_id -> chain.")
-    text = file.read_text(encoding="utf-8")
+    text = file.read_text(encoding="utf-8-sig")
     name = str(path)
     try:
         data = json.loads(text)

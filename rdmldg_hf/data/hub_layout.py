@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ _CARD_METADATA: dict[str, Any] = {
     "tags": ["domain-generalization", "domainbed", "reasoning", "chain-of-thought", "multimodal", "rd-mldg"],
     "pretty_name": PRETTY_NAME,
 }
+_SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # the split names datasets accepts
 _STATS_COLUMNS = ("reasoning", "chain_source", "num_candidates", "num_valid", "num_correct")
 
 
@@ -168,8 +170,16 @@ def _staged(out: Path) -> Iterator[Path]:
 
 def _check_features(dataset: Dataset, features: Features, config_name: str, split: str) -> Dataset:
     """Cast a split to the benchmark's features (columns must match)."""
+    if not _SPLIT_NAME.match(split):
+        raise ValueError(f"Split name {split!r} of config {config_name!r} is invalid: use letters, digits and _ (a domain name).")
     if dataset.features == features:
         return dataset
+    label = dataset.features.get("label")
+    if getattr(label, "names", None) not in (None, features["label"].names):
+        raise ValueError(
+            f"Split {split!r} of config {config_name!r} labels rows with other classes ({label.names[:5]}...) "
+            f"than the benchmark ({features['label'].names[:5]}...); build it with the benchmark's ClassLabel."
+        )
     if set(dataset.column_names) != set(features):
         raise ValueError(
             f"Split {split!r} of config {config_name!r} has columns {sorted(dataset.column_names)}; "
