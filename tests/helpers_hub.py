@@ -13,7 +13,6 @@ Reusable for any repo type::
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
