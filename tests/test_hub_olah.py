@@ -57,3 +57,14 @@ def test_every_domain_and_per_domain_config(served):
 def test_files_came_from_the_server(served, olah_log):
     load_dataset("rdmldg/domainbed-reasoning", "officehome-clipart", split="train")
     assert "/datasets/rdmldg/domainbed-reasoning/resolve/" in olah_log()
+
+
+def test_the_same_server_serves_model_repos(served, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"r": 8}')
+    mirror_folder(served[1].mirrors, "models", "someone/tiny-adapter", folder)
+    path = hf_hub_download("someone/tiny-adapter", "adapter_config.json", cache_dir=tmp_path / "cache")
+    assert open(path).read() == '{"r": 8}'
