@@ -156,17 +156,21 @@ def _template_chain(class_name: str, options: Sequence[str]) -> str:
 def project_corpus(embedded_weight: int = 40) -> list[str]:
     """Texts the tiny tokenizer is trained on: every benchmark's questions, class names and chains.
 
-    The embedded benchmark's texts are repeated ``embedded_weight`` times so that its class
-    names become single tokens even in a small vocabulary.
+    The embedded benchmark's texts (with its template chains) are repeated ``embedded_weight``
+    times so that its class names become single tokens even in a small vocabulary.
     """
+    from .data.embedded import template_chain
+
     texts: list[str] = []
     for name, benchmark in BENCHMARKS.items():
         names = list(benchmark.class_names)
-        weight = embedded_weight if name == EMBEDDED_BENCHMARK else 1
         block = [question(task, names) for task in TASKS]
         block += names + [" ".join(names)]
-        block += [_template_chain(c, names) for c in names[:20]]
-        texts += block * weight
+        if name == EMBEDDED_BENCHMARK:
+            # Class names alone (as answers), in the options list and in the chains.
+            texts += (block + names * 4 + [template_chain(c) for c in names]) * embedded_weight
+        else:
+            texts += block + [_template_chain(c, names) for c in names[:20]]
     return texts
 
 

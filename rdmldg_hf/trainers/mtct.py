@@ -50,13 +50,18 @@ def _default_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def _no_accelerator() -> bool:
+    return not torch.accelerator.is_available()
+
+
 @dataclass
 class MTCTConfig(SFTConfig):
     """Configuration of :class:`MTCTTrainer`: ``SFTConfig`` plus the MTCT fields.
 
     ``per_device_train_batch_size`` counts images (units, see :mod:`rdmldg_hf.data.training_rows`):
     in ``paired`` mode a batch of B images holds up to 2B sequences. ``bf16`` defaults to True
-    only where a GPU supports it (TRL's default would fail on CPU).
+    only where a GPU supports it (TRL's default would fail on CPU); on a machine without any
+    accelerator ``use_cpu`` is set, so multi-process CPU launches run DDP over gloo.
     """
 
     mode: str = field(
@@ -114,6 +119,10 @@ class MTCTConfig(SFTConfig):
             raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {self.mixed_reasoning_ratio!r}.")
         if self.bf16 is None and not self.fp16:
             self.bf16 = _default_bf16()
+        if _no_accelerator():
+            # Makes `accelerate launch --multi_gpu --num_processes N` on a CPU machine run DDP over gloo
+            # (without it, transformers sees N unconnected single processes).
+            self.use_cpu = True
         super().__post_init__()
         if self.loss_type != "nll":
             raise ValueError(f"MTCT computes its own loss from log-probabilities; loss_type must be 'nll', got {self.loss_type!r}.")
