@@ -154,6 +154,7 @@ def _check_image(path: Path) -> str | None:
     """None if ``path`` is a readable image, else the reason it is not."""
     try:
         with Image.open(path) as image:
+            image.draft(image.mode, (1, 1))  # JPEG: decode at reduced scale, still reading the whole stream
             image.load()  # decodes the pixels: also catches truncated JPEGs, which verify() lets through
     except UnidentifiedImageError:
         return "not an image file"
