@@ -162,10 +162,12 @@ def teacher_force(
 ) -> list[TokenScores]:
     """Score every example's answer tokens by teacher forcing, ``batch_size`` examples per forward pass.
 
-    Rows are built and collated as in MTCT training (same prompts, same masks). Only the
-    logits from the first answer position on are computed when the model supports
-    ``logits_to_keep``. Under accelerate with N processes the batches are spread over the
-    processes and every process returns all results.
+    Rows are built and collated as in MTCT training (same prompts, same masks). Examples
+    are batched by task and answer length (results come back in the given order), so
+    short direct answers are not padded to chain length; only the logits from the first
+    answer position on are computed when the model supports ``logits_to_keep``. Under
+    accelerate with N processes the batches are spread over the processes and every
+    process returns all results.
     """
     from ..trainers.mtct import MTCTDataCollator
 
@@ -173,9 +175,10 @@ def teacher_force(
     tokenizer = getattr(processor, "tokenizer", processor)
     trim = _logits_to_keep_supported(model)
     device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].task, len(examples[i].answer or "")))
 
     def one_batch(indices: list[int], batch_index: int) -> list[TokenScores]:
-        batch = collator([examples[i].unit() for i in indices])
+        batch = collator([examples[order[i]].unit() for i in indices])
         labels = batch.pop("labels")
         inputs = {k: v.to(device) for k, v in batch.items() if not k.startswith("mtct_")}
         kwargs: dict[str, Any] = {"use_cache": False}
@@ -191,4 +194,8 @@ def teacher_force(
             results.append(TokenScores(ids, pieces, offsets, text, probs, entropies))
         return results
 
-    return run_batches(one_batch, len(examples), batch_size)
+    scores = run_batches(one_batch, len(examples), batch_size)
+    results: list[TokenScores] = [None] * len(examples)  # type: ignore[list-item]
+    for position, index in enumerate(order):
+        results[index] = scores[position]
+    return results
