@@ -24,13 +24,15 @@ from rdmldg_hf.teacher.loopback import chat_completion
 RED_STEP, GREEN_STEP, BLUE_STEP = 20, 60, 8
 
 
-def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24) -> list[SourceImage]:
-    """``count`` PNG files spread over classes and domains, as a DomainBed folder would give them."""
+def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24, classes: int | None = None) -> list[SourceImage]:
+    """``count`` PNG files spread over classes (the first ``classes`` of them) and domains,
+    as a DomainBed folder would give them."""
     images = []
+    classes = classes or benchmark.num_classes
     for i in range(count):
-        label = i % benchmark.num_classes
-        domain_index = (i // benchmark.num_classes) % len(benchmark.domains)
-        repeat = i // (benchmark.num_classes * len(benchmark.domains))
+        label = i % classes
+        domain_index = (i // classes) % len(benchmark.domains)
+        repeat = i // (classes * len(benchmark.domains))
         folder = benchmark.domain_folders[domain_index]
         path = root / folder / benchmark.classes[label] / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,101 @@
+"""A real OpenAI-compatible server: `transformers serve` on loopback over a tiny local model.
+
+Its replies are gibberish (random weights): every candidate is rejected with its reasons,
+nothing is lost, and the build completes. The server ignores ``n``, so the teacher falls
+back to one candidate per request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.cli import main
+from teacher_fakes import write_images
+
+PACS = get_benchmark("pacs")
+STARTUP_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    """(model id, base URL) of `transformers serve --device cpu <tiny model>` on a free loopback port."""
+    from rdmldg_hf.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("serve")
+    model_dir = build_tiny_model(root / "model", architecture="llava", preset="test")
+    (root / "hub").mkdir()
+    port = free_port()
+    env = {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "OMP_NUM_THREADS": "1"}
+    log = open(root / "serve.log", "wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("transformers")), "serve", "--device", "cpu", "--host", "127.0.0.1",
+         "--port", str(port), str(model_dir)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    try:
+        while True:
+            assert server.poll() is None, (root / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "transformers serve did not start in time"
+            time.sleep(0.25)
+        yield str(model_dir), f"{base}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_a_build_against_transformers_serve_rejects_gibberish_with_reasons(served_model, tmp_path):
+    model_id, base_url = served_model
+    write_images(tmp_path / "PACS", PACS, 4, classes=1)  # one image per domain
+    code = main([
+        "build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
+        "--teacher", model_id, "--base-url", base_url, "--candidates", "2", "--max-rounds", "1",
+        "--max-tokens", "12", "--image-max-side", "32", "--concurrency", "2", "--no-teacher-progress",
+        "--max-retries", "2", "--backoff-base", "0.05",
+    ])
+    assert code == 0
+    rows = [row for domain in PACS.domains for row in load_dataset(str(tmp_path / "out"), "pacs", split=domain)]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["reasoning"] is None and row["chain_source"] is None
+        assert (row["num_candidates"], row["num_valid"], row["num_correct"]) == (4, 0, 0)  # 2 rounds x 2
+        assert len(row["rejection_reasons"]) == 4
+        assert all("missing <" in reason for reason in row["rejection_reasons"])
+    (store,) = (tmp_path / "out.teacher-store").iterdir()
+    summary = json.loads((store / "summary.json").read_text())
+    acceptance = summary["acceptance"]
+    assert (acceptance["images"], acceptance["accepted"], acceptance["no_chain"], acceptance["failed"]) == (4, 0, 4, 0)
+    assert acceptance["rejection_reasons"] == {"invalid format": 16}
+    # the server ignores n: one request for n=2 got one choice, then one candidate per request
+    assert summary["requests"] == 16
+    assert summary["tokens"]["prompt"] > 0 and summary["tokens"]["completion"] > 0
+    assert summary["estimated_cost_usd"] is None  # a local model has no price
