@@ -175,3 +175,11 @@ def test_other_class_labels_and_bad_split_names_are_refused(tmp_path, small_dict
         write_config(tmp_path, "rotdigits", {"rot0": other}, ROTDIGITS)
     with pytest.raises(ValueError, match="Split name 'rot 0'"):
         write_config(tmp_path, "rotdigits", {"rot 0": small_dict["rot0"]}, ROTDIGITS)
+
+
+def test_a_config_name_taken_by_a_per_domain_config_is_refused(tmp_path, small_dict):
+    write_config(tmp_path / "ds", "rotdigits", small_dict, ROTDIGITS)
+    with pytest.raises(ValueError, match="rotdigits-rot0 already name other data"):
+        write_config(tmp_path / "ds", "rotdigits-rot0", {"rot30": small_dict["rot30"]}, ROTDIGITS)
+    assert len(load_dataset(str(tmp_path / "ds"), "rotdigits-rot0", split="train")) == len(small_dict["rot0"])
+    assert not (tmp_path / "ds" / "rotdigits-rot0").exists()

@@ -420,6 +420,12 @@ def write_config(
             configs[name] = {"data_files": [{"split": "train", "path": f"{config_name}/{split_info.name}-*"}]}
             train = SplitInfo(name="train", num_bytes=split_info.num_bytes, num_examples=split_info.num_examples)
             dataset_infos[name] = _dataset_info(name, features, [(train, uploaded)])
+        taken = set(MetadataConfigs.from_dataset_card_data(card_data)) & set(configs)
+        if taken:
+            raise ValueError(
+                f"Config names {', '.join(sorted(taken))} already name other data in {str(out_dir)!r}; "
+                f"choose another config name than {config_name!r}."
+            )
         DatasetInfosDict(dataset_infos).to_dataset_card_data(card_data)
         MetadataConfigs(configs).to_dataset_card_data(card_data)
 
