@@ -75,3 +75,8 @@ def test_the_dataset_gets_the_chain_columns(build):
     stores = list((root / "out.teacher-store").iterdir())
     assert len(stores) == 1 and (stores[0] / "summary.json").is_file()
     assert not list((root / "out").rglob("replies.jsonl"))  # the store is never inside the pushed folder
+    report = json.loads((root / "out" / "reports" / "pacs.json").read_text())
+    teacher = report["teacher"]  # the teacher's summary is part of the published build report
+    assert teacher["acceptance"]["accepted"] == 28 and teacher["acceptance"]["per_domain"]["photo"]["accepted"] == 0
+    assert teacher["requests"] == 84 and teacher["tokens"]["total"] > 0 and teacher["estimated_cost_usd"] > 0
+    assert str(root) not in json.dumps(teacher) and "127.0.0.1" not in json.dumps(teacher)

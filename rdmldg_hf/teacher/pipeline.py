@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -248,17 +247,6 @@ class TeacherChains(Mapping):
         self._run.store.close()
 
 
-def _public_url(url: str | None) -> str | None:
-    """A base URL without user info, query or fragment (nothing secret goes to the summary)."""
-    if not url:
-        return None
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
     """The build summary: settings, acceptance per domain and class, tokens and cost (all runs and this one)."""
     run = chains._run
@@ -267,12 +255,12 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
     totals = store.totals
     return {
         "teacher": settings.sampling.model,
-        "base_url": _public_url(settings.base_url),
+        "server": "OpenAI API" if not settings.base_url else "OpenAI-compatible server (--base-url)",
         "prompt_version": store.key["prompt_version"],
         "benchmark": run.benchmark.name,
         "sampling": asdict(settings.sampling),
         "max_rounds": settings.max_rounds,
-        "store": str(store.directory),
+        "store": store.directory.name,  # no local paths: the summary goes into the published build report
         "acceptance": stats.as_dict(),
         "requests": totals.replies,
         "models_seen": sorted(totals.models),
