@@ -217,3 +217,32 @@ def test_rounds_stop_at_max_rounds_and_a_later_run_can_add_rounds(seven, tmp_pat
     assert record.reasoning is not None and (record.num_candidates, record.num_correct) == (6, 2)
     assert len(record.rejection_reasons) == 4
     assert seen(more.bodies[0])[0] == 0
+
+
+def test_a_reply_that_is_json_but_not_a_chat_completion_is_retried(seven, tmp_path):
+    transport = ScriptedTransport(pixel_teacher(PACS), {1: [raw(b'{"choices": "none"}'), raw(b'[1, 2]')]})
+    chains = run(seven, transport, tmp_path)
+    assert transport.requests_for(1) == 3 and chains[seven[1].image_id].reasoning is not None
+    assert chains.summary["this_run"]["retries"] == 2
+
+
+def test_content_given_as_parts_is_read_as_text(seven, tmp_path):
+    from rdmldg_hf.teacher.store import Reply
+
+    body = chat_completion([None])
+    body["choices"][0]["message"]["content"] = [{"type": "text", "text": "<SUMMARY>a"}, {"type": "text", "text": "</SUMMARY>"}]
+    assert Reply.from_completion("x", 0, 0, 1, body).texts == ("<SUMMARY>a</SUMMARY>",)
+    assert Reply.from_completion("x", 0, 0, 1, chat_completion([None])).texts == (None,)
+
+
+def test_the_progress_bar_shows_accepted_rejected_retries_tokens_and_cost(tmp_path, capsys):
+    images = write_images(tmp_path / "images", PACS, 14)
+    transport = ScriptedTransport(pixel_teacher(PACS), {0: [status(503)]})
+    config = settings()
+    config = TeacherSettings(**{**config.__dict__, "progress": True})
+    generate_chains(images, PACS, config, tmp_path / "store", http_client=transport.client(), sleep=RecordedSleep())
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "14/14" in last
+    for field in ("accepted=14", "rejected=0", "failed=0", "retries=1", "tokens=", "cost=$"):
+        assert field in last, last
