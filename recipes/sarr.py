@@ -1,0 +1,202 @@
+# Copyright the rdmldg_hf authors. Apache-2.0.
+"""RD-MLDG's whole method: MTCT on teacher chains, then SARR rounds of self-relabeling.
+
+    # no arguments: the embedded default (RotatedDigits, a tiny model) on a CPU in minutes
+    accelerate launch recipes/sarr.py
+
+    # the paper's set-up (InternVL3-8B, LoRA r=8 on vision and language, N=3 rounds)
+    accelerate launch recipes/sarr.py --config recipes/configs/sarr_internvl3_8b.yaml --test_domain art
+
+Every SARRConfig / MTCTConfig / SFTConfig field and TRL's ModelConfig fields can be given in
+the YAML or on the command line (the command line wins). Killed? Run the same command again:
+finished stages are skipped and training resumes from the last checkpoint. The output folder
+receives the final adapter (or model), ``rdmldg_config.json``, a model card, ``results.json``
+(accuracy per stage on the held-out domain and on the source domains' holdout, acceptance per
+round, timings) and ``dataset/`` with each round's rows in the Hub layout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from datasets import load_dataset
+from trl import ModelConfig, TrlParser
+
+from rdmldg_hf.benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
+from rdmldg_hf.generation import GenerationSettings
+from rdmldg_hf.models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
+from rdmldg_hf.scoring import accuracy, predict_direct, predict_reasoning
+from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sarr_tiny.yaml"
+
+
+@dataclass
+class SARRScriptArguments:
+    dataset_name: str = field(
+        default="outputs/domainbed-reasoning",
+        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning (e.g. rdmldg/domainbed-reasoning)."},
+    )
+    dataset_config: str = field(
+        default=EMBEDDED_BENCHMARK, metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."}
+    )
+    tiny_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder does "
+            "not exist (for CPU runs of the embedded benchmark).",
+            "choices": list(ARCHITECTURES),
+        },
+    )
+    tiny_vocab_size: int = field(default=1536, metadata={"help": "Vocabulary of a tiny model built here."})
+    tiny_phrase_tokens: bool = field(
+        default=True, metadata={"help": "Tiny model tokenizer merges across spaces (shorter chains, faster on CPU)."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Images per batch when scoring and generating for evaluation."})
+    eval_reasoning: str = field(
+        default="final",
+        metadata={
+            "help": "When to measure reasoning-mode accuracy on the held-out domain (generate a chain, parse its "
+            "conclusion): 'final', 'every_stage' or 'never'. Direct-answer accuracy is measured after every stage.",
+            "choices": ["final", "every_stage", "never"],
+        },
+    )
+
+
+def prepare_inputs(script_args: SARRScriptArguments, model_args: ModelConfig) -> None:
+    """Build the embedded dataset and the tiny model when asked for and missing (main process first)."""
+    state = PartialState()
+    with state.main_process_first():
+        folder = Path(script_args.dataset_name)
+        if script_args.dataset_config == EMBEDDED_BENCHMARK and not (folder / EMBEDDED_BENCHMARK).exists():
+            from rdmldg_hf.data.build import build_dataset
+
+            if state.is_main_process:
+                print(build_dataset(EMBEDDED_BENCHMARK, folder).format())
+        model_dir = Path(model_args.model_name_or_path)
+        if script_args.tiny_model and not (model_dir / "config.json").exists() and state.is_main_process:
+            build_tiny_model(
+                model_dir,
+                script_args.tiny_model,
+                vocab_size=script_args.tiny_vocab_size,
+                phrase_tokens=script_args.tiny_phrase_tokens,
+            )
+
+
+class StageEvaluation:
+    """Accuracy after each stage: direct answers (class-name likelihood) on the held-out domain and
+    the source domains' holdout; reasoning answers (generated chain -> conclusion) on the held-out domain."""
+
+    def __init__(self, trainer: SARRTrainer, script_args: SARRScriptArguments):
+        self.trainer, self.args = trainer, script_args
+        self.names = list(trainer.benchmark.class_names)
+        self.settings = GenerationSettings(
+            batch_size=script_args.eval_batch_size, max_new_tokens=trainer.args.relabel_max_new_tokens
+        )
+
+    def _direct(self, model: torch.nn.Module, rows) -> float | None:
+        if rows is None or len(rows) == 0:
+            return None
+        predictions = predict_direct(model, self.trainer.processor, rows["image"], self.names, self.args.eval_batch_size)
+        return accuracy(predictions, rows["label"])
+
+    def __call__(self, stage: str, model: torch.nn.Module) -> dict[str, float | None]:
+        start = time.time()
+        test = self.trainer.test_rows
+        metrics: dict[str, float | None] = {
+            "heldout_direct": self._direct(model, test),
+            "source_holdout_direct": self._direct(model, self.trainer.val_rows),
+        }
+        final = stage == self.trainer.stages[-1]
+        wanted = self.args.eval_reasoning == "every_stage" or (self.args.eval_reasoning == "final" and final)
+        if wanted and test is not None and len(test):
+            predictions = predict_reasoning(model, self.trainer.processor, test["image"], self.names, self.settings)
+            metrics["heldout_reasoning"] = accuracy([p.prediction for p in predictions], test["label"])
+            metrics["heldout_reasoning_invalid"] = sum(p.prediction < 0 for p in predictions) / len(predictions)
+        metrics["eval_seconds"] = round(time.time() - start, 2)
+        return metrics
+
+
+def summary_table(results: dict) -> str:
+    """One table: per stage, accuracy (held-out, source holdout) and the round's acceptance."""
+    header = ("stage", "accept", "invalid", "fallback", "heldout direct", "heldout reasoning", "source-holdout direct", "relabel s", "train s")
+    lines = [header]
+    for stage in results["stages"]:
+        relabel, metrics = stage.get("relabel") or {}, stage["metrics"]
+
+        def pct(value):
+            return "-" if value is None else f"{100 * value:.1f}%"
+
+        lines.append(
+            (
+                stage["stage"],
+                pct(relabel.get("acceptance")),
+                pct(relabel.get("no_class_rate")),
+                ",".join(f"{k}:{v}" for k, v in (relabel.get("fallbacks") or {}).items()) or "-",
+                pct(metrics.get("heldout_direct")),
+                pct(metrics.get("heldout_reasoning")),
+                pct(metrics.get("source_holdout_direct")),
+                f"{relabel['seconds']:.0f}" if relabel else "-",
+                f"{stage['losses'].get('train_runtime', 0):.0f}",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    text = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    timing = results["timing"]
+    text.append(
+        f"test domain {results['test_domain']} (chance {100 * results['chance']:.0f}%); wall {timing['wall_seconds']:.0f} s: "
+        f"relabel {timing['relabel_seconds']:.0f} s, training {timing['training_seconds']:.0f} s, "
+        f"evaluation {timing['evaluation_seconds']:.0f} s"
+    )
+    return "\n".join(text)
+
+
+def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args: ModelConfig) -> None:
+    started = time.time()
+    prepare_inputs(script_args, model_args)
+    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
+    if training_args.benchmark is None and script_args.dataset_config in BENCHMARKS:
+        training_args.benchmark = script_args.dataset_config
+
+    loading = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype or "auto",
+        **{key: value for key, value in loading.items() if value is not None},
+    )
+    peft_config = None
+    if model_args.use_peft:
+        peft_config = default_lora_config(
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+            use_rslora=model_args.use_rslora,
+            use_dora=model_args.use_dora,
+        )
+
+    trainer = SARRTrainer(model, training_args, dataset, processor, peft_config=peft_config)
+    trainer.stage_callback = StageEvaluation(trainer, script_args)
+    stages = trainer.train()
+    out = trainer.save_model()
+    results = trainer.results_summary(stages, wall_seconds=time.time() - started)
+    state = PartialState()
+    if state.is_main_process:
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        trainer.create_model_card(results, dataset_name=script_args.dataset_name).save(out / "README.md")
+        print(summary_table(results))
+        print(f"Saved to {out}: results.json, rdmldg_config.json, README.md (model card), dataset/ (round configs).")
+    state.destroy_process_group()
+
+
+if __name__ == "__main__":
+    parser = TrlParser((SARRScriptArguments, SARRConfig, ModelConfig))
+    argv = sys.argv[1:] if len(sys.argv) > 1 else ["--config", str(DEFAULT_CONFIG)]
+    main(*parser.parse_args_and_config(args=argv))
