@@ -26,6 +26,7 @@ __all__ = [
     "prompt_messages",
     "training_example",
     "api_messages",
+    "icl_messages",
 ]
 
 PROMPT_VERSION = "rdmldg-prompts-v1"
@@ -117,3 +118,20 @@ def api_messages(
         content.append({"type": "image_url", "image_url": image_url})
     content.append({"type": "text", "text": question(task, class_names)})
     return [{"role": "user", "content": content}]
+
+
+def icl_messages(task: Task, class_names: Sequence[str], demo_answers: Sequence[str]) -> list[dict[str, Any]]:
+    """A k-shot (in-context) prompt: one solved turn per demo, then the question of the test image.
+
+    Each demo is a user turn with its image and the task's question followed by an assistant
+    turn holding ``demo_answers[i]`` (a class name, or a chain for ``"reasoning"``); the
+    images are passed in the same order, the test image last. With no demos this is
+    :func:`prompt_messages`.
+    """
+    text = question(task, class_names)
+    messages: list[dict[str, Any]] = []
+    for answer in demo_answers:
+        if not answer or not str(answer).strip():
+            raise ValueError(f"An in-context demo needs a non-empty answer; got {answer!r}.")
+        messages += [user_message(text), assistant_message(answer)]
+    return messages + [user_message(text)]

@@ -57,28 +57,35 @@ def score_classes(
     images: Sequence[Any],
     class_names: Sequence[str],
     batch_size: int = 16,
+    messages: Sequence[list[dict[str, Any]]] | None = None,
 ) -> torch.Tensor:
     """Probabilities ``[num_images, num_classes]`` of each class name as the direct answer.
 
     Uses the classification question of :mod:`rdmldg_hf.prompts`. Under accelerate with N
     processes the batches are spread over processes and every process gets all rows.
+    ``messages`` optionally gives each image its own prompt ending with the classification
+    question (e.g. in-context demos, :func:`rdmldg_hf.prompts.icl_messages`); then
+    ``images[i]`` is the list of that prompt's images.
     """
     if not class_names:
         raise ValueError("score_classes needs at least one class name.")
+    if messages is not None and len(messages) != len(images):
+        raise ValueError(f"{len(messages)} prompts but {len(images)} images; pass one prompt per image.")
     backend = ModelBackend(model, processor)
     answers = answer_token_ids(processor, class_names)
-    messages = prompt_messages("classification", class_names)
+    question_messages = prompt_messages("classification", class_names)
     single_token = all(len(ids) == 1 for ids in answers)
 
     def one_batch(indices: list[int], batch_index: int) -> list[list[float]]:
         batch_images = [images[i] for i in indices]
+        batch_messages = [question_messages] * len(indices) if messages is None else [messages[i] for i in indices]
         with eval_mode(model), torch.inference_mode():
             if single_token:
-                inputs = backend.encode([messages] * len(indices), batch_images)
+                inputs = backend.encode(batch_messages, batch_images)
                 logits = model(**inputs).logits[:, -1, :].float()
                 logprobs = torch.log_softmax(logits, dim=-1)[:, [ids[0] for ids in answers]]
             else:
-                logprobs = _score_rows(backend, messages, batch_images, class_names, answers)
+                logprobs = _score_rows(backend, batch_messages, batch_images, class_names, answers)
         return torch.softmax(logprobs, dim=-1).tolist()
 
     rows = run_batches(one_batch, len(images), batch_size)
@@ -87,15 +94,20 @@ def score_classes(
 
 def _score_rows(
     backend: ModelBackend,
-    messages: list[dict[str, Any]],
+    messages: list[dict[str, Any]] | Sequence[list[dict[str, Any]]],
     images: Sequence[Any],
     class_names: Sequence[str],
     answers: Sequence[Sequence[int]],
 ) -> torch.Tensor:
-    """Summed answer log-likelihoods from one forward pass over (image, class) rows (left padded)."""
+    """Summed answer log-likelihoods from one forward pass over (image, class) rows (left padded).
+
+    ``messages`` is one prompt shared by every image, or one prompt per image."""
+    if messages and isinstance(messages[0], dict):
+        messages = [messages] * len(images)
     num_classes = len(class_names)
     row_images = [image for image in images for _ in range(num_classes)]
-    inputs = backend.encode([messages] * len(row_images), row_images, suffixes=list(class_names) * len(images))
+    row_messages = [m for m in messages for _ in range(num_classes)]
+    inputs = backend.encode(row_messages, row_images, suffixes=list(class_names) * len(images))
     logprobs = torch.log_softmax(backend.model(**inputs).logits.float(), dim=-1)
     ids = inputs["input_ids"]
     scores = torch.zeros(len(row_images))

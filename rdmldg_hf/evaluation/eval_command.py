@@ -1,0 +1,127 @@
+"""``rdmldg eval``: accuracy of a model, an adapter or an API model on domains of a dataset config.
+
+    rdmldg eval --adapter someone/rdmldg-officehome-art --dataset rdmldg/domainbed-reasoning \\
+                --config officehome --domains art --mode reasoning
+    rdmldg eval --api gpt-4o --dataset ... --config pacs --domains sketch            # zero-shot API baseline
+    rdmldg eval --model ... --icl-shots 4 --icl-demos balanced ...                   # in-context baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run", "format_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .icl import STRATEGIES
+    from .predict import MODES
+
+    what = parser.add_argument_group("what to evaluate (an adapter, a model, or an API model)")
+    what.add_argument("--model", help="Base or full model (folder or Hub id); with --adapter, replaces the adapter's base.")
+    what.add_argument("--adapter", help="An rdmldg output with a PEFT adapter (folder or Hub id).")
+    what.add_argument("--api", metavar="MODEL", help="An OpenAI-compatible chat model id (e.g. gpt-4o): zero-shot baseline.")
+    what.add_argument("--base-url", help="OpenAI-compatible server for --api (default: the OpenAI API).")
+    what.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Environment variable holding the API key.")
+    what.add_argument("--concurrency", type=int, default=8, help="--api requests in flight at once.")
+    what.add_argument("--store", help="Resumable reply store of --api (default: beside --output, or ./rdmldg-eval-store).")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="Dataset repo id or local Hub-layout folder.")
+    data.add_argument("--config", required=True, help="Dataset config (a benchmark, e.g. officehome).")
+    data.add_argument("--domains", nargs="+", help="Domains (splits) to evaluate (default: all of the config).")
+    data.add_argument("--limit", type=int, help="Evaluate only the first N images of each domain.")
+    how = parser.add_argument_group("how")
+    how.add_argument("--mode", default="direct", choices=MODES, help="Prediction mode (default: direct).")
+    how.add_argument("--batch-size", type=int, default=16, help="Images per forward pass / generate call.")
+    how.add_argument("--max-new-tokens", type=int, help="Generation length (default 16 direct-generate, 256 reasoning).")
+    how.add_argument("--icl-shots", type=int, default=0, help="In-context demos per image (0: zero-shot).")
+    how.add_argument("--icl-demos", default="random", choices=STRATEGIES, help="How demos are chosen.")
+    how.add_argument("--icl-seed", type=int, default=0, help="Seed of the demo draws.")
+    parser.add_argument("--output", help="Write the results record (results.json) here.")
+
+
+def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
+    """A few lines: accuracy per domain, mean, invalid-output rate, unreadable images."""
+    lines = [title] if title else []
+    lines.append(f"{'domain':<16} {'images':>7} {'accuracy':>9} {'invalid':>8}")
+    for domain, accuracy in metrics["per_domain"].items():
+        lines.append(
+            f"{domain:<16} {metrics['count_per_domain'][domain]:>7} {100 * accuracy:>8.2f}% "
+            f"{100 * metrics['invalid_per_domain'][domain]:>7.2f}%"
+        )
+    lines.append(f"{'mean':<16} {sum(metrics['count_per_domain'].values()):>7} {100 * metrics['mean_accuracy']:>8.2f}% {100 * metrics['invalid_rate']:>7.2f}%")
+    if metrics.get("unreadable"):
+        lines.append(f"{metrics['unreadable']} images could not be decoded (scored as wrong): {metrics['unreadable_per_domain']}")
+    return "\n".join(lines)
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    if args.api and (args.model or args.adapter):
+        raise ValueError("--api evaluates an API model; do not combine it with --model or --adapter.")
+    if not (args.api or args.model or args.adapter):
+        raise ValueError("Nothing to evaluate: give --adapter, --model or --api.")
+    if args.api and args.icl_shots:
+        raise ValueError("--icl-shots is for local models; the --api baseline is zero-shot.")
+    if args.api and args.mode != "reasoning":
+        logger.info("--api asks the reasoning question of the teacher; mode set to 'reasoning'.")
+        args.mode = "reasoning"
+    if args.icl_shots < 0:
+        raise ValueError(f"--icl-shots must be 0 or more; got {args.icl_shots}.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from datasets import concatenate_datasets, load_dataset
+
+    from .classifier import DGClassifier
+    from .icl import ICLSettings
+    from .protocol import check_domains, check_same_benchmark, evaluate_rows, find_benchmark, merge_domains, score_predictions, undecoded
+
+    _check_sources(args)
+    dataset = load_dataset(args.dataset, args.config)
+    benchmark = find_benchmark(dataset)
+    domains = check_domains(args.domains, list(dataset), args.config)
+    parts = [dataset[d] for d in domains]
+    if args.limit:
+        parts = [part.select(range(min(args.limit, len(part)))) for part in parts]
+    rows = undecoded(concatenate_datasets(parts))
+    record: dict[str, Any] = {
+        "dataset": args.dataset, "config": args.config, "benchmark": benchmark.name, "domains": domains,
+        "model": args.model, "adapter": args.adapter, "api": args.api,
+    }
+    if args.api:
+        from .api import api_settings, predict_api
+
+        store = args.store or (str(Path(args.output).with_suffix("")) + ".api-store" if args.output else "rdmldg-eval-store")
+        settings = api_settings(args.api, args.base_url, concurrency=args.concurrency, api_key_env=args.api_key_env,
+                                max_tokens=args.max_new_tokens or 1024)
+        predictions = predict_api(rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store)
+        record.update(mode="reasoning", icl=None, store=store, metrics=score_predictions(predictions, rows))
+    else:
+        if args.adapter:
+            clf = DGClassifier.from_pretrained(args.adapter, model=args.model)
+            check_same_benchmark(clf.benchmark, benchmark, f"The adapter {args.adapter!r}")
+            model, processor = clf.model, clf.processor
+        else:
+            from ..models import load_model_and_processor
+
+            model, processor = load_model_and_processor(args.model)
+        icl = ICLSettings(args.icl_shots, args.icl_demos, args.icl_seed) if args.icl_shots else None
+        train_domains = [d for d in dataset if d not in domains]
+        pool = merge_domains(dataset) if icl else None
+        outcome = evaluate_rows(
+            model, processor, rows, benchmark, args.mode, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, icl=icl, demo_pool=pool, train_domains=train_domains,
+        )
+        record = outcome.record(**record)
+    print(format_metrics(record["metrics"], f"{args.api or args.adapter or args.model} on {args.config} ({record['mode']})"))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"Wrote {args.output}")
+    return 0

@@ -1,0 +1,194 @@
+"""The three prediction modes of evaluation, on a local model (or a generation backend).
+
+* ``direct``: the classification question; every class name is scored by its
+  log-likelihood as the answer (:func:`rdmldg_hf.scoring.score_classes`). Always a valid
+  class, gives probabilities, no generation.
+* ``direct-generate``: the classification question, answered by greedy generation and
+  parsed into a class (what a chat user would see); an answer naming no class is invalid.
+* ``reasoning``: the reasoning question; the five-stage chain is generated in batches and
+  its ``<CONCLUSION>`` mapped to a class; no or an unusable conclusion is invalid.
+
+Invalid outputs are predicted as ``-1`` (scored as wrong, counted in the invalid-output
+rate). Images that fail to decode are not fatal: they are counted in ``unreadable``,
+predicted as ``-1`` and never sent to the model. Every mode takes optional in-context
+demos (see :mod:`rdmldg_hf.evaluation.icl`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from PIL import Image
+
+from ..chains import extract_conclusion, match_class
+from ..generation import GenerationSettings, generate
+from ..prompts import Task, icl_messages, prompt_messages
+from ..scoring import score_classes
+
+__all__ = ["MODES", "Demo", "Predictions", "decode_image", "decode_images", "predict", "task_of"]
+
+logger = logging.getLogger(__name__)
+
+MODES: tuple[str, ...] = ("direct", "direct-generate", "reasoning")
+# Default generation lengths: a class name, or a whole five-stage chain.
+_MAX_NEW_TOKENS = {"direct-generate": 16, "reasoning": 256}
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One in-context example: an image and its answer (a class name, or a chain)."""
+
+    image: Any
+    answer: str
+
+
+@dataclass
+class Predictions:
+    """What a model answered for a list of images.
+
+    Attributes:
+        mode: the prediction mode.
+        indices: predicted class index per image; ``-1`` for invalid outputs and unreadable images.
+        texts: the generated text per image (None in ``direct`` mode and for unreadable images).
+        probabilities: ``direct`` mode only: class probabilities per image (None where unreadable).
+        unreadable: positions of the images that failed to decode.
+    """
+
+    mode: str
+    indices: list[int]
+    texts: list[str | None]
+    probabilities: list[list[float] | None] | None = None
+    unreadable: list[int] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> list[int]:
+        """Positions of readable images whose output named no class."""
+        skip = set(self.unreadable)
+        return [i for i, index in enumerate(self.indices) if index < 0 and i not in skip]
+
+    @property
+    def invalid_rate(self) -> float:
+        """Share of readable images with an invalid output."""
+        readable = len(self.indices) - len(self.unreadable)
+        return len(self.invalid) / readable if readable else 0.0
+
+
+def task_of(mode: str) -> Task:
+    """The question a mode asks: ``classification`` (direct modes) or ``reasoning``."""
+    check_mode(mode)
+    return "reasoning" if mode == "reasoning" else "classification"
+
+
+def check_mode(mode: str) -> str:
+    """The mode, if valid.
+
+    Raises:
+        ValueError: naming the value and listing the valid modes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown prediction mode {mode!r}. Valid modes: {', '.join(MODES)}.")
+    return mode
+
+
+def decode_image(value: Any) -> Image.Image:
+    """An RGB PIL image from a PIL image, encoded bytes, a path, or a ``datasets`` image dict.
+
+    Raises:
+        ValueError: when the value cannot be decoded as an image.
+    """
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, Mapping):
+            data, path = value.get("bytes"), value.get("path")
+            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
+        else:
+            image = Image.open(value)
+        image.load()
+        return image.convert("RGB")
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError) as error:
+        raise ValueError(f"unreadable image: {type(error).__name__}: {error}") from error
+
+
+def decode_images(values: Iterable[Any]) -> tuple[list[Image.Image | None], list[int]]:
+    """Decode every value (see :func:`decode_image`); returns the images (None where it failed)
+    and the positions of the failures."""
+    images: list[Image.Image | None] = []
+    failed: list[int] = []
+    for position, value in enumerate(values):
+        try:
+            images.append(decode_image(value))
+        except ValueError as error:
+            images.append(None)
+            failed.append(position)
+            logger.warning("Image %d: %s", position, error)
+    return images, failed
+
+
+def _class_of_answer(text: str, class_names: Sequence[str], aliases: Mapping[str, Iterable[str]] | None, mode: str) -> int:
+    answer = extract_conclusion(text) if mode == "reasoning" else text
+    index = match_class(answer, class_names, aliases)
+    return -1 if index is None else index
+
+
+def predict(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    class_names: Sequence[str],
+    mode: str = "direct",
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    aliases: Mapping[str, Iterable[str]] | None = None,
+    demos: Sequence[Sequence[Demo]] | None = None,
+) -> Predictions:
+    """Predict a class for every image in one of :data:`MODES`.
+
+    Args:
+        model: a vision-language model; in the generating modes also any
+            :class:`~rdmldg_hf.generation.GenerationBackend`.
+        processor: the model's processor.
+        images: PIL images, encoded bytes or ``datasets`` image dicts (decoded here; failures counted).
+        class_names: the names the questions offer, in label order.
+        mode: ``direct``, ``direct-generate`` or ``reasoning``.
+        batch_size: images per forward pass or ``generate`` call.
+        max_new_tokens: generation length (default 16 for ``direct-generate``, 256 for ``reasoning``).
+        aliases: extra accepted spellings per class name.
+        demos: per image, its in-context demos (same length as ``images``); None for zero-shot.
+    """
+    task = task_of(mode)
+    if demos is not None and len(demos) != len(images):
+        raise ValueError(f"{len(demos)} demo lists for {len(images)} images; give one list per image.")
+    decoded, unreadable = decode_images(images)
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    if demos is None:
+        messages = [prompt_messages(task, class_names)] * len(keep)
+        inputs: list[Any] = [decoded[i] for i in keep]
+    else:
+        messages = [icl_messages(task, class_names, [demo.answer for demo in demos[i]]) for i in keep]
+        inputs = [[decode_image(demo.image) for demo in demos[i]] + [decoded[i]] for i in keep]
+    indices = [-1] * len(decoded)
+    texts: list[str | None] = [None] * len(decoded)
+    probabilities: list[list[float] | None] | None = None
+    if mode == "direct":
+        probabilities = [None] * len(decoded)
+        if keep:
+            scores = score_classes(
+                model, processor, inputs, class_names, batch_size, messages=messages if demos is not None else None
+            )
+            for position, row in zip(keep, scores.tolist()):
+                probabilities[position] = row
+                indices[position] = max(range(len(row)), key=row.__getitem__)
+    elif keep:
+        settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens or _MAX_NEW_TOKENS[mode])
+        outputs = generate(model, processor, messages, inputs, settings)
+        for position, candidates in zip(keep, outputs):
+            texts[position] = candidates[0]
+            indices[position] = _class_of_answer(candidates[0], class_names, aliases, mode)
+    return Predictions(mode, indices, texts, probabilities, unreadable)
