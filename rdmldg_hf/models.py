@@ -54,6 +54,7 @@ __all__ = [
     "train_tokenizer",
     "chat_template",
     "build_tiny_model",
+    "llava_from_language_model",
     "load_model_and_processor",
     "LORA_TARGET_MODULES",
     "default_lora_config",
@@ -252,7 +253,7 @@ TINY_PRESETS: dict[str, TinyModelSpec] = {
 }
 
 
-def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
+def _llava_with_text(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, text_config: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -275,23 +276,59 @@ def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[Pre
             image_size=spec.image_size,
             patch_size=spec.patch_size,
         ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=spec.text_hidden,
-            intermediate_size=2 * spec.text_hidden,
-            num_hidden_layers=spec.text_layers,
-            num_attention_heads=spec.text_heads,
-            num_key_value_heads=spec.text_heads,
-            max_position_embeddings=spec.max_positions,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-        ),
+        text_config=text_config,
         image_token_id=tokenizer.convert_tokens_to_ids(_LLAVA_IMAGE),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
     )
     return LlavaForConditionalGeneration(config), processor
+
+
+def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden,
+        intermediate_size=2 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_heads,
+        max_position_embeddings=spec.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return _llava_with_text(spec, tokenizer, text_config)
+
+
+def llava_from_language_model(
+    language_model: PreTrainedModel,
+    tokenizer: Any,
+    image_size: int = 32,
+    preset: str = "embedded",
+    seed: int = 0,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """A LLaVA around a pretrained causal language model (weights kept) and a fresh tiny CLIP tower.
+
+    The project's turn and image tokens are added to ``tokenizer`` (embeddings resized) and
+    the project's chat template is used, so the result trains and generates like the tiny
+    models; e.g. SmolLM2-135M for realistic-size CPU benchmarks.
+    """
+    tokenizer.add_special_tokens(
+        {"pad_token": _PAD, "eos_token": _END, "additional_special_tokens": [t for t in _SPECIAL_TOKENS if t not in (_PAD, _END)]}
+    )
+    language_model.resize_token_embeddings(len(tokenizer))
+    text_config = language_model.config
+    text_config.pad_token_id, text_config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    spec = replace(TINY_PRESETS[preset], image_size=image_size)
+    model, processor = _llava_with_text(spec, tokenizer, text_config)
+    model.model.language_model.load_state_dict(language_model.get_decoder().state_dict())
+    model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
+    model.tie_weights()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
 
 
 def _qwen2_vl(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:

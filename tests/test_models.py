@@ -119,3 +119,27 @@ def test_processor_registration_in_fresh_process(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, *paths.values()], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [EXPECTED_PROCESSOR[a].__name__ for a in paths]
+
+
+def test_llava_around_a_pretrained_language_model():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from rdmldg_hf.models import llava_from_language_model
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.train_from_iterator(["a small text model", "seven eight nine"], trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw)
+    torch.manual_seed(0)
+    text = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, tie_word_embeddings=True))
+    original = {k: v.clone() for k, v in text.model.state_dict().items()}
+    model, processor = llava_from_language_model(text, tokenizer, preset="test")
+    assert isinstance(processor, LlavaProcessor) and processor.tokenizer.eos_token == "<|end|>"
+    kept = model.model.language_model.state_dict()
+    vocab = original["embed_tokens.weight"].shape[0]
+    torch.testing.assert_close(kept["embed_tokens.weight"][:vocab], original["embed_tokens.weight"])
+    torch.testing.assert_close(kept["layers.1.mlp.down_proj.weight"], original["layers.1.mlp.down_proj.weight"])
+    messages = training_example("classification", ["seven", "eight"], "seven")
+    batch = processor(images=[_image()], text=[processor.apply_chat_template(messages["prompt"] + messages["completion"], tokenize=False)], return_tensors="pt")
+    assert model(**batch).logits.shape[-1] == len(processor.tokenizer)
