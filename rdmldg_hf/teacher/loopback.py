@@ -15,12 +15,10 @@ one five-stage chain)::
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Sequence
 
 __all__ = ["Scripted", "LoopbackServer", "chat_completion"]
@@ -57,20 +55,16 @@ def chat_completion(texts: Sequence[str | None], model: str = "scripted", prompt
 Reply = Callable[[dict[str, Any]], "Sequence[str | None] | Scripted"]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (killed, timed out) is normal here; anything else is reported."""
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class LoopbackServer:
-    """Serves ``POST /v1/chat/completions`` on a free loopback port, in a background thread.
+    """Serves ``POST /v1/chat/completions`` on a free loopback port from an asyncio loop in a
+    background thread (a slow answer waits with ``asyncio.sleep``: thousands in flight are cheap).
 
     Args:
-        reply: body -> choice texts or a :class:`Scripted` response.
+        reply: body -> choice texts or a :class:`Scripted` response (called in the server's loop).
         delay: seconds every answer waits (a slow server).
         record: keep every request body in ``requests``.
     """
@@ -81,66 +75,81 @@ class LoopbackServer:
         self.record = record
         self.requests: list[dict[str, Any]] = []
         self.count = 0
-        self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.sockets[0].getsockname()[:2]
         return f"http://{host}:{port}/v1"
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        owner = self
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One keep-alive connection: requests in, answers out, until the client goes away."""
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = dict(
+                    line.split(":", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ":" in line
+                )
+                length = int({k.strip().lower(): v.strip() for k, v in headers.items()}.get("content-length", 0))
+                raw = await reader.readexactly(length)
+                writer.write(await self._answer(raw))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass  # the client closed the connection (or was killed)
+        finally:
+            writer.close()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+    async def _answer(self, raw: bytes) -> bytes:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._http(Scripted(400, {"error": {"message": "request body is not JSON"}}))
+        self.count += 1
+        if self.record:
+            self.requests.append(body)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        answer = self.reply(body)
+        if not isinstance(answer, Scripted):
+            answer = Scripted(200, chat_completion(answer, model=body.get("model", "scripted")))
+        return self._http(answer)
 
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    self._send(Scripted(400, {"error": {"message": "request body is not JSON"}}))
-                    return
-                with owner._lock:
-                    owner.count += 1
-                    if owner.record:
-                        owner.requests.append(body)
-                if owner.delay:
-                    time.sleep(owner.delay)
-                answer = owner.reply(body)
-                if not isinstance(answer, Scripted):
-                    answer = Scripted(200, chat_completion(answer, model=body.get("model", "scripted")))
-                self._send(answer)
-
-            def _send(self, answer: Scripted) -> None:
-                payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
-                self.send_response(answer.status)
-                headers = {"content-type": "application/json", **answer.headers}
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        return Handler
+    @staticmethod
+    def _http(answer: Scripted) -> bytes:
+        payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+        headers = {"content-type": "application/json", **answer.headers, "content-length": str(len(payload))}
+        head = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Status')}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return head.encode("latin-1") + b"\r\n" + payload
 
     def start(self) -> "LoopbackServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         return self
 
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        try:
+            self._loop.run_forever()
+        finally:
+            self._close()
+
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
         if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        self._close()
+
+    def _close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._server.close()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.run_until_complete(asyncio.sleep(0))
+        self._loop.close()
 
     def __enter__(self) -> "LoopbackServer":
         return self.start()
@@ -163,11 +172,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = LoopbackServer(lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False)
     print(server.base_url, flush=True)
     try:
-        server._server.serve_forever(poll_interval=0.05)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server._server.server_close()
 
 
 if __name__ == "__main__":
