@@ -80,3 +80,7 @@ def test_the_dataset_gets_the_chain_columns(build):
     assert teacher["acceptance"]["accepted"] == 28 and teacher["acceptance"]["per_domain"]["photo"]["accepted"] == 0
     assert teacher["requests"] == 84 and teacher["tokens"]["total"] > 0 and teacher["estimated_cost_usd"] > 0
     assert str(root) not in json.dumps(teacher) and "127.0.0.1" not in json.dumps(teacher)
+    card = (root / "out" / "README.md").read_text()
+    assert "Teacher: `gpt-4o` (prompt `rdmldg-prompts-v1`, 3 candidates per request, up to 1 further rounds)" in card
+    assert "28 of 56 images got an accepted chain; 84 requests" in card
+    assert "Rejections: invalid format 84, several classes 84, wrong class 14." in card

@@ -332,6 +332,7 @@ def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
         "report": f"{REPORTS_DIR}/{name}.json",
+        "teacher": report.get("teacher") if isinstance(report.get("teacher"), dict) and "acceptance" in report["teacher"] else None,
     }
 
 
