@@ -38,7 +38,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
     group.add_argument("--model", help="Base model folder or Hub id (default: the base model in the adapter's rdmldg_config.json).")
-    group.add_argument("--adapter", nargs="+", default=[], help="Adapter folder(s) (training outputs) to compare; 'base' = no adapter.")
+    group.add_argument(
+        "--adapter", nargs="+", default=[],
+        help="Training outputs to compare: adapter folders (loaded on the base model) or full model folders; 'base' = the base model.",
+    )
     group.add_argument("--labels", nargs="+", help="Legend label per model (default: folder names).")
     group.add_argument("--with-base", action="store_true", help="Also analyse the base model without adapter (zero-shot), first.")
 
@@ -64,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("entropy", help="Entropy reduction per token type and stage between two checkpoints.")
     p.add_argument("--model", help="Base model (default: from the adapters' rdmldg_config.json).")
-    p.add_argument("--before", required=True, help="Adapter folder before (or 'base').")
-    p.add_argument("--after", required=True, help="Adapter folder after (or 'base').")
+    p.add_argument("--before", required=True, help="Checkpoint before: adapter or model folder, or 'base'.")
+    p.add_argument("--after", required=True, help="Checkpoint after: adapter or model folder, or 'base'.")
     _data_arguments(p)
     p.add_argument("--chains", default="teacher", choices=["teacher", "self"], help="Chains scored by both (default: teacher).")
     p.add_argument("--self-filter", default="correct", choices=["correct", "valid", "all"], help="Self chains to keep.")
@@ -95,12 +98,11 @@ def _run_config(paths: list[str]) -> Any:
     return None
 
 
-def _base_model(args: argparse.Namespace, run: Any) -> str:
+def _base_model(args: argparse.Namespace, run: Any) -> str | None:
+    """``--model``, else the base model the run recorded (None when neither is known)."""
     if args.model:
         return args.model
-    if run is not None and run.base_model:
-        return run.base_model
-    raise ValueError("No base model: pass --model (the adapters' rdmldg_config.json names none).")
+    return run.base_model if run is not None and run.base_model else None
 
 
 def _device(name: str) -> str:
@@ -109,21 +111,37 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def _loaders(base: str, adapters: list[str], labels: list[str] | None, device: str) -> list[tuple[str, Any]]:
+def _loaders(base: str | None, checkpoints: list[str], labels: list[str] | None, device: str) -> list[tuple[str, Any]]:
+    """``(label, loader)`` per checkpoint: ``base``, an adapter folder (on ``base``) or a full model folder."""
     from .models import load_model_and_processor
 
-    names = labels or [_label(a) for a in adapters]
-    if len(names) != len(adapters):
-        raise ValueError(f"{len(names)} --labels for {len(adapters)} models; give one label per model.")
+    names = labels or [_label(c) for c in checkpoints]
+    if len(names) != len(checkpoints):
+        raise ValueError(f"{len(names)} --labels for {len(checkpoints)} models; give one label per model.")
+    for checkpoint in checkpoints:
+        if checkpoint == BASE or _is_adapter(checkpoint):
+            if base is None:
+                raise ValueError(f"{checkpoint!r} needs the base model: pass --model (no rdmldg_config.json names one).")
+        elif not Path(checkpoint).is_dir() and not Path(checkpoint).exists():
+            raise FileNotFoundError(f"No model or adapter folder at {checkpoint!r}.")
 
-    def loader(adapter: str):
+    def loader(checkpoint: str):
         def load():
-            model, processor = load_model_and_processor(base, adapter=None if adapter == BASE else adapter)
+            if checkpoint == BASE:
+                model, processor = load_model_and_processor(base)
+            elif _is_adapter(checkpoint):
+                model, processor = load_model_and_processor(base, adapter=checkpoint)
+            else:
+                model, processor = load_model_and_processor(checkpoint)
             return model.to(device), processor
 
         return load
 
-    return [(name, loader(adapter)) for name, adapter in zip(names, adapters)]
+    return [(name, loader(checkpoint)) for name, checkpoint in zip(names, checkpoints)]
+
+
+def _is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
 
 
 def _embedded_dataset() -> str:
@@ -184,10 +202,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         adapters = ([BASE] if args.with_base or not args.adapter else []) + list(args.adapter)
         run_config = _run_config(adapters)
-        base = args.model if not args.adapter else _base_model(args, run_config)
-        if base is None:
-            raise ValueError("Pass --model (and --adapter for trained outputs).")
-        loaders = _loaders(base, adapters, args.labels, _device(args.device))
+        loaders = _loaders(_base_model(args, run_config), adapters, args.labels, _device(args.device))
         data = _data(args, run_config)
         if args.analysis == "class-probs":
             conditions = args.conditions or list(reports.CONDITIONS)

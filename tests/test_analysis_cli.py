@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from analysis_support import dataset_dir, run_dir
+from mtct_support import tiny_model_dir
 from rdmldg_hf.analysis import top_reductions
 from rdmldg_hf.analysis.entropy import TypeChange
 from rdmldg_hf.analysis.plots import DPI, PANEL, TALL
@@ -107,7 +108,8 @@ def test_token_probs_teacher_and_self(run, tmp_path, capsys):
 
 def test_entropy(run, tmp_path, capsys):
     out = tmp_path / "entropy"
-    argv = ["analyze", "entropy", "--before", "base", "--after", str(run), "--top", "5", "--min-count", "2",
+    # "before": a full model folder (the untrained tiny model); "after": the run's adapter.
+    argv = ["analyze", "entropy", "--before", str(tiny_model_dir()), "--after", str(run), "--top", "5", "--min-count", "2",
             "--dataset", str(dataset_dir()), "--out", str(out), *COMMON]
     assert main(argv) == 0
     manifest = _manifest(out, capsys)
