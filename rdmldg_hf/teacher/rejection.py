@@ -13,11 +13,12 @@ uninterrupted one.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from ..benchmarks import Benchmark
-from ..chains import check_chain, resolve_conclusion
+from ..chains import ClassMatch, check_chain, normalize_answer, resolve_conclusion
 from ..data.schema import ChainRecord
 from ..prompts import PROMPT_VERSION
 from .store import Reply
@@ -82,7 +83,8 @@ def judge_candidate(
     if not check.valid or check.chain is None:
         truncated = " (cut at max tokens)" if finish_reason == "length" else ""
         return Verdict(False, None, False, reason="; ".join(check.problems) + truncated, category="invalid format")
-    match = resolve_conclusion(check.chain.conclusion, names, benchmark.class_aliases)
+    index = _exact_classes(tuple(names)).get(normalize_answer(check.chain.conclusion))
+    match = ClassMatch(index) if index is not None else resolve_conclusion(check.chain.conclusion, names, benchmark.class_aliases)
     if match.index is None:
         category = "several classes" if "several classes" in (match.reason or "") else "no class"
         return Verdict(True, None, False, reason=match.reason, category=category)
@@ -94,6 +96,14 @@ def judge_candidate(
         )
     canonical = replace(check.chain, conclusion=names[match.index])
     return Verdict(True, match.index, True, chain_text=canonical.render())
+
+
+@lru_cache(maxsize=32)
+def _exact_classes(class_names: tuple[str, ...]) -> dict[str, int]:
+    """Normalised class name -> index, for names no other class normalises to (the first,
+    fast step of :func:`resolve_conclusion`; anything else goes through it)."""
+    counts = Counter(normalize_answer(name) for name in class_names)
+    return {normalize_answer(name): i for i, name in enumerate(class_names) if counts[normalize_answer(name)] == 1}
 
 
 def _rounds(replies: Sequence[Reply]) -> dict[int, list[Reply]]:
