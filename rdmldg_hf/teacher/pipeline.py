@@ -122,10 +122,11 @@ class TeacherRun:
             counters.rejected += 1
         if self._bar is not None:
             self._bar.update(1)
-            cost = estimate_cost(counters.prompt_tokens, counters.completion_tokens, self._price)
+            totals = self.store.totals  # the whole build so far, earlier runs included
+            cost = estimate_cost(totals.prompt_tokens, totals.completion_tokens, self._price)
             self._bar.set_postfix(
                 accepted=counters.accepted, rejected=counters.rejected, failed=counters.failed,
-                retries=counters.retries, tokens=counters.prompt_tokens + counters.completion_tokens,
+                retries=counters.retries, tokens=totals.prompt_tokens + totals.completion_tokens,
                 cost="?" if cost is None else f"${cost:.2f}", refresh=False,
             )
 
