@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from huggingface_hub.errors import HfHubHTTPError
+
 from ..benchmarks import get_benchmark
 from ..models import RunConfig, load_model_and_processor
 from ..prompts import PROMPT_VERSION
@@ -27,6 +29,9 @@ __all__ = ["ClassifierOutput", "DGClassifier", "BaseModelNotFound", "resolve_fol
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
+# A base model from the Hub is fetched as one snapshot of these files (one revision for all of
+# them; weights in safetensors only; no probing of files the repo lacks).
+BASE_MODEL_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 
 
 class BaseModelNotFound(FileNotFoundError):
@@ -50,7 +55,7 @@ def resolve_folder(path_or_repo: str | os.PathLike, **hub_kwargs: Any) -> Path:
     if local.is_dir():
         return local
     if local.exists() or str(path_or_repo).startswith((".", "/")):
-        raise FileNotFoundError(f"{str(path_or_repo)!r} is not a folder holding an rdmldg training output.")
+        raise FileNotFoundError(f"{str(path_or_repo)!r} is not a folder (nor a Hub repo id ORG/NAME).")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(path_or_repo), **hub_kwargs))
@@ -115,8 +120,9 @@ class DGClassifier:
 
         base = str(model) if model is not None else PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
         try:
-            loaded, processor = load_model_and_processor(base, adapter=str(folder), **model_kwargs)
-        except (OSError, ValueError) as error:
+            local_base = resolve_folder(base, allow_patterns=BASE_MODEL_FILES, revision=None, token=token)
+            loaded, processor = load_model_and_processor(local_base, adapter=str(folder), **model_kwargs)
+        except (OSError, ValueError, HfHubHTTPError) as error:
             if not _missing(error):
                 raise
             raise BaseModelNotFound(
@@ -149,6 +155,6 @@ class DGClassifier:
 def _missing(error: BaseException) -> bool:
     """Whether a loading error means 'no such model' (rather than a broken one)."""
     text = str(error).lower()
-    return isinstance(error, OSError) or any(
+    return isinstance(error, (OSError, HfHubHTTPError)) or any(
         phrase in text for phrase in ("not a valid", "does not appear", "can't load", "is not a local folder", "not found", "no such")
     )
