@@ -16,7 +16,7 @@ from rdmldg_hf.analysis.entropy import TypeChange
 from rdmldg_hf.analysis.plots import DPI, PANEL, TALL
 from rdmldg_hf.cli import main
 
-COMMON = ["--max-images", "3", "--max-new-tokens", "24", "--batch-size", "8"]
+COMMON = ["--max-images", "2", "--max-new-tokens", "16", "--batch-size", "8"]
 
 
 def _rows(path):
@@ -71,9 +71,9 @@ def test_class_probs(run, tmp_path, capsys):
     rows = _rows(out / "class_probs.csv")
     models = ["base", "mtct", run.name]
     assert sorted({r["model"] for r in rows}) == sorted(models)
-    # The run held out rot30: 3 target images; source images are the 3 other domains' (3 each).
+    # The run held out rot30: 2 target images; source images are the 3 other domains' (2 each); 3 models.
     assert {r["group"] for r in rows if r["domain"] == "rot30"} == {"target"}
-    assert sum(r["group"] == "source" for r in rows) == 3 * 9 and sum(r["group"] == "target" for r in rows) == 3 * 3
+    assert sum(r["group"] == "source" for r in rows) == 3 * 6 and sum(r["group"] == "target" for r in rows) == 3 * 2
     names = {f["name"] for f in manifest["figures"]}
     assert names == {f"class_probs_{c}_{g}" for c in ("direct", "teacher_chain", "generated_chain") for g in ("source", "target")}
     for figure in manifest["figures"]:
@@ -95,7 +95,7 @@ def test_token_probs_teacher_and_self(run, tmp_path, capsys):
     manifest = _manifest(out, capsys)
     rows = _rows(out / "token_probs.csv")
     info = manifest["summary"]["chains"]["self"]
-    assert info["written_by"] == run.name and info["keep"] == "all" and info["generated"] == 6
+    assert info["written_by"] == run.name and info["keep"] == "all" and info["generated"] == 4
     assert info["kept"] == len({r["image_id"] for r in rows if r["chains"] == "self" and r["model"] == "base"}) > 0
     assert {f["name"] for f in manifest["figures"]} == {"token_probs_teacher", "token_probs_self", "token_probs_base", f"token_probs_{run.name}"}
     by = lambda m, c: [float(r["prob"]) for r in rows if r["model"] == m and r["chains"] == c]  # noqa: E731
@@ -162,5 +162,10 @@ def test_losses_from_a_written_log(tmp_path, capsys):
     assert [(r["series"], float(r["x"]), float(r["y"])) for r in plotted] == [
         ("mtct", 1, 2.0), ("mtct", 2, 1.0), ("mtct", 3, 0.7), ("round-2", 1, 0.5), ("round-2", 2, 0.4), ("round-10", 1, 0.1),
     ]
+    # An MTCT output folder (its own trainer_state.json) and the file itself: one line named after the folder.
+    for run in (tmp_path / "run/stages/round-2", tmp_path / "run/stages/round-2/trainer_state.json"):
+        assert main(["analyze", "losses", "--run", str(run), "--out", str(tmp_path / "one")]) == 0
+        manifest = _manifest(tmp_path / "one", capsys)
+        assert [r["round"] for r in manifest["summary"]["rounds"]] == ["round-2"]
     assert main(["analyze", "losses", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "No run folder" in capsys.readouterr().err
