@@ -36,6 +36,7 @@ __all__ = [
     "run_batches",
     "generate",
     "eval_mode",
+    "process_state",
 ]
 
 Messages = list[dict[str, Any]]
@@ -197,6 +198,14 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if hasattr(image, "convert") and getattr(image, "mode", "RGB") != "RGB" else image
 
 
+def process_state() -> Any:
+    """accelerate's ``PartialState``; on a machine without accelerator, the CPU one, so that
+    ``accelerate launch --multi_gpu --num_processes N`` gives N connected processes (gloo)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=True) if not torch.accelerator.is_available() else PartialState()
+
+
 def batch_indices(num_items: int, batch_size: int) -> list[list[int]]:
     """Consecutive batches of item indices: batch ``b`` holds items ``b*batch_size ...``."""
     return [list(range(start, min(start + batch_size, num_items))) for start in range(0, num_items, batch_size)]
@@ -217,10 +226,9 @@ def run_batches(
     that computed a batch, right after it (to write results incrementally). Every process
     returns the full list of per-item results, in item order.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = process_state()
     done = dict(done or {})
     batches = batch_indices(num_items, batch_size)
     todo = [b for b in range(len(batches)) if b not in done]

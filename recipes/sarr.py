@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from datasets import load_dataset
 from trl import ModelConfig, TrlParser
 
 from rdmldg_hf.benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
-from rdmldg_hf.generation import GenerationSettings
+from rdmldg_hf.generation import GenerationSettings, process_state
 from rdmldg_hf.models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
 from rdmldg_hf.scoring import accuracy, predict_direct, predict_reasoning
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
@@ -71,7 +70,7 @@ class SARRScriptArguments:
 
 def prepare_inputs(script_args: SARRScriptArguments, model_args: ModelConfig) -> None:
     """Build the embedded dataset and the tiny model when asked for and missing (main process first)."""
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():
         folder = Path(script_args.dataset_name)
         if script_args.dataset_config == EMBEDDED_BENCHMARK and not (folder / EMBEDDED_BENCHMARK).exists():
@@ -187,7 +186,7 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
     stages = trainer.train()
     out = trainer.save_model()
     results = trainer.results_summary(stages, wall_seconds=time.time() - started)
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         trainer.create_model_card(results, dataset_name=script_args.dataset_name).save(out / "README.md")

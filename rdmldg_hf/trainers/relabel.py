@@ -27,7 +27,7 @@ from datasets import Dataset
 
 from ..chains import check_chain, extract_conclusion, resolve_conclusion
 from ..data.schema import CHAIN_COLUMNS, dataset_features
-from ..generation import GenerationBackend, GenerationSettings, batch_indices, generate
+from ..generation import GenerationBackend, GenerationSettings, batch_indices, generate, process_state
 from ..prompts import PROMPT_VERSION, prompt_messages
 
 __all__ = [
@@ -122,12 +122,10 @@ def relabel(
     With a ``store``, batches it already holds are read back instead of generated, and each
     new batch is written as soon as it is done. Every accelerate process returns all outputs.
     """
-    from accelerate import PartialState
-
     image_ids = list(dataset["image_id"])
     batches = [[image_ids[i] for i in batch] for batch in batch_indices(len(image_ids), settings.batch_size)]
     done = store.load(batches) if store is not None else {}
-    PartialState().wait_for_everyone()  # every process sees the same finished batches
+    process_state().wait_for_everyone()  # every process sees the same finished batches
 
     def write(batch_index: int, indices: list[int], outputs: Sequence[list[str]]) -> None:
         if store is not None:

@@ -39,7 +39,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark, normalize_name
 from ..data.holdout import split_holdout
-from ..generation import GenerationBackend, GenerationSettings, ModelBackend
+from ..generation import GenerationBackend, GenerationSettings, ModelBackend, process_state
 from ..models import RUN_CONFIG_NAME, RunConfig
 from ..prompts import PROMPT_VERSION
 from .mtct import MTCTConfig, MTCTTrainer
@@ -294,6 +294,7 @@ class SARRTrainer:
         backend: generation backend for relabeling (default: the model being trained).
         stage_callback: ``fn(stage_name, model) -> dict`` run after each stage (e.g. evaluation);
             its result is stored with the stage, so a resumed run does not recompute it.
+        callbacks: ``transformers.TrainerCallback`` objects given to every stage's trainer.
     """
 
     def __init__(
@@ -305,15 +306,14 @@ class SARRTrainer:
         peft_config: Any = None,
         backend: GenerationBackend | None = None,
         stage_callback: Callable[[str, torch.nn.Module], dict[str, Any]] | None = None,
+        callbacks: list[Any] | None = None,
     ):
-        from accelerate import PartialState
-
         if not isinstance(args, SARRConfig):
             raise TypeError(f"args must be a SARRConfig, got {type(args).__name__}.")
         self.args, self.processor, self.peft_config = args, processing_class, peft_config
-        self.backend, self.stage_callback = backend, stage_callback
+        self.backend, self.stage_callback, self.callbacks = backend, stage_callback, callbacks
         self.model = model
-        self.dist = PartialState()
+        self.dist = process_state()
         dataset = _merge(train_dataset)
         self.benchmark = _find_benchmark(dataset, args.benchmark)
         if args.mtct_stage and "reasoning" not in dataset.column_names:
@@ -453,6 +453,10 @@ class SARRTrainer:
         stage_dir = self.stage_dir(name)
         checkpoint = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
         self.state.event(name, f"training started (checkpoint: {Path(checkpoint).name if checkpoint else 'none'})")
+        if checkpoint and not isinstance(self.model, PeftModel):
+            # The Trainer reloads full weights by raw state-dict keys (strict=False), which silently misses
+            # checkpoints saved in a converted key layout (LLaVA, ...): load them the from_pretrained way.
+            self.model = type(self.model).from_pretrained(checkpoint)
         evaluate = self.args.eval_strategy != "no" and len(self.val_rows) > 0
         trainer = MTCTTrainer(
             model=self.model,
@@ -461,6 +465,7 @@ class SARRTrainer:
             eval_dataset=self.val_rows if evaluate else None,
             processing_class=self.processor,
             peft_config=None if isinstance(self.model, PeftModel) else self.peft_config,
+            callbacks=self.callbacks,
         )
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(stage_dir / "final"))
