@@ -112,19 +112,16 @@ def answer_token_stats(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple
     """
     length, keep = labels.shape[1], logits.shape[1]
     targets = labels[:, length - keep + 1 :]
-    mask = targets != -100
     if (labels[:, : length - keep + 1] != -100).any():
         raise ValueError(f"Answer tokens lie before the last {keep} positions whose logits were kept.")
-    selected = logits[:, :-1][mask].float()
-    logp = torch.log_softmax(selected, dim=-1)
-    token_logp = logp.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    counts = mask.sum(-1).tolist()
-    ids, probs, entropies = targets[mask].tolist(), token_logp.exp().tolist(), entropy.tolist()
-    out, start = [], 0
-    for count in counts:
-        out.append((ids[start : start + count], probs[start : start + count], entropies[start : start + count]))
-        start += count
+    out = []
+    for row in range(labels.shape[0]):  # one row at a time: float32 (tokens, vocab) stays small
+        mask = targets[row] != -100
+        logp = torch.log_softmax(logits[row, :-1][mask].float(), dim=-1)
+        ids = targets[row][mask]
+        token_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        out.append((ids.tolist(), token_logp.exp().tolist(), entropy.tolist()))
     return out
 
 
