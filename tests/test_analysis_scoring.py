@@ -123,3 +123,18 @@ def test_class_probabilities_match_next_token_probabilities():
     assert math.isnan(result[0].generated_chain)
     with pytest.raises(ValueError, match="Valid conditions"):
         class_probabilities(model, processor, images, labels, NAMES, ("nope",))
+
+
+def test_token_pieces_cover_the_text_with_multibyte_characters():
+    from rdmldg_hf.analysis import token_pieces
+
+    _, processor = load_tiny()
+    tokenizer = processor.tokenizer
+    text = "turned 30° — ça marche <|end|>"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # characters split over byte tokens
+    pieces, offsets, decoded = token_pieces(tokenizer, ids)
+    assert decoded == text and "".join(pieces) == text and len(pieces) == len(ids)
+    assert offsets[0][0] == 0 and offsets[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(offsets, offsets[1:]))
+    assert pieces[-1] == "<|end|>"

@@ -7,7 +7,7 @@ Heavy parts (models, matplotlib) are imported by the submodules that need them.
 from .entropy import entropy_changes, marked_examples, stage_changes, token_type, top_reductions
 from .losses import read_run_logs
 from .probabilities import CONDITIONS, class_probabilities, force_conclusion, self_chains
-from .teacher_forcing import ForcedExample, TokenScores, answer_token_stats, teacher_force
+from .teacher_forcing import ForcedExample, TokenScores, answer_token_stats, teacher_force, token_pieces
 
 __all__ = [
     "CONDITIONS",
@@ -15,6 +15,7 @@ __all__ = [
     "TokenScores",
     "answer_token_stats",
     "teacher_force",
+    "token_pieces",
     "class_probabilities",
     "force_conclusion",
     "self_chains",
