@@ -486,7 +486,8 @@ class SARRTrainer:
 
         if isinstance(self.model, PeftModel):
             return self.model.unload()
-        self.model.load_state_dict(self._base_state)
+        if self._base_state is not None:  # full fine-tuning; under PEFT the base weights never change
+            self.model.load_state_dict(self._base_state)
         return self.model
 
     # ------------------------------------------------------------------ output
