@@ -12,9 +12,14 @@ method              training                                   checkpoints compa
 ``labels_only``     MTCT ``cls_only`` (SFT on labels)          every ``select_every`` steps
 ``reasoning_only``  MTCT ``reasoning_only`` (SFT on chains)    every ``select_every`` steps
 ``mtct``            MTCT ``paired`` (the paper's MTCT)         every ``select_every`` steps
-``sarr``            SARR with ``reasoning_only`` stages        each stage's end
-``full``            SARR with ``paired`` stages (RD-MLDG)      each stage's end
+``sarr``            SARR with ``reasoning_only`` stages        start and each round's end
+``full``            SARR with ``paired`` stages (RD-MLDG)      start and each round's end
 ==================  =========================================  ==========================
+
+SARR starts from an MTCT-trained model (Algorithm 1). When the row it builds on
+(``reasoning_only`` for ``sarr``, ``mtct`` for ``full``) is finished for the same held-out
+domain, its selected model is the start and only the SARR rounds are trained; otherwise
+the SARR trainer runs its own first stage on the teacher chains.
 """
 
 from __future__ import annotations
@@ -47,20 +52,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One ablation row: its trainer, MTCT mode, title and default evaluation modes."""
+    """One ablation row: its trainer, MTCT mode, title, default evaluation modes and (SARR) the row it starts from."""
 
     title: str
     trainer: str  # "mtct" or "sarr"
     mode: str
     eval_modes: tuple[str, ...]
+    starts_from: str | None = None
 
 
 METHODS: dict[str, MethodSpec] = {
     "labels_only": MethodSpec("Labels only", "mtct", "cls_only", ("direct",)),
     "reasoning_only": MethodSpec("Reasoning only", "mtct", "reasoning_only", ("reasoning",)),
     "mtct": MethodSpec("+MTCT", "mtct", "paired", ("direct", "reasoning")),
-    "sarr": MethodSpec("+SARR", "sarr", "reasoning_only", ("reasoning",)),
-    "full": MethodSpec("Full (MTCT + SARR)", "sarr", "paired", ("direct", "reasoning")),
+    "sarr": MethodSpec("+SARR", "sarr", "reasoning_only", ("reasoning",), starts_from="reasoning_only"),
+    "full": MethodSpec("Full (MTCT + SARR)", "sarr", "paired", ("direct", "reasoning"), starts_from="mtct"),
 }
 
 
@@ -274,7 +280,7 @@ class LodoRunner:
         if self.state.is_main_process:
             shutil.rmtree(run_dir, ignore_errors=True)
         self.state.wait_for_everyone()
-        start = time.perf_counter()
+        began = time.perf_counter()
         train, validation, test = self.split(test_domain)
         modes = self.config.modes_of(method)
         select_mode = modes[0]
@@ -285,7 +291,11 @@ class LodoRunner:
         if spec.trainer == "mtct":
             model, run_config = self._train_mtct(model, processor, spec, run_dir, train, selector)
         else:
-            model, run_config = self._train_sarr(model, processor, spec, run_dir, train, selector)
+            start = self._start_model(spec, test_domain, model)
+            if start is not None:
+                model = start
+                selector.check(model, f"start ({spec.starts_from})")
+            model, run_config = self._train_sarr(model, processor, spec, run_dir, train, selector, start is None)
         selector.restore(model)
         run_config.method = method
         run_config.test_domain = test_domain
@@ -302,7 +312,7 @@ class LodoRunner:
             "validation_accuracy": selector.best,
             "selection": selector.history,
             "test": {mode: {**outcome.metrics, "seconds": round(outcome.seconds, 2)} for mode, outcome in tests.items()},
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(time.perf_counter() - began, 1),
             "model_dir": str(run_dir / "model"),
         }
         if self.state.is_main_process:
@@ -336,12 +346,26 @@ class LodoRunner:
         run_config = trainer.mtct_data.run_config(args, self.model_path, adapter=self.config.lora_r > 0)
         return model, run_config
 
-    def _train_sarr(self, model, processor, spec, run_dir, train, selector):
+    def _start_model(self, spec: MethodSpec, test_domain: str, base: torch.nn.Module) -> torch.nn.Module | None:
+        """The selected model of the row a SARR row starts from, when that row is done for ``test_domain``."""
+        done = self.results["runs"].get(spec.starts_from or "", {}).get(test_domain)
+        if not done or not Path(done["model_dir"]).is_dir():
+            return None
+        if self.config.lora_r > 0:
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(base, done["model_dir"], is_trainable=True)
+        return type(base).from_pretrained(done["model_dir"])
+
+    def _train_sarr(self, model, processor, spec, run_dir, train, selector, mtct_stage: bool = True):
         from ..trainers.sarr import SARRConfig, SARRTrainer
 
         values = self._training_args(spec, run_dir)
         values.update(self.config.sarr)
-        values.update(output_dir=str(run_dir / "train"), overwrite_output_dir=True, round_dataset_dir=str(run_dir / "train" / "dataset"))
+        values.update(
+            output_dir=str(run_dir / "train"), overwrite_output_dir=True, round_dataset_dir=str(run_dir / "train" / "dataset"),
+            mtct_stage=mtct_stage,
+        )
         args = SARRConfig(**values)
 
         def stage_done(name: str, stage_model: torch.nn.Module) -> dict[str, Any]:
@@ -356,6 +380,7 @@ class LodoRunner:
             class_names=list(self.benchmark.class_names), domains=[], test_domain=None, prompt_version=PROMPT_VERSION,
             base_model=self.model_path, adapter=self.config.lora_r > 0,
             settings={"mode": spec.mode, "num_rounds": args.num_rounds, "fallback": args.fallback,
+                      "started_from": None if mtct_stage else spec.starts_from,
                       "rounds": [r.relabel for r in results if r.relabel]},
         )
         return trainer.model, run_config
@@ -363,9 +388,10 @@ class LodoRunner:
     # ------------------------------------------------------------------ everything
 
     def run(self) -> dict[str, Any]:
-        """Every unfinished pair, in method order; results written after each."""
-        for method in self.config.methods:
-            for domain in self.test_domains:
+        """Every unfinished pair, domain by domain (methods in table order); results written after each."""
+        methods = [m for m in METHODS if m in self.config.methods]
+        for domain in self.test_domains:
+            for method in methods:
                 if domain in self.results["runs"].get(method, {}):
                     logger.info("LODO %s / %s: done before, skipped.", method, domain)
                     continue

@@ -1,0 +1,79 @@
+"""`rdmldg eval` on a Hub-layout folder: adapters, in-context demos, and the bad inputs of the issue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval_support import adapter_copy, tiny_model_dir, trained_adapter
+from helpers_hub import make_domainbed_folder
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.cli import main
+from rdmldg_hf.data.build import build_dataset
+from rdmldg_hf.data.hub_layout import write_config
+from sarr_support import tiny_rows
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """rotdigits, 4 images per domain; the second image of rot30 is a broken file."""
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    data = tiny_rows(4)
+    items = data.to_list()
+    broken = next(i for i, row in enumerate(items) if row["domain"] == "rot30") + 1
+    items[broken]["image"] = {"bytes": b"this is not a png", "path": "broken.png"}
+    fixed = type(data).from_list(items, features=data.features)
+    splits = {d: fixed.filter(lambda x, d=d: x == d, input_columns="domain") for d in get_benchmark("rotdigits").domains}
+    write_config(out, "rotdigits", splits, "rotdigits")
+    return out
+
+
+def _eval(folder, *extra):
+    return main(["eval", "--dataset", str(folder), "--config", "rotdigits", *extra])
+
+
+def test_eval_an_adapter_writes_results(folder, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot30", "rot60", "--output", str(output)) == 0
+    record = json.loads(output.read_text())
+    metrics = record["metrics"]
+    assert record["mode"] == "direct" and record["domains"] == ["rot30", "rot60"]
+    assert metrics["count_per_domain"] == {"rot30": 4, "rot60": 4}
+    assert metrics["unreadable_per_domain"] == {"rot30": 1}
+    assert set(metrics["per_domain"]) == {"rot30", "rot60"}
+    printed = capsys.readouterr().out
+    assert "rot30" in printed and "could not be decoded" in printed
+
+
+def test_eval_in_context_baseline(folder, tmp_path):
+    output = tmp_path / "icl.json"
+    code = _eval(folder, "--model", str(tiny_model_dir()), "--domains", "rot90", "--icl-shots", "3", "--icl-demos",
+                 "balanced", "--mode", "direct-generate", "--max-new-tokens", "3", "--output", str(output))
+    assert code == 0
+    record = json.loads(output.read_text())
+    assert record["icl"] == {"shots": 3, "strategy": "balanced", "seed": 0, "train_domains": ["rot0", "rot30", "rot60"]}
+    assert record["metrics"]["count_per_domain"] == {"rot90": 4}
+
+
+def test_bad_inputs_are_refused_with_what_to_do(folder, tmp_path, capsys):
+    adapter = str(trained_adapter())
+    assert _eval(folder, "--adapter", adapter, "--domains", "sketch") == 2
+    assert "Domain 'sketch' is not in the config 'rotdigits'. Its domains: rot0, rot30, rot60, rot90" in capsys.readouterr().err
+    assert _eval(folder, "--model", str(tiny_model_dir()), "--domains", "rot0", "--icl-shots", "20") == 2
+    assert "--icl-shots 20 is larger than the 12 demos available" in capsys.readouterr().err
+    moved = adapter_copy(tmp_path / "moved")
+    config = json.loads((moved / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "/nowhere/tiny-base"
+    (moved / "adapter_config.json").write_text(json.dumps(config))
+    assert _eval(folder, "--adapter", str(moved), "--domains", "rot0") == 2
+    err = capsys.readouterr().err
+    assert "'/nowhere/tiny-base'" in err and "--model" in err
+    assert _eval(folder, "--adapter", str(moved), "--model", str(tiny_model_dir()), "--domains", "rot0") == 0
+    pacs = get_benchmark("pacs")
+    make_domainbed_folder(tmp_path / "db", pacs.folder, pacs.domain_folders, pacs.classes[:2], per_class=1, size=32)
+    build_dataset("pacs", tmp_path / "pacs", images=tmp_path / "db")
+    assert main(["eval", "--dataset", str(tmp_path / "pacs"), "--config", "pacs", "--adapter", adapter]) == 2
+    assert "trained on benchmark 'rotdigits' but the dataset is 'pacs'" in capsys.readouterr().err
+    assert _eval(folder, "--api", "gpt-4o", "--adapter", adapter) == 2
+    assert "do not combine it with --model or --adapter" in capsys.readouterr().err
