@@ -98,10 +98,7 @@ def load_model(name: str, work: Path):
         folder = Path(spec.origin).parent
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         language_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        model, processor = llava_from_language_model(language_model, tokenizer)
-        model.save_pretrained(work / "smollm2")
-        processor.save_pretrained(work / "smollm2")
-        return load_model_and_processor(work / "smollm2"), default_lora_config(r=8)
+        return llava_from_language_model(language_model, tokenizer), default_lora_config(r=8)
     raise SystemExit(f"Unknown model {name!r}: use tiny or smollm2.")
 
 

@@ -14,6 +14,7 @@ did not import this module).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -318,8 +319,10 @@ def llava_from_language_model(
         {"pad_token": _PAD, "eos_token": _END, "additional_special_tokens": [t for t in _SPECIAL_TOKENS if t not in (_PAD, _END)]}
     )
     language_model.resize_token_embeddings(len(tokenizer))
-    text_config = language_model.config
+    text_config = copy.deepcopy(language_model.config)
     text_config.pad_token_id, text_config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if hasattr(text_config, "quantization_config"):  # e.g. GGUF weights, dequantized on load: plain weights now
+        del text_config.quantization_config
     torch.manual_seed(seed)
     spec = replace(TINY_PRESETS[preset], image_size=image_size)
     model, processor = _llava_with_text(spec, tokenizer, text_config)

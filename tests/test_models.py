@@ -1,8 +1,6 @@
 """Tiny model factory: offline build, save/reload round trips, tokenizer, LoRA targets."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -110,15 +108,23 @@ def test_unknown_architecture_and_preset(tmp_path):
         build_tiny_model(tmp_path, preset="huge")
 
 
-def test_processor_registration_in_fresh_process(tmp_path):
-    paths = {a: str(build_tiny_model(tmp_path / a, a, preset="test")) for a in ARCHITECTURES}
-    code = (
-        "import sys, rdmldg_hf.models\n"
-        "from transformers import AutoProcessor\n"
-        "for path in sys.argv[1:]: print(type(AutoProcessor.from_pretrained(path)).__name__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, *paths.values()], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [EXPECTED_PROCESSOR[a].__name__ for a in paths]
+def test_processor_registration(tmp_path):
+    """Without the registration a Qwen2-VL-style folder loads as a bare tokenizer; with it, the real processor."""
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    from rdmldg_hf.models import register_processors
+
+    path = build_tiny_model(tmp_path, "qwen2_vl", preset="test")
+    registered = {k: v for k, v in PROCESSOR_MAPPING._extra_content.items() if v is Qwen2VLProcessorNoVideo}
+    try:
+        for key in registered:
+            del PROCESSOR_MAPPING._extra_content[key]
+        assert not isinstance(AutoProcessor.from_pretrained(path), Qwen2VLProcessorNoVideo)
+    finally:
+        register_processors()
+    assert type(AutoProcessor.from_pretrained(path)) is Qwen2VLProcessorNoVideo
+    register_processors()  # idempotent
+    assert list(PROCESSOR_MAPPING._extra_content.values()).count(Qwen2VLProcessorNoVideo) == 1
 
 
 def test_llava_around_a_pretrained_language_model():

@@ -327,7 +327,8 @@ class MTCTTrainer(SFTTrainer):
             raise ValueError("train_dataset is required: a benchmark dataset with image, label, domain, reasoning.")
         if "data_collator" in kwargs:
             raise ValueError("MTCTTrainer builds its own collator; do not pass data_collator.")
-        self.mtct_data = prepare_mtct_data(train_dataset, args, eval_dataset)
+        with args.main_process_first(desc="MTCT units"):  # dataset caches are written once
+            self.mtct_data = prepare_mtct_data(train_dataset, args, eval_dataset)
         register_processors()
         if processing_class is None:
             source = model if isinstance(model, str) else model.config._name_or_path
@@ -392,14 +393,15 @@ class MTCTTrainer(SFTTrainer):
             self.args.cls_weight,
             self.args.reasoning_weight,
         )
-        stats = result.stats(outputs.is_top1, outputs.label_mask)
         with torch.no_grad():
-            entropy = (outputs.entropy * outputs.label_mask).sum().float() if outputs.entropy is not None else stats[0] * 0
-            tokens = inputs["attention_mask"].sum().float() if "attention_mask" in inputs else stats[0] * 0
-            stats = torch.cat([stats, entropy.view(1), tokens.view(1)])
+            zero = torch.zeros((), device=result.loss.device)
+            entropy = (outputs.entropy * outputs.label_mask).sum().float() if outputs.entropy is not None else zero
+            tokens = inputs["attention_mask"].sum().float() if "attention_mask" in inputs else zero
+            stats = torch.cat([result.stats(outputs.is_top1, outputs.label_mask), entropy.view(1), tokens.view(1)])
             if self.accelerator.num_processes > 1:
                 stats = self.accelerator.reduce(stats, reduction="sum")
-        self._mtct_stats[mode] += stats.cpu()
+        # Summed on the device; read (one sync) at logging time.
+        self._mtct_stats[mode] = self._mtct_stats[mode].to(stats.device) + stats
         loss = result.loss * scale
         return (loss, outputs) if return_outputs else loss
 

@@ -1,0 +1,37 @@
+"""The MTCT recipe's YAML configs parse into its three dataclasses with the intended values."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig, TrlParser
+
+from rdmldg_hf.trainers import MTCTConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture(scope="module")
+def script_arguments():
+    return runpy.run_path(str(RECIPES / "mtct.py"))["MTCTScriptArguments"]
+
+
+def _parse(script_arguments, name, *extra):
+    parser = TrlParser((script_arguments, MTCTConfig, ModelConfig))
+    return parser.parse_args_and_config(args=["--config", str(RECIPES / "configs" / name), *extra])
+
+
+def test_tiny_config(script_arguments):
+    script, args, model = _parse(script_arguments, "mtct_tiny.yaml")
+    assert (script.dataset_config, script.tiny_model, args.test_domain) == ("rotdigits", "llava", "rot30")
+    assert args.mode == "paired" and args.reasoning_normalization == "per_sequence"
+    assert args.bf16 is False and args.gradient_checkpointing is False and not model.use_peft
+
+
+@pytest.mark.parametrize("name,base", [("mtct_internvl3_8b.yaml", "OpenGVLab/InternVL3-8B-hf"), ("mtct_qwen2_5_vl_7b.yaml", "Qwen/Qwen2.5-VL-7B-Instruct")])
+def test_paper_configs(script_arguments, name, base):
+    script, args, model = _parse(script_arguments, name, "--test_domain", "clipart")
+    assert model.model_name_or_path == base and model.use_peft and model.lora_r == 8
+    assert args.learning_rate == 5e-4 and args.num_train_epochs == 3 and args.bf16
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 4 == 128
+    assert args.test_domain == "clipart" and script.dataset_config == "officehome"
