@@ -34,11 +34,20 @@ def price_for(model: str, override: tuple[float, float] | None = None, table: Ma
     return table.get(model)
 
 
-def estimate_cost(prompt_tokens: int, completion_tokens: int, price: tuple[float, float] | None) -> float | None:
-    """USD for the given tokens, or None when the price is unknown."""
+def estimate_cost(
+    prompt_tokens: int,
+    completion_tokens: int,
+    price: tuple[float, float] | None,
+    batch_prompt_tokens: int = 0,
+    batch_completion_tokens: int = 0,
+) -> float | None:
+    """USD for the given tokens (those through the Batch API, included in the totals, at
+    :data:`BATCH_DISCOUNT`), or None when the price is unknown."""
     if price is None:
         return None
-    return round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6, 6)
+    full = (prompt_tokens - batch_prompt_tokens) * price[0] + (completion_tokens - batch_completion_tokens) * price[1]
+    batch = (batch_prompt_tokens * price[0] + batch_completion_tokens * price[1]) * BATCH_DISCOUNT
+    return round((full + batch) / 1e6, 6)
 
 
 @dataclass

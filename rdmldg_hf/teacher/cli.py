@@ -77,6 +77,13 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).")
     group.add_argument("--no-teacher-progress", dest="teacher_progress", action="store_false",
                        help="Hide the teacher's progress bar.")
+    group.add_argument("--mode", choices=("sync", "batch"), default="sync",
+                       help="sync: chat requests now; batch: OpenAI Batch API files (about half the price; "
+                            "run the same command again to collect). Both share the store (default %(default)s).")
+    group.add_argument("--wait", action="store_true", help="Batch mode: poll until every batch is collected.")
+    group.add_argument("--poll-interval", type=float, default=30.0, help="Batch mode: seconds between polls (default %(default)s).")
+    group.add_argument("--batch-max-requests", type=int, default=50_000, help="Batch mode: requests per batch file (default %(default)s).")
+    group.add_argument("--batch-max-bytes", type=int, default=200 * 1024 * 1024, help="Batch mode: bytes per batch file (default %(default)s).")
 
 
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
@@ -122,4 +129,24 @@ def teacher_chains(
 
     settings = settings_from_args(args)
     store_root = Path(args.teacher_store) if args.teacher_store else default_store_root(out_dir)
-    return generate_chains(images, get_benchmark(benchmark), settings, store_root)
+    if getattr(args, "mode", "sync") != "batch":
+        return generate_chains(images, get_benchmark(benchmark), settings, store_root)
+    from .batch import BatchLimits, generate_chains_batch
+
+    limits = BatchLimits(max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes)
+    chains, report = generate_chains_batch(
+        images, get_benchmark(benchmark), settings, store_root, limits=limits, wait=args.wait, poll_interval=args.poll_interval
+    )
+    if report.submitted:
+        print(f"Submitted {len(report.submitted)} batch(es): {', '.join(report.submitted)}")
+    if report.collected:
+        print(f"Collected {len(report.collected)} batch(es): {report.replies} replies, {report.failed_requests} failed requests.")
+    for problem, count in (("results for unknown request ids", report.unknown_ids),
+                           ("malformed result lines", len(report.malformed_lines)),
+                           ("batches the server no longer knows (resubmitted)", len(report.lost_batches))):
+        if count:
+            print(f"Warning: {count} {problem}.")
+    if chains is None:
+        print("Batches are still running: run the same command again later to collect them (or add --wait).")
+        raise SystemExit(0)
+    return chains

@@ -88,33 +88,44 @@ class LoopbackServer:
         """One keep-alive connection: requests in, answers out, until the client goes away."""
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers = dict(
-                    line.split(":", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ":" in line
-                )
-                length = int({k.strip().lower(): v.strip() for k, v in headers.items()}.get("content-length", 0))
-                raw = await reader.readexactly(length)
-                writer.write(await self._answer(raw))
+                lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, target = lines[0].split(" ")[:2]
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, value in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                }
+                raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                writer.write(self._http(await self.route(method, target.split("?")[0], headers, raw)))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass  # the client closed the connection (or was killed)
         finally:
             writer.close()
 
-    async def _answer(self, raw: bytes) -> bytes:
+    async def route(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Scripted:
+        """The answer to one HTTP request (subclasses add routes)."""
+        if method == "POST" and path.endswith("/chat/completions"):
+            return await self._chat(raw)
+        return Scripted(404, {"error": {"message": f"No route {method} {path}."}})
+
+    async def _chat(self, raw: bytes) -> Scripted:
         try:
             body = json.loads(raw)
         except ValueError:
-            return self._http(Scripted(400, {"error": {"message": "request body is not JSON"}}))
+            return Scripted(400, {"error": {"message": "request body is not JSON"}})
         self.count += 1
         if self.record:
             self.requests.append(body)
         if self.delay:
             await asyncio.sleep(self.delay)
+        return self.answer(body)
+
+    def answer(self, body: dict[str, Any]) -> Scripted:
+        """The scripted answer to a chat-completions body."""
         answer = self.reply(body)
         if not isinstance(answer, Scripted):
             answer = Scripted(200, chat_completion(answer, model=body.get("model", "scripted")))
-        return self._http(answer)
+        return answer
 
     @staticmethod
     def _http(answer: Scripted) -> bytes:

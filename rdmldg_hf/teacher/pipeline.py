@@ -104,6 +104,11 @@ class TeacherRun:
             self._bar.close()
         return self.counters
 
+    def tally(self, images: Sequence[SourceImage]) -> None:
+        """Count every image's current state without asking for anything (the Batch API mode)."""
+        for image in images:
+            self._count(image, self.decide(image))
+
     async def _worker(self, iterator: Iterator[SourceImage]) -> None:
         for image in iterator:
             decision = await self.process(image)
@@ -123,7 +128,8 @@ class TeacherRun:
         if self._bar is not None:
             self._bar.update(1)
             totals = self.store.totals  # the whole build so far, earlier runs included
-            cost = estimate_cost(totals.prompt_tokens, totals.completion_tokens, self._price)
+            cost = estimate_cost(totals.prompt_tokens, totals.completion_tokens, self._price,
+                                 totals.batch_prompt_tokens, totals.batch_completion_tokens)
             self._bar.set_postfix(
                 accepted=counters.accepted, rejected=counters.rejected, failed=counters.failed,
                 retries=counters.retries, tokens=totals.prompt_tokens + totals.completion_tokens,
@@ -271,7 +277,10 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
             "total": totals.prompt_tokens + totals.completion_tokens,
         },
         "price_usd_per_million_tokens": list(price) if price else None,
-        "estimated_cost_usd": estimate_cost(totals.prompt_tokens, totals.completion_tokens, price),
+        "batch_api_tokens": {"prompt": totals.batch_prompt_tokens, "completion": totals.batch_completion_tokens},
+        "estimated_cost_usd": estimate_cost(
+            totals.prompt_tokens, totals.completion_tokens, price, totals.batch_prompt_tokens, totals.batch_completion_tokens
+        ),
         "this_run": {
             **asdict(counters),
             "estimated_cost_usd": estimate_cost(counters.prompt_tokens, counters.completion_tokens, price),

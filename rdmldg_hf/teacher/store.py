@@ -9,7 +9,10 @@ flushed as it arrives:
   "choices": [{"text": ..., "finish_reason": ...}], "usage": {...}, "model": ...}``: one
   answered request (from the chat API, or later from the Batch API: the ids are the same);
 - ``{"kind": "failure", "custom_id": ..., "image_id": ..., "error": ..., "retries": k}``:
-  a request given up for this run (the next run asks again).
+  a request given up for this run (the next run asks again);
+- ``{"kind": "batch", "batch_id": ..., "shard": ..., "input_file_id": ..., "custom_ids": [...]}``
+  and ``{"kind": "batch_done", "batch_id": ..., "status": ...}``: a Batch API job submitted
+  with these requests, and collected (its replies and failures are recorded before it).
 
 Everything else (which chain is accepted, what is missing) is derived from the replies,
 so a run killed at any moment resumes by asking only for what has no reply. A torn last
@@ -51,6 +54,7 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str | None = None
+    batch: bool = False  # answered through the Batch API (billed at its price)
 
     @property
     def custom_id(self) -> str:
@@ -77,10 +81,11 @@ class Reply:
             ],
             "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
             "model": self.model,
+            **({"batch": True} if self.batch else {}),
         }
 
     @classmethod
-    def from_completion(cls, image_id: str, round_index: int, start: int, n: int, completion: Any) -> "Reply":
+    def from_completion(cls, image_id: str, round_index: int, start: int, n: int, completion: Any, batch: bool = False) -> "Reply":
         """The reply held in a chat-completion JSON body (from the chat API or a Batch API output line).
 
         Raises:
@@ -103,6 +108,7 @@ class Reply:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=completion.get("model") if isinstance(completion.get("model"), str) else None,
+            batch=batch,
         )
 
     @classmethod
@@ -119,6 +125,7 @@ class Reply:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             model=record.get("model"),
+            batch=bool(record.get("batch")),
         )
 
 
@@ -137,12 +144,17 @@ class _Totals:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    batch_prompt_tokens: int = 0  # ... of which through the Batch API
+    batch_completion_tokens: int = 0
     models: set[str] = field(default_factory=set)
 
     def add(self, reply: Reply) -> None:
         self.replies += 1
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
+        if reply.batch:
+            self.batch_prompt_tokens += reply.prompt_tokens
+            self.batch_completion_tokens += reply.completion_tokens
         if reply.model:
             self.models.add(reply.model)
 
@@ -167,6 +179,7 @@ class TeacherStore:
         # image id -> packed (offset, length) of its reply lines: one int, or a list when several
         self._index: dict[str, int | list[int]] = {}
         self.totals = _Totals()
+        self.batches: dict[str, dict[str, Any]] = {}  # batch id -> its record; custom ids dropped once done
         self.repaired_bytes = 0
         self.corrupt_lines = 0
         self._load()
@@ -235,6 +248,11 @@ class TeacherStore:
             self.totals.add(Reply.from_json(record))
         elif kind == "failure":
             self.totals.failures += 1
+        elif kind == "batch":
+            self.batches[record["batch_id"]] = {**record, "done": None}
+        elif kind == "batch_done" and record.get("batch_id") in self.batches:
+            batch = self.batches[record["batch_id"]]
+            batch["done"], batch["custom_ids"] = record.get("status"), len(batch["custom_ids"])
 
     def _remember(self, image_id: str, offset: int, length: int) -> None:
         packed = (offset << _LENGTH_BITS) | length
@@ -268,6 +286,22 @@ class TeacherStore:
         record = {"kind": "failure", "custom_id": request_id, "image_id": image_id, "error": error, "retries": retries}
         self._append(record)
         self.totals.failures += 1
+
+    def add_batch(self, batch_id: str, shard: str, input_file_id: str, custom_ids: list[str]) -> None:
+        """Record a submitted Batch API job and the requests it holds."""
+        record = {"kind": "batch", "batch_id": batch_id, "shard": shard, "input_file_id": input_file_id, "custom_ids": custom_ids}
+        self._append(record)
+        self._register(record, 0, 0)
+
+    def add_batch_done(self, batch_id: str, status: str) -> None:
+        """Record that a batch's results (replies and failures) are all in the store."""
+        record = {"kind": "batch_done", "batch_id": batch_id, "status": status}
+        self._append(record)
+        self._register(record, 0, 0)
+
+    def pending_ids(self) -> set[str]:
+        """Request ids inside submitted batches not collected yet."""
+        return {cid for batch in self.batches.values() if batch["done"] is None for cid in batch["custom_ids"]}
 
     def replies(self, image_id: str) -> list[Reply]:
         """The stored replies of an image, in the order they arrived."""

@@ -1,0 +1,307 @@
+"""The OpenAI Batch API mode: the same label-blind requests, sent as JSONL batch files.
+
+One run: collect the batches that finished (their replies go into the same store as the
+synchronous mode's, under the same request ids, and through the same rejection
+sampling), then write the requests still missing into batch files (streamed, split by
+the API's limits), upload and submit them, and record each batch in the store. With
+``wait`` it polls until every image is decided. A batch is found again after a crash
+between its creation and its record by the shard id in its metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+import openai
+
+from ..benchmarks import Benchmark
+from ..data.schema import SourceImage
+from .client import make_client
+from .images import image_data_url
+from .pipeline import TeacherChains, TeacherRun, summarize
+from .rejection import decide
+from .requests import chat_request, custom_id, parse_custom_id
+from .settings import TeacherSettings
+from .store import Reply, TeacherStore
+
+__all__ = [
+    "BatchLimits", "Shard", "BatchReport", "write_shards", "submit_shard", "collect_batches", "run_batches",
+    "generate_chains_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/chat/completions"
+FINAL_STATUSES = ("completed", "expired", "failed", "cancelled")
+SHARD_KEY = "rdmldg_shard"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Limits of one batch file (defaults: OpenAI's documented 50,000 requests and 200 MB)."""
+
+    max_requests: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    completion_window: str = "24h"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A batch file written to disk: its id (a hash of its request ids), path and size."""
+
+    shard_id: str
+    path: Path
+    requests: int
+
+
+@dataclass
+class BatchReport:
+    """What one batch-mode run did."""
+
+    submitted: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)
+    replies: int = 0
+    failed_requests: int = 0
+    unknown_ids: int = 0
+    malformed_lines: list[str] = field(default_factory=list)
+    lost_batches: list[str] = field(default_factory=list)
+    unreadable_images: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # request id -> failures in this run
+
+
+class _ShardWriter:
+    """Appends request lines to numbered files, starting a new one at the limits."""
+
+    def __init__(self, folder: Path, limits: BatchLimits):
+        self.folder, self.limits = folder, limits
+        self.shards: list[Shard] = []
+        self._handle: Any = None
+        self._count = self._bytes = 0
+        self._hash = hashlib.sha256()
+
+    def add(self, request_id: str, line: bytes) -> None:
+        if self._handle is not None and (
+            self._count >= self.limits.max_requests or self._bytes + len(line) > self.limits.max_bytes
+        ):
+            self.close()
+        if self._handle is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.folder / "shard.partial", "wb")
+        self._handle.write(line)
+        self._count += 1
+        self._bytes += len(line)
+        self._hash.update(request_id.encode() + b"\n")
+
+    def close(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.close()
+        shard_id = self._hash.hexdigest()[:20]
+        path = self.folder / f"shard-{shard_id}.jsonl"
+        os.replace(self.folder / "shard.partial", path)
+        self.shards.append(Shard(shard_id, path, self._count))
+        self._handle, self._count, self._bytes, self._hash = None, 0, 0, hashlib.sha256()
+
+
+def write_shards(
+    images: Sequence[SourceImage],
+    benchmark: Benchmark,
+    settings: TeacherSettings,
+    store: TeacherStore,
+    folder: Path,
+    limits: BatchLimits = BatchLimits(),
+    report: BatchReport | None = None,
+) -> list[Shard]:
+    """Batch files with the next request of every undecided image not already in a batch.
+
+    Lines are ``{"custom_id", "method", "url", "body"}`` with exactly the synchronous mode's
+    body (``n`` = the candidates still missing in the round); images are read one at a time.
+    """
+    sampling = settings.sampling
+    pending = store.pending_ids()
+    writer = _ShardWriter(folder, limits)
+    for image in images:
+        decision = decide(store.replies(image.image_id), benchmark, image.label,
+                          sampling.candidates, settings.max_rounds, sampling.model)
+        if decision.final:
+            continue
+        request_id = custom_id(image.image_id, decision.next_round, decision.next_start)
+        if request_id in pending:
+            continue
+        if report is not None and report.failures.get(request_id, 0) > settings.retry.max_retries:
+            continue  # given up for this run, like a synchronous request after its retries
+        try:
+            url = image_data_url(image.read_bytes(), sampling.image_max_side, sampling.image_format, sampling.image_quality)
+        except (OSError, ValueError) as error:
+            store.add_failure(image.image_id, request_id, f"{type(error).__name__}: {error}"[:300], 0)
+            if report is not None:
+                report.unreadable_images += 1
+            continue
+        body = chat_request(benchmark, sampling, url, sampling.candidates - decision.next_start)
+        line = {"custom_id": request_id, "method": "POST", "url": ENDPOINT, "body": body}
+        writer.add(request_id, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+    writer.close()
+    return writer.shards
+
+
+def _request_ids(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        return [json.loads(line)["custom_id"] for line in handle if line.strip()]
+
+
+async def _find_submitted(client: openai.AsyncOpenAI, shard_id: str, known: set[str]) -> Any | None:
+    """A batch carrying this shard id that the store does not know (created just before a crash)."""
+    async for batch in client.batches.list(limit=100):
+        if (batch.metadata or {}).get(SHARD_KEY) == shard_id and batch.id not in known:
+            return batch
+    return None
+
+
+async def submit_shard(client: openai.AsyncOpenAI, store: TeacherStore, shard: Shard, limits: BatchLimits) -> str:
+    """Upload a batch file and create its batch (or adopt the one a crashed run created); record it."""
+    batch = await _find_submitted(client, shard.shard_id, set(store.batches))
+    if batch is None:
+        with open(shard.path, "rb") as handle:
+            uploaded = await client.files.create(file=(shard.path.name, handle), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window=limits.completion_window,
+            metadata={SHARD_KEY: shard.shard_id},
+        )
+    store.add_batch(batch.id, shard.shard_id, batch.input_file_id, _request_ids(shard.path))
+    return batch.id
+
+
+async def collect_batches(client: openai.AsyncOpenAI, store: TeacherStore, candidates: int, report: BatchReport) -> None:
+    """Store the results of every recorded batch that reached a final status."""
+    for batch_id, record in list(store.batches.items()):
+        if record["done"] is not None:
+            continue
+        try:
+            batch = await client.batches.retrieve(batch_id)
+        except openai.NotFoundError:
+            logger.warning("The server no longer knows batch %s: its %d requests are submitted again.",
+                           batch_id, len(record["custom_ids"]))
+            report.lost_batches.append(batch_id)
+            store.add_batch_done(batch_id, "unknown")
+            continue
+        if batch.status not in FINAL_STATUSES:
+            continue
+        expected = set(record["custom_ids"])
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                content = await client.files.content(file_id)
+                _store_results(store, batch_id, file_id, content.text, expected, candidates, report)
+        store.add_batch_done(batch_id, batch.status)
+        report.collected.append(batch_id)
+
+
+def _store_results(
+    store: TeacherStore, batch_id: str, file_id: str, text: str, expected: set[str], candidates: int, report: BatchReport
+) -> None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            request_id = item["custom_id"]
+        except (ValueError, KeyError, TypeError):
+            report.malformed_lines.append(f"{file_id} line {number}")
+            logger.warning("Batch %s: line %d of %s is not a result line: %r", batch_id, number, file_id, line[:80])
+            continue
+        if request_id not in expected:
+            report.unknown_ids += 1
+            logger.warning("Batch %s: result for unknown request id %r (ignored).", batch_id, request_id)
+            continue
+        image_id, round_index, start = parse_custom_id(request_id)
+        response = item.get("response") or {}
+        try:
+            if item.get("error") or response.get("status_code") != 200:
+                raise ValueError(json.dumps(item.get("error") or response.get("body"))[:200])
+            reply = Reply.from_completion(image_id, round_index, start, candidates - start, response.get("body"), batch=True)
+        except ValueError as error:
+            store.add_failure(image_id, request_id, f"batch {batch_id}: {error}", 0)
+            report.failed_requests += 1
+            report.failures[request_id] = report.failures.get(request_id, 0) + 1
+            continue
+        store.add_reply(reply)
+        report.replies += 1
+
+
+async def run_batches(
+    images: Sequence[SourceImage],
+    benchmark: Benchmark,
+    settings: TeacherSettings,
+    store: TeacherStore,
+    client: openai.AsyncOpenAI,
+    folder: Path,
+    limits: BatchLimits = BatchLimits(),
+    wait: bool = False,
+    poll_interval: float = 30.0,
+    max_polls: int = 10_000,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> BatchReport:
+    """Collect finished batches, submit what is missing; with ``wait``, repeat until nothing is pending."""
+    report = BatchReport()
+    for poll in range(max_polls):
+        await collect_batches(client, store, settings.sampling.candidates, report)
+        for shard in write_shards(images, benchmark, settings, store, folder, limits, report):
+            report.submitted.append(await submit_shard(client, store, shard, limits))
+            shard.path.unlink()
+        if not wait or not store.pending_ids():
+            break
+        await sleep(poll_interval)
+    return report
+
+
+def generate_chains_batch(
+    images: Sequence[SourceImage],
+    benchmark: Benchmark,
+    settings: TeacherSettings,
+    store_root: str | Path,
+    *,
+    limits: BatchLimits = BatchLimits(),
+    wait: bool = False,
+    poll_interval: float = 30.0,
+    http_client: Any | None = None,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+) -> tuple[TeacherChains | None, BatchReport]:
+    """One Batch API mode run over the store of ``store_root`` (shared with the synchronous mode).
+
+    Returns ``(chains, report)``: ``chains`` as :func:`~rdmldg_hf.teacher.pipeline.generate_chains`
+    gives them once no batch is pending, else None (run again later, or pass ``wait``).
+    """
+    store = TeacherStore.open(store_root, benchmark, settings.sampling)
+    client = make_client(settings, http_client)
+    started = time.perf_counter()
+
+    async def main() -> BatchReport:
+        try:
+            return await run_batches(images, benchmark, settings, store, client, store.directory / "batch-files",
+                                     limits, wait, poll_interval, sleep=sleep or asyncio.sleep)
+        finally:
+            await client.close()
+
+    try:
+        report = asyncio.run(main())
+    except BaseException:
+        store.close()
+        raise
+    if store.pending_ids():
+        store.close()
+        return None, report
+    run = TeacherRun(benchmark, settings, store, client)
+    run.tally(images)
+    chains = TeacherChains(run, images)
+    chains.summary = summarize(chains, time.perf_counter() - started)
+    chains.summary["mode"] = "batch"
+    chains.summary["this_run"]["batches"] = asdict(report)
+    (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
+    return chains, report
