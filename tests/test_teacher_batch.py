@@ -157,3 +157,17 @@ def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):
         assert main([*command, "--wait", "--poll-interval", "0"]) == 0
     rows = [row for domain in PACS.domains for row in load_dataset(str(tmp_path / "out"), "pacs", split=domain)]
     assert sum(row["reasoning"] is not None for row in rows) == 14 and len(rows) == 28
+
+
+def test_rdmldg_batches_reports_the_jobs_of_a_build(images, tmp_path, capsys):
+    with LoopbackBatchServer(pixel_teacher(PACS)) as server:
+        command = ["build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
+                   "--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1",
+                   "--image-max-side", "32", "--mode", "batch", "--no-teacher-progress", "--batch-max-requests", "20"]
+        with pytest.raises(SystemExit):
+            main(command)
+    capsys.readouterr()
+    assert main(["batches", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "pacs / gpt-4o / rdmldg-prompts-v1: 2 batches, 28 requests pending, 0 replies" in out
+    assert "batch_2" in out and "submitted" in out and "20 requests" in out

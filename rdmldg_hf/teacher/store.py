@@ -169,12 +169,14 @@ class TeacherStore:
     REPLIES = "replies.jsonl"
     SETTINGS = "settings.json"
 
-    def __init__(self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False):
+    def __init__(self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False, read_only: bool = False):
         self.directory = Path(directory)
         self.key = dict(key)
         self.fsync = fsync
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._check_settings()
+        self.read_only = read_only  # for status readers: never writes, never cuts a line a running build is writing
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._check_settings()
         self.path = self.directory / self.REPLIES
         # image id -> packed (offset, length) of its reply lines: one int, or a list when several
         self._index: dict[str, int | list[int]] = {}
@@ -183,9 +185,14 @@ class TeacherStore:
         self.repaired_bytes = 0
         self.corrupt_lines = 0
         self._load()
-        self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._read_fd = os.open(self.path, os.O_RDONLY)
-        self._size = os.fstat(self._append_fd).st_size
+        if read_only:
+            self._append_fd = -1
+            self._read_fd = os.open(self.path, os.O_RDONLY)
+            self._size = os.fstat(self._read_fd).st_size
+        else:
+            self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._read_fd = os.open(self.path, os.O_RDONLY)
+            self._size = os.fstat(self._append_fd).st_size
 
     @classmethod
     def open(cls, root: str | os.PathLike, benchmark: Benchmark, sampling: SamplingSettings, **kwargs: Any) -> "TeacherStore":
@@ -226,7 +233,7 @@ class TeacherStore:
                 good_end = offset
                 self._register(record, start, len(line))
         size = self.path.stat().st_size
-        if good_end < size:
+        if good_end < size and not self.read_only:
             self.repaired_bytes = size - good_end
             logger.warning("Cutting a torn last record (%d bytes) off %s.", self.repaired_bytes, self.path)
             os.truncate(self.path, good_end)
@@ -265,6 +272,8 @@ class TeacherStore:
             self._index[image_id] = [known, packed]
 
     def _append(self, record: dict[str, Any]) -> tuple[int, int]:
+        if self.read_only:
+            raise ValueError(f"The teacher store {self.directory} was opened read-only.")
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         offset = self._size
         written = os.write(self._append_fd, line)
@@ -325,10 +334,11 @@ class TeacherStore:
 
     def close(self) -> None:
         for fd in (self._append_fd, self._read_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._append_fd = self._read_fd = -1
 
     def __enter__(self) -> "TeacherStore":
