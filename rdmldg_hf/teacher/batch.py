@@ -221,6 +221,8 @@ def _store_results(
             logger.warning("Batch %s: result for unknown request id %r (ignored).", batch_id, request_id)
             continue
         image_id, round_index, start = parse_custom_id(request_id)
+        if any(reply.batch and reply.custom_id == request_id for reply in store.replies(image_id)):
+            continue  # collected before a crash interrupted this batch's collection
         response = item.get("response") or {}
         try:
             if item.get("error") or response.get("status_code") != 200:

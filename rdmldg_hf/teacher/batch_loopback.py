@@ -10,10 +10,12 @@ except the custom ids in ``fail_ids`` (an error-file line, once: the id is then 
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import itertools
 import json
+from collections import Counter
 from typing import Any
 
 from .loopback import LoopbackServer, Scripted
@@ -36,6 +38,8 @@ class LoopbackBatchServer(LoopbackServer):
         outcome: final status of the next batches to finish (``completed``, ``expired``, ``failed``).
         fail_ids: custom ids answered once with an error line instead of a reply.
         uploads: every uploaded file's bytes, in order.
+        hits: requests per route (``upload``, ``create``, ``retrieve``, ``list``, ``content``).
+        pause: seconds a route waits before answering (to catch a client mid-request).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -45,10 +49,19 @@ class LoopbackBatchServer(LoopbackServer):
         self.outcome = "completed"
         self.fail_ids: set[str] = set()
         self.uploads: list[bytes] = []
+        self.hits: Counter = Counter()
+        self.pause: dict[str, float] = {}
         self._ids = itertools.count(1)
 
     async def route(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Scripted:
         parts = path.strip("/").split("/")  # ["v1", "files", ...]
+        name = {
+            ("POST", "files"): "upload", ("GET", "files"): "content", ("POST", "batches"): "create",
+            ("GET", "batches"): "retrieve" if len(parts) == 3 else "list",
+        }.get((method, parts[1] if len(parts) > 1 else ""), "chat")
+        self.hits[name] += 1
+        if self.pause.get(name):
+            await asyncio.sleep(self.pause[name])
         if method == "POST" and parts[1:] == ["files"]:
             fields = _multipart(headers, raw)
             file_id = self._file(fields["file"])
