@@ -26,7 +26,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", help="Dataset folder or Hub id (default: the embedded benchmark, built on first use).")
     group.add_argument("--config", help="Dataset config (default: the run's benchmark, else the embedded one).")
-    group.add_argument("--domains", nargs="+", help="Domains (splits) to analyse (default: all).")
+    group.add_argument(
+        "--domains", nargs="+",
+        help="Domains (splits) to analyse (default: all; token-probs and entropy: the training domains).",
+    )
     group.add_argument("--test-domain", help="The held-out (target) domain (default: the run's test_domain).")
     group.add_argument("--max-images", type=int, default=32, help="Images per domain, a seeded sample (default: 32).")
     group.add_argument("--seed", type=int, default=0, help="Seed of the image sample.")
@@ -178,6 +181,16 @@ def _data(args: argparse.Namespace, run: Any):
     )
 
 
+def _training_images(data: Any, args: argparse.Namespace) -> Any:
+    """Token analyses run on training images: the target domain is left out unless --domains names it."""
+    if args.domains:
+        return data
+    keep = [i for i, group in enumerate(data.groups) if group != "target"]
+    if len(keep) < len(data):
+        print(f"Scoring chains of the {len(keep)} training-domain images (the held-out domain is left out; name it in --domains to include it).")
+    return data.select(keep)
+
+
 def _generation(args: argparse.Namespace):
     from .generation import GenerationSettings
 
@@ -196,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         labels = [f"{_label(args.before)} (before)", f"{_label(args.after)} (after)"]
         loaders = _loaders(_base_model(args, run_config), adapters, labels, _device(args.device))
         report = reports.entropy_report(
-            loaders[0], loaders[1], _data(args, run_config), out, args.chains, args.top, args.min_count,
+            loaders[0], loaders[1], _training_images(_data(args, run_config), args), out, args.chains, args.top, args.min_count,
             args.examples, args.self_filter, _generation(args), args.batch_size,
         )
     else:
@@ -209,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             report = reports.class_probs_report(loaders, data, out, conditions, _generation(args), args.batch_size, args.bins)
         else:
             report = reports.token_probs_report(
-                loaders, data, out, args.chains, args.self_filter, _generation(args), args.batch_size, args.bins
+                loaders, _training_images(data, args), out, args.chains, args.self_filter, _generation(args), args.batch_size, args.bins
             )
     print(report.format())
     return 0

@@ -113,6 +113,7 @@ def test_entropy(run, tmp_path, capsys):
             "--dataset", str(dataset_dir()), "--out", str(out), *COMMON]
     assert main(argv) == 0
     manifest = _manifest(out, capsys)
+    assert manifest["summary"]["chains"] == {"images": 6, "with_chain": 6}  # training domains only, 2 images each
     figures = {f["name"]: f for f in manifest["figures"]}
     assert (figures["entropy_top_tokens"]["width_px"], figures["entropy_top_tokens"]["height_px"]) == _size(TALL)
     changes = [TypeChange(r["group"], int(r["count"]), float(r["before"]), float(r["after"])) for r in _rows(out / "entropy_by_token.csv")]
