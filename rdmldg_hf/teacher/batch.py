@@ -304,6 +304,6 @@ def generate_chains_batch(
     chains = TeacherChains(run, images)
     chains.summary = summarize(chains, time.perf_counter() - started)
     chains.summary["mode"] = "batch"
-    chains.summary["this_run"]["batches"] = asdict(report)
+    chains.summary["this_run"]["batches"] = {key: value for key, value in asdict(report).items() if key != "failures"}
     (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
     return chains, report
