@@ -41,6 +41,7 @@ __all__ = [
     "INDEX_COLUMN",
     "UnitStats",
     "has_chain",
+    "check_mode",
     "build_units",
     "unit_rows",
     "build_training_rows",
@@ -80,7 +81,8 @@ class UnitStats:
         return text
 
 
-def _check_mode(mode: str, dataset: Dataset) -> None:
+def check_mode(mode: str, dataset: Dataset) -> None:
+    """Raise a ValueError for an unknown mode, or a mode that needs chains on a dataset without them."""
     if mode not in MODES:
         raise ValueError(f"Unknown MTCT mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     if mode in NEEDS_CHAINS and "reasoning" not in dataset.column_names:
@@ -104,7 +106,7 @@ def build_units(
         ValueError: unknown mode, no ``reasoning`` column in a mode that needs chains, a ratio
             outside [0, 1], or no image with a chain in ``reasoning_only`` mode.
     """
-    _check_mode(mode, dataset)
+    check_mode(mode, dataset)
     if not 0.0 <= mixed_reasoning_ratio <= 1.0:
         raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {mixed_reasoning_ratio!r}.")
     n = len(dataset)

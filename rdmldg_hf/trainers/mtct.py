@@ -17,7 +17,6 @@ TRL's loop, PEFT adapters and accelerate's distribution.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import BENCHMARKS, Benchmark, display_name, get_benchmark, normalize_name
 from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, split_holdout
-from ..data.training_rows import INDEX_COLUMN, MODES, TASKS_COLUMN, UnitStats, build_units, unit_rows
+from ..data.training_rows import INDEX_COLUMN, MODES, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
 from ..models import RunConfig, register_processors
 from ..prompts import PROMPT_VERSION
 from .losses import NORMALIZATIONS, batch_normalizer, mtct_loss
@@ -226,11 +225,7 @@ def prepare_mtct_data(
     benchmark, classes = _label_classes(dataset, args.benchmark)
     class_names = list(benchmark.class_names) if benchmark else [display_name(c) for c in classes]
     _check_labels(dataset, classes)
-    if args.mode != "cls_only" and "reasoning" not in dataset.column_names:
-        raise ValueError(
-            f"Mode {args.mode!r} needs a 'reasoning' column (the five-stage chains), but the dataset has only "
-            f"{dataset.column_names}. Import chains first (rdmldg build --chains FILE) or use mode='cls_only'."
-        )
+    check_mode(args.mode, dataset)
     needs_domain = args.test_domain is not None or args.holdout_fraction > 0
     if needs_domain and "domain" not in dataset.column_names:
         raise ValueError(f"test_domain/holdout need a 'domain' column; the dataset has {dataset.column_names}.")
