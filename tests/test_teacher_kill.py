@@ -1,4 +1,4 @@
-"""Kill test: SIGKILL `rdmldg build --teacher` mid-way (twice), run it again, compare with an uninterrupted build.
+"""Kill test: SIGKILL `rdmldg build --teacher` mid-way (at two moments), run it again, compare with an uninterrupted build.
 
 The killed runs are subprocesses; the uninterrupted build and the final rerun run the same
 command in this process (quicker: the modules are already imported).

@@ -141,11 +141,13 @@ def teacher_chains(
         print(f"Submitted {len(report.submitted)} batch(es): {', '.join(report.submitted)}")
     if report.collected:
         print(f"Collected {len(report.collected)} batch(es): {report.replies} replies, {report.failed_requests} failed requests.")
-    for problem, count in (("results for unknown request ids", report.unknown_ids),
-                           ("malformed result lines", len(report.malformed_lines)),
-                           ("batches the server no longer knows (resubmitted)", len(report.lost_batches))):
+    for problem, count, where in (
+        ("results for unknown request ids (ignored)", report.unknown_ids, []),
+        ("malformed result lines (their requests are asked again)", len(report.malformed_lines), report.malformed_lines),
+        ("batches the server no longer knows (their requests are asked again)", len(report.lost_batches), report.lost_batches),
+    ):
         if count:
-            print(f"Warning: {count} {problem}.")
+            print(f"Warning: {count} {problem}{': ' + ', '.join(where[:10]) if where else ''}.")
     if chains is None:
         print("Batches are still running: run the same command again later to collect them (or add --wait).")
         raise SystemExit(0)
