@@ -31,18 +31,18 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
-from datasets import Dataset, DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
 from ..benchmarks import Benchmark, get_benchmark
-from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, split_holdout
+from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED
 from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
 from .predict import check_mode
-from .protocol import EvalOutcome, check_domains, evaluate_rows, find_benchmark
+from .protocol import EvalOutcome, check_domains, evaluate_rows, find_benchmark, lodo_split
 from .sharing import RESULTS_NAME
 
 __all__ = ["METHODS", "MethodSpec", "LodoConfig", "LodoRunner", "render_results_md"]
@@ -237,12 +237,11 @@ class LodoRunner:
 
     def split(self, test_domain: str) -> tuple[Dataset, Dataset, Dataset]:
         """(train in-part, validation out-part, whole test domain) of a held-out domain."""
-        limit = self.config.max_train_images_per_domain
-        others = [self.dataset[d] for d in self.domains if d != test_domain]
-        if limit:
-            others = [part.select(range(min(limit, len(part)))) for part in others]
-        train, validation = split_holdout(concatenate_datasets(others), self.config.holdout_fraction, self.config.holdout_seed)
-        return train, validation, self.dataset[test_domain]
+        split = lodo_split(
+            self.dataset, test_domain, self.config.holdout_fraction, self.config.holdout_seed,
+            self.config.max_train_images_per_domain,
+        )
+        return split.train, split.validation, split.test
 
     def _evaluate(self, model: Any, processor: Any, rows: Dataset, mode: str, limit: int | None = None) -> EvalOutcome:
         if limit and mode != "direct" and len(rows) > limit:

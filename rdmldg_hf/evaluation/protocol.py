@@ -117,16 +117,24 @@ def lodo_split(
     test_domain: str,
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     holdout_seed: int = DEFAULT_HOLDOUT_SEED,
+    max_train_images_per_domain: int | None = None,
 ) -> LodoSplit:
-    """Split a benchmark for held-out ``test_domain`` (see the module docstring)."""
-    rows = merge_domains(dataset)
-    domains = sorted(set(rows["domain"]))
+    """Split a benchmark for held-out ``test_domain`` (see the module docstring).
+
+    ``max_train_images_per_domain`` keeps only the first N images of each training domain
+    (for small CPU runs); the test domain is always whole.
+    """
+    if isinstance(dataset, DatasetDict):
+        parts = {domain: dataset[domain] for domain in dataset}
+    else:
+        parts = {d: dataset.filter(lambda x, d=d: x == d, input_columns="domain") for d in sorted(set(dataset["domain"]))}
+    domains = list(parts)
     test = check_domains([test_domain], domains)[0]
-    others = rows.filter(lambda d: d != test, input_columns="domain")
-    train, validation = split_holdout(others, holdout_fraction, holdout_seed)
-    return LodoSplit(
-        test, [d for d in domains if d != test], train, validation, rows.filter(lambda d: d == test, input_columns="domain")
-    )
+    others = [parts[d] for d in domains if d != test]
+    if max_train_images_per_domain:
+        others = [part.select(range(min(max_train_images_per_domain, len(part)))) for part in others]
+    train, validation = split_holdout(concatenate_datasets(others), holdout_fraction, holdout_seed)
+    return LodoSplit(test, [d for d in domains if d != test], train, validation, parts[test])
 
 
 def score_predictions(predictions: Predictions, rows: Dataset) -> dict[str, Any]:
