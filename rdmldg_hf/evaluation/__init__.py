@@ -1,0 +1,13 @@
+"""Evaluation and sharing of rdmldg models.
+
+* :mod:`.predict` -- the prediction modes ``direct`` (class log-likelihoods), ``direct-generate``
+  and ``reasoning`` (invalid outputs predicted as -1, scored wrong, reported as a rate);
+* :mod:`.icl` -- k-shot demos (``random``, ``balanced``, ``same_domain``, ``other_domain``), seeded;
+* :mod:`.api` -- the zero-shot baseline of an OpenAI-compatible model through the teacher's client;
+* :mod:`.protocol` -- leave-one-domain-out splits, checks, scoring with the ``evaluate`` metric
+  of :mod:`.dg_metric` (``metric/metric.py``, loadable offline with ``evaluate.load``);
+* :mod:`.lodo` -- the ablation runner of ``recipes/lodo.py`` (results.json, results.md);
+* :mod:`.classifier` -- ``DGClassifier.from_pretrained(folder or repo id)``;
+* :mod:`.sharing` -- ``push_adapter``: adapter, ``rdmldg_config.json``, results and a model card;
+* ``eval_command`` / ``push_command`` -- ``rdmldg eval`` and ``rdmldg push``.
+"""
