@@ -20,6 +20,7 @@ from teacher_fakes import pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
 
 
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
@@ -32,7 +33,7 @@ def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) ->
     """Run the build in a subprocess and SIGKILL it while the server handles ``route``."""
     seen = server.hits[route]
     server.pause = {route: 0.5} if route != "create" else {}
-    process = subprocess.Popen([sys.executable, "-m", "rdmldg_hf.cli", *arguments(images, out, server.base_url)],
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments(images, out, server.base_url)[1:]],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90

@@ -26,6 +26,7 @@ from teacher_fakes import identity, pixel_teacher, seen, write_images
 
 PACS = get_benchmark("pacs")
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
 CANDIDATES, MAX_ROUNDS = 3, 1
 
 
@@ -46,7 +47,7 @@ def build(images: Path, out: Path, kill_after: int | None = None) -> Counter:
         if kill_after is None:
             assert main(arguments(images, out, server.base_url)) == 0
         else:
-            process = subprocess.Popen([sys.executable, "-m", "rdmldg_hf.cli", *arguments(images, out, server.base_url)],
+            process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments(images, out, server.base_url)[1:]],
                                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 deadline = time.monotonic() + 90
