@@ -44,7 +44,7 @@ def tiny_dataset(n: int = 24, without_chain: tuple[int, ...] = (1,), seed: int =
             "image_id": f"{domain}/{label}/{i:03d}.png",
         }
         if reasoning:
-            row["reasoning"] = None if i in without_chain else chain_for(label, 1 + i % 5)
+            row["reasoning"] = None if i in without_chain else chain_for(label, 1 + 12 * (i % 4))
         rows.append(row)
     features = {
         "image": Image(),
