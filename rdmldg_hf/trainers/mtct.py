@@ -294,6 +294,10 @@ class MTCTDataCollator:
 class MTCTTrainer(SFTTrainer):
     """``SFTTrainer`` with MTCT rows and loss; see the module docstring and :class:`MTCTConfig`.
 
+    The loss is L = (1/B) sum_i [ NLL(label of i) + (1/T_i) NLL(chain of i) ] over the B images
+    of the optimised batch (all accumulation steps and processes), on answer tokens only. An image
+    without a chain has only its classification row and still counts once in B.
+
     Logged each logging step (train and eval): ``loss`` (the paper's L), ``cls_loss`` (mean
     classification NLL per image), ``reasoning_loss`` (mean over chains of the per-token NLL),
     ``cls_token_accuracy``, ``reasoning_token_accuracy``, ``mean_token_accuracy`` (answer tokens),
