@@ -33,7 +33,7 @@ _TEMPLATE = """---
 # {{ model_name }}
 
 A LoRA adapter for [{{ base_model }}]({{ base_url }}) trained with
-[rdmldg_hf](https://github.com/rdmldg/rdmldg_hf) (RD-MLDG: reasoning-driven multimodal LLMs for
+`rdmldg_hf` (RD-MLDG: reasoning-driven multimodal LLMs for
 domain generalization), method **{{ method }}**, on benchmark **{{ benchmark }}**.
 
 - Trained on domains: {{ domains }}
