@@ -13,6 +13,7 @@ fall on one setting only.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,14 +24,18 @@ from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 
 
+CPU_MS: list[float] = []  # client CPU per image of every run
+
+
 def images_per_second(images, base_url: str, concurrency: int, store: Path) -> float:
     settings = TeacherSettings(
         sampling=SamplingSettings(model="bench-teacher", candidates=4, image_max_side=64),
         base_url=base_url, concurrency=concurrency, max_rounds=0, progress=False,
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     chains = generate_chains(images, BENCHMARK, settings, store)
     seconds = time.perf_counter() - started
+    CPU_MS.append((time.process_time() - cpu) / len(images) * 1000)
     assert chains.summary["this_run"]["requests"] == len(images), chains.summary["this_run"]
     chains.close()
     return len(images) / seconds
@@ -52,6 +57,8 @@ def main() -> None:
                 rates[concurrency] = max(rates[concurrency], rate)
                 print(f"run {repeat + 1}: concurrency {concurrency:>2}: {len(images[concurrency]):>4} images, {rate:7.1f} images/s")
     print(f"best: concurrency 1 {rates[1]:.1f} images/s, concurrency 32 {rates[32]:.1f} images/s")
+    print(f"client CPU per image {min(CPU_MS):.1f}-{max(CPU_MS):.1f} ms; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs (32 requests per 100 ms need about {32 * min(CPU_MS) / 100:.1f} of a free core)")
     ratio = rates[32] / rates[1]
     print(f"ratio concurrency 32 / concurrency 1: {ratio:.1f}x (target >= 20x; ideal 32x at {args.delay * 1000:.0f} ms per request)")
 
