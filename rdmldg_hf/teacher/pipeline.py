@@ -86,11 +86,11 @@ class TeacherRun:
         self._price = price_for(settings.sampling.model, settings.price)
         self._bar: tqdm | None = None
 
-    def decide(self, image: SourceImage) -> Decision:
-        """The image's state from its stored replies."""
+    def decide(self, image: SourceImage, replies: Sequence[Reply] | None = None) -> Decision:
+        """The image's state from its stored replies (or ``replies``, when the caller holds them)."""
         sampling = self.settings.sampling
         return decide(
-            self.store.replies(image.image_id), self.benchmark, image.label,
+            self.store.replies(image.image_id) if replies is None else replies, self.benchmark, image.label,
             sampling.candidates, self.settings.max_rounds, sampling.model,
         )
 
@@ -138,7 +138,8 @@ class TeacherRun:
 
     async def process(self, image: SourceImage) -> Decision:
         """Ask for an image's missing candidates, one request at a time, until it is final."""
-        decision = self.decide(image)
+        replies = self.store.replies(image.image_id)
+        decision = self.decide(image, replies)
         if decision.final:
             self.counters.already_complete += 1
             return decision
@@ -151,7 +152,7 @@ class TeacherRun:
                 if url is None:
                     url = await self._encode(image)
                 n = 1 if self.single else sampling.candidates - decision.next_start
-                await self._request(image.image_id, decision.next_round, decision.next_start, n, url)
+                replies.append(await self._request(image.image_id, decision.next_round, decision.next_start, n, url))
             except (RetriesExhausted, openai.APIStatusError, OSError, ValueError) as error:
                 retries = error.retries if isinstance(error, RetriesExhausted) else 0
                 message = f"{type(error).__name__}: {error}"[:300]
@@ -159,7 +160,7 @@ class TeacherRun:
                 self.failures[image.image_id] = message
                 logger.debug("Request %s failed: %s", request_id, message)
                 return decision
-            decision = self.decide(image)
+            decision = self.decide(image, replies)  # the replies just stored, without reading them back
         return decision
 
     async def _encode(self, image: SourceImage) -> str:
