@@ -107,6 +107,8 @@ def test_prices_costs_and_acceptance_tallies():
     assert price_for("some-local-model", (1.0, 2.0)) == (1.0, 2.0)
     assert estimate_cost(1_000_000, 500_000, (2.5, 10.0)) == 7.5
     assert estimate_cost(10, 10, None) is None
+    assert estimate_cost(2_000_000, 1_000_000, (2.5, 10.0), 1_000_000, 1_000_000) == 2.5 + 1.25 + 5.0  # half of it batched
+    assert estimate_cost(2_000_000, 0, (2.5, 10.0), 2_000_000, 0, batch_factor=0.4) == 2.0
     stats = AcceptanceStats(PACS.class_names)
     accepted = decide([reply([chain("dog")])], PACS, DOG, 1, 0, "t")
     rejected = decide([reply([chain("horse")])], PACS, DOG, 1, 0, "t")

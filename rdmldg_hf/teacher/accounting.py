@@ -40,13 +40,14 @@ def estimate_cost(
     price: tuple[float, float] | None,
     batch_prompt_tokens: int = 0,
     batch_completion_tokens: int = 0,
+    batch_factor: float = BATCH_DISCOUNT,
 ) -> float | None:
     """USD for the given tokens (those through the Batch API, included in the totals, at
-    :data:`BATCH_DISCOUNT`), or None when the price is unknown."""
+    ``batch_factor`` times the price), or None when the price is unknown."""
     if price is None:
         return None
     full = (prompt_tokens - batch_prompt_tokens) * price[0] + (completion_tokens - batch_completion_tokens) * price[1]
-    batch = (batch_prompt_tokens * price[0] + batch_completion_tokens * price[1]) * BATCH_DISCOUNT
+    batch = (batch_prompt_tokens * price[0] + batch_completion_tokens * price[1]) * batch_factor
     return round((full + batch) / 1e6, 6)
 
 

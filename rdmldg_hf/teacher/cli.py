@@ -84,6 +84,8 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--poll-interval", type=float, default=30.0, help="Batch mode: seconds between polls (default %(default)s).")
     group.add_argument("--batch-max-requests", type=int, default=50_000, help="Batch mode: requests per batch file (default %(default)s).")
     group.add_argument("--batch-max-bytes", type=int, default=200 * 1024 * 1024, help="Batch mode: bytes per batch file (default %(default)s).")
+    group.add_argument("--batch-price-factor", type=float, default=settings.batch_price_factor,
+                       help="Batch API price as a fraction of --teacher-price or the table's (default %(default)s).")
 
 
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
@@ -109,6 +111,7 @@ def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
         concurrency=args.concurrency,
         max_rounds=args.max_rounds,
         price=args.teacher_price,
+        batch_price_factor=args.batch_price_factor,
         progress=args.teacher_progress,
     )
 

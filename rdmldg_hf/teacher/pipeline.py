@@ -129,7 +129,7 @@ class TeacherRun:
             self._bar.update(1)
             totals = self.store.totals  # the whole build so far, earlier runs included
             cost = estimate_cost(totals.prompt_tokens, totals.completion_tokens, self._price,
-                                 totals.batch_prompt_tokens, totals.batch_completion_tokens)
+                                 totals.batch_prompt_tokens, totals.batch_completion_tokens, self.settings.batch_price_factor)
             self._bar.set_postfix(
                 accepted=counters.accepted, rejected=counters.rejected, failed=counters.failed,
                 retries=counters.retries, tokens=totals.prompt_tokens + totals.completion_tokens,
@@ -280,7 +280,8 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
         "price_usd_per_million_tokens": list(price) if price else None,
         "batch_api_tokens": {"prompt": totals.batch_prompt_tokens, "completion": totals.batch_completion_tokens},
         "estimated_cost_usd": estimate_cost(
-            totals.prompt_tokens, totals.completion_tokens, price, totals.batch_prompt_tokens, totals.batch_completion_tokens
+            totals.prompt_tokens, totals.completion_tokens, price,
+            totals.batch_prompt_tokens, totals.batch_completion_tokens, settings.batch_price_factor,
         ),
         "this_run": {
             **asdict(counters),

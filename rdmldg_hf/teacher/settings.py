@@ -104,6 +104,7 @@ class TeacherSettings:
         concurrency: requests in flight at once.
         max_rounds: further rounds of K candidates for an image with no accepted chain.
         price: (input, output) USD per million tokens; None looks the model up in the price table.
+        batch_price_factor: the Batch API's price as a fraction of ``price``.
         progress: show a progress bar.
     """
 
@@ -115,6 +116,7 @@ class TeacherSettings:
     concurrency: int = 8
     max_rounds: int = 2
     price: tuple[float, float] | None = None
+    batch_price_factor: float = 0.5
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ class TeacherSettings:
             raise ValueError(f"--max-rounds must be 0 or more; got {self.max_rounds}.")
         if self.timeout <= 0:
             raise ValueError(f"--timeout must be positive; got {self.timeout}.")
+        if self.batch_price_factor < 0:
+            raise ValueError(f"--batch-price-factor must be 0 or more; got {self.batch_price_factor}.")
 
 
 def store_key(benchmark: Benchmark, sampling: SamplingSettings) -> dict[str, Any]:
