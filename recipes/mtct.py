@@ -58,7 +58,13 @@ def prepare_inputs(script_args: MTCTScriptArguments, model_args: ModelConfig) ->
             build_tiny_model(model_dir, script_args.tiny_model)
 
 
+DEFAULT_TINY_MODEL = "outputs/tiny-llava"
+
+
 def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> None:
+    if model_args.model_name_or_path is None:  # no model given: the embedded default's tiny model
+        model_args.model_name_or_path = DEFAULT_TINY_MODEL
+        script_args.tiny_model = script_args.tiny_model or "llava"
     prepare_inputs(script_args, model_args)
     dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
     if training_args.benchmark is None and script_args.dataset_config in BENCHMARKS:
