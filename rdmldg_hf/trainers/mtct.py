@@ -402,6 +402,9 @@ class MTCTTrainer(SFTTrainer):
         # Summed on the device; read (one sync) at logging time.
         self._mtct_stats[mode] = self._mtct_stats[mode].to(stats.device) + stats
         loss = result.loss * scale
+        if return_outputs:  # callers that want logits (compute_metrics): one more forward, as in TRL
+            with torch.no_grad():
+                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
