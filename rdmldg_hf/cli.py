@@ -31,22 +31,31 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _requested(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first argument that is one), if any."""
+    return next((arg for arg in argv if arg in SUBCOMMANDS), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the requested subcommand's module is imported (help lines need none)."""
     parser = argparse.ArgumentParser(prog="rdmldg", description="RD-MLDG on the Hugging Face stack.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    requested = _requested(argv)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if not _available(module_name):
             continue
-        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        if requested == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
