@@ -10,8 +10,8 @@ from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.trainers import MTCTTrainer
 
 
-def _train(tmp_path, peft_config=None, **overrides):
-    model, processor = load_tiny()
+def _train(tmp_path, peft_config=None, architecture="llava", **overrides):
+    model, processor = load_tiny(architecture)
     args = config(
         tmp_path, max_steps=12, per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=4,
         test_domain="rot30", holdout_fraction=0.25, eval_strategy="no", **overrides,
@@ -46,10 +46,11 @@ def _assert_run_config(path, adapter):
     assert run.settings["mode"] == "paired" and run.settings["holdout_fraction"] == 0.25
 
 
-def test_lora_trains_saves_and_reloads(tmp_path):
-    trainer = _train(tmp_path, peft_config=default_lora_config(r=4))
+@pytest.mark.parametrize("architecture", ["llava", "qwen2_vl"])
+def test_lora_trains_saves_and_reloads(tmp_path, architecture):
+    trainer = _train(tmp_path, peft_config=default_lora_config(r=4), architecture=architecture)
     _assert_losses_fall(trainer)
-    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir())
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir(architecture))
     peft_state = {k.replace("base_layer.", ""): v for k, v in trainer.model.named_parameters()}
     for name, value in base.named_parameters():  # the base weights did not move
         torch.testing.assert_close(peft_state[f"base_model.model.{name}"], value)
@@ -59,7 +60,7 @@ def test_lora_trains_saves_and_reloads(tmp_path):
     trainer.save_model()
     assert (tmp_path / "adapter_model.safetensors").exists() and (tmp_path / "processor_config.json").exists()
     _assert_run_config(tmp_path, adapter=True)
-    reloaded, processor = load_model_and_processor(tiny_model_dir(), adapter=tmp_path)
+    reloaded, processor = load_model_and_processor(tiny_model_dir(architecture), adapter=tmp_path)
     torch.testing.assert_close(_logits(reloaded, trainer), _logits(trainer.model, trainer))
 
 
