@@ -68,9 +68,17 @@ def _figure(size: tuple[float, float]):
     return fig, ax
 
 
+MAX_LABEL = 20
+
+
+def _short(label: str) -> str:
+    """A tick label of at most ``MAX_LABEL`` characters: long (phrase) tokens keep their end."""
+    return label if len(label) <= MAX_LABEL else "…" + label[-(MAX_LABEL - 1) :]
+
+
 def _title(ax: Any, title: str, size: tuple[float, float]) -> None:
     """The title, wrapped to the figure's width."""
-    ax.set_title("\n".join(textwrap.wrap(title, width=int(size[0] * 16))))
+    ax.set_title("\n".join(textwrap.wrap(title, width=int(size[0] * 13))))
 
 
 def _save(fig: Any, out_dir: Path, name: str, title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> FigureFile:
@@ -137,11 +145,14 @@ def bar_figure(
     extra: Sequence[Mapping[str, Any]] | None = None,
     size: tuple[float, float] = TALL,
 ) -> FigureFile:
-    """Horizontal bars, the first label on top. The CSV holds ``rank, label, value`` (+ ``extra`` columns)."""
+    """Horizontal bars, the first label on top. The CSV holds ``rank, label, value`` (+ ``extra`` columns).
+
+    Tick labels longer than :data:`MAX_LABEL` characters keep their end after "…" (the CSV keeps them whole).
+    """
     fig, ax = _figure(size)
     positions = np.arange(len(labels))
     ax.barh(positions, values, color="tab:blue")
-    ax.set_yticks(positions, labels=list(labels))
+    ax.set_yticks(positions, labels=[_short(label) for label in labels])
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", linewidth=0.6)
     ax.set_xlabel(xlabel)
