@@ -381,7 +381,8 @@ def losses_report(run: str | Path, out_dir: str | Path) -> Report:
     for key, title in titles.items():
         series = {r.name: r.series(key) for r in rounds if r.series(key)[0]}
         if series:
-            report.figures.append(line_figure(out, f"losses_{key}", series, "step (within the round)", key, title))
+            ylabel = f"{title.lower()} ({key})"
+            report.figures.append(line_figure(out, f"losses_{key}", series, "step (within the round)", ylabel, f"{title} per round"))
     report.summary = {
         "rounds": [
             {"round": r.name, "source": r.source, "steps": len(r.points),
