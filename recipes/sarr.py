@@ -54,6 +54,9 @@ class SARRScriptArguments:
         },
     )
     tiny_vocab_size: int = field(default=1536, metadata={"help": "Vocabulary of a tiny model built here."})
+    tiny_text_hidden: int | None = field(default=None, metadata={"help": "Hidden size of a tiny model's language model."})
+    tiny_text_layers: int | None = field(default=None, metadata={"help": "Layers of a tiny model's language model."})
+    tiny_vision_hidden: int | None = field(default=None, metadata={"help": "Hidden size of a tiny model's vision tower."})
     tiny_phrase_tokens: bool = field(
         default=True, metadata={"help": "Tiny model tokenizer merges across spaces (shorter chains, faster on CPU)."}
     )
@@ -80,11 +83,17 @@ def prepare_inputs(script_args: SARRScriptArguments, model_args: ModelConfig) ->
                 print(build_dataset(EMBEDDED_BENCHMARK, folder).format())
         model_dir = Path(model_args.model_name_or_path)
         if script_args.tiny_model and not (model_dir / "config.json").exists() and state.is_main_process:
+            sizes = {
+                "text_hidden": script_args.tiny_text_hidden,
+                "text_layers": script_args.tiny_text_layers,
+                "vision_hidden": script_args.tiny_vision_hidden,
+            }
             build_tiny_model(
                 model_dir,
                 script_args.tiny_model,
                 vocab_size=script_args.tiny_vocab_size,
                 phrase_tokens=script_args.tiny_phrase_tokens,
+                **{name: value for name, value in sizes.items() if value is not None},
             )
 
 
