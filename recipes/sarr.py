@@ -133,7 +133,7 @@ class StageEvaluation:
 
 def summary_table(results: dict) -> str:
     """One table: per stage, accuracy (held-out, source holdout) and the round's acceptance."""
-    header = ("stage", "accept", "invalid", "fallback", "heldout direct", "heldout reasoning", "source-holdout direct", "relabel s", "train s")
+    header = ("stage", "accepted", "bad format", "fallback", "heldout direct", "heldout reasoning", "source-holdout direct", "relabel s", "train s")
     lines = [header]
     for stage in results["stages"]:
         relabel, metrics = stage.get("relabel") or {}, stage["metrics"]
@@ -145,7 +145,7 @@ def summary_table(results: dict) -> str:
             (
                 stage["stage"],
                 pct(relabel.get("acceptance")),
-                pct(relabel.get("no_class_rate")),
+                pct(relabel.get("invalid_format_rate")),
                 ",".join(f"{k}:{v}" for k, v in (relabel.get("fallbacks") or {}).items()) or "-",
                 pct(metrics.get("heldout_direct")),
                 pct(metrics.get("heldout_reasoning")),
