@@ -197,6 +197,9 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
     results = trainer.results_summary(stages, wall_seconds=time.time() - started)
     state = process_state()
     if state.is_main_process:
+        earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
+        if earlier and earlier.get("stages") == results["stages"]:  # a rerun that redid nothing
+            results["timing"] = earlier["timing"]
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         trainer.create_model_card(results, dataset_name=script_args.dataset_name).save(out / "README.md")
         print(summary_table(results))

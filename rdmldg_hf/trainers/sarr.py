@@ -468,6 +468,7 @@ class SARRTrainer:
             callbacks=self.callbacks,
         )
         trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_state()  # trainer_state.json (the loss log) even when checkpointing is off
         trainer.save_model(str(stage_dir / "final"))
         return trainer.accelerator.unwrap_model(trainer.model), _losses(trainer.state.log_history)
 
