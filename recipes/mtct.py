@@ -14,14 +14,12 @@ given in the YAML or on the command line (the command line wins).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from accelerate import PartialState
-from datasets import load_dataset
 from trl import ModelConfig, TrlParser
 
-from rdmldg_hf.benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
-from rdmldg_hf.models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
+from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK
+from rdmldg_hf.models import ARCHITECTURES
+from rdmldg_hf.recipe_setup import load_model_for_training, load_training_dataset, prepare_embedded_inputs
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
 
@@ -44,20 +42,6 @@ class MTCTScriptArguments:
     )
 
 
-def prepare_inputs(script_args: MTCTScriptArguments, model_args: ModelConfig) -> None:
-    """Build the embedded dataset and the tiny model when asked for and missing (main process first)."""
-    with PartialState().main_process_first():
-        folder = Path(script_args.dataset_name)
-        if script_args.dataset_config == EMBEDDED_BENCHMARK and not (folder / EMBEDDED_BENCHMARK).exists():
-            from rdmldg_hf.data.build import build_dataset
-
-            if PartialState().is_main_process:
-                print(build_dataset(EMBEDDED_BENCHMARK, folder).format())
-        model_dir = Path(model_args.model_name_or_path)
-        if script_args.tiny_model and not (model_dir / "config.json").exists() and PartialState().is_main_process:
-            build_tiny_model(model_dir, script_args.tiny_model)
-
-
 DEFAULT_TINY_MODEL = "outputs/tiny-llava"
 
 
@@ -65,27 +49,11 @@ def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args
     if model_args.model_name_or_path is None:  # no model given: the embedded default's tiny model
         model_args.model_name_or_path = DEFAULT_TINY_MODEL
         script_args.tiny_model = script_args.tiny_model or "llava"
-    prepare_inputs(script_args, model_args)
-    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-    if training_args.benchmark is None and script_args.dataset_config in BENCHMARKS:
-        training_args.benchmark = script_args.dataset_config
-
-    loading = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
-    model, processor = load_model_and_processor(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype or "auto",
-        **{key: value for key, value in loading.items() if value is not None},
+    prepare_embedded_inputs(
+        script_args.dataset_name, script_args.dataset_config, model_args.model_name_or_path, script_args.tiny_model
     )
-    peft_config = None
-    if model_args.use_peft:
-        peft_config = default_lora_config(
-            r=model_args.lora_r,
-            alpha=model_args.lora_alpha,
-            dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_target_modules,
-            use_rslora=model_args.use_rslora,
-            use_dora=model_args.use_dora,
-        )
+    dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
+    model, processor, peft_config = load_model_for_training(model_args)
 
     trainer = MTCTTrainer(
         model=model,

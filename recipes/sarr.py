@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
 from trl import ModelConfig, TrlParser
 
-from rdmldg_hf.benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
+from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK
 from rdmldg_hf.generation import GenerationSettings, process_state
-from rdmldg_hf.models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
+from rdmldg_hf.models import ARCHITECTURES
+from rdmldg_hf.recipe_setup import load_model_for_training, load_training_dataset, prepare_embedded_inputs
 from rdmldg_hf.scoring import accuracy, predict_direct, predict_reasoning
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
 
@@ -72,29 +72,18 @@ class SARRScriptArguments:
 
 
 def prepare_inputs(script_args: SARRScriptArguments, model_args: ModelConfig) -> None:
-    """Build the embedded dataset and the tiny model when asked for and missing (main process first)."""
-    state = process_state()
-    with state.main_process_first():
-        folder = Path(script_args.dataset_name)
-        if script_args.dataset_config == EMBEDDED_BENCHMARK and not (folder / EMBEDDED_BENCHMARK).exists():
-            from rdmldg_hf.data.build import build_dataset
-
-            if state.is_main_process:
-                print(build_dataset(EMBEDDED_BENCHMARK, folder).format())
-        model_dir = Path(model_args.model_name_or_path)
-        if script_args.tiny_model and not (model_dir / "config.json").exists() and state.is_main_process:
-            sizes = {
-                "text_hidden": script_args.tiny_text_hidden,
-                "text_layers": script_args.tiny_text_layers,
-                "vision_hidden": script_args.tiny_vision_hidden,
-            }
-            build_tiny_model(
-                model_dir,
-                script_args.tiny_model,
-                vocab_size=script_args.tiny_vocab_size,
-                phrase_tokens=script_args.tiny_phrase_tokens,
-                **{name: value for name, value in sizes.items() if value is not None},
-            )
+    """Build the embedded dataset and the tiny model when asked for and missing."""
+    prepare_embedded_inputs(
+        script_args.dataset_name,
+        script_args.dataset_config,
+        model_args.model_name_or_path,
+        script_args.tiny_model,
+        vocab_size=script_args.tiny_vocab_size,
+        phrase_tokens=script_args.tiny_phrase_tokens,
+        text_hidden=script_args.tiny_text_hidden,
+        text_layers=script_args.tiny_text_layers,
+        vision_hidden=script_args.tiny_vision_hidden,
+    )
 
 
 class StageEvaluation:
@@ -169,26 +158,8 @@ def summary_table(results: dict) -> str:
 def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args: ModelConfig) -> None:
     started = time.time()
     prepare_inputs(script_args, model_args)
-    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-    if training_args.benchmark is None and script_args.dataset_config in BENCHMARKS:
-        training_args.benchmark = script_args.dataset_config
-
-    loading = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
-    model, processor = load_model_and_processor(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype or "auto",
-        **{key: value for key, value in loading.items() if value is not None},
-    )
-    peft_config = None
-    if model_args.use_peft:
-        peft_config = default_lora_config(
-            r=model_args.lora_r,
-            alpha=model_args.lora_alpha,
-            dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_target_modules,
-            use_rslora=model_args.use_rslora,
-            use_dora=model_args.use_dora,
-        )
+    dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
+    model, processor, peft_config = load_model_for_training(model_args)
 
     trainer = SARRTrainer(model, training_args, dataset, processor, peft_config=peft_config)
     trainer.stage_callback = StageEvaluation(trainer, script_args)
