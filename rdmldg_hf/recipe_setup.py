@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,30 @@ from trl import ModelConfig
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
 from .generation import process_state
-from .models import build_tiny_model, default_lora_config, load_model_and_processor
+from .models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
 
-__all__ = ["prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
+__all__ = ["RecipeScriptArguments", "prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
+
+
+@dataclass
+class RecipeScriptArguments:
+    """The recipes' own arguments (beside the training config and TRL's ``ModelConfig``): what to train on."""
+
+    dataset_name: str = field(
+        default="outputs/domainbed-reasoning",
+        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning (e.g. rdmldg/domainbed-reasoning)."},
+    )
+    dataset_config: str = field(
+        default=EMBEDDED_BENCHMARK, metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."}
+    )
+    tiny_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder does "
+            "not exist (for CPU runs of the embedded benchmark).",
+            "choices": list(ARCHITECTURES),
+        },
+    )
 
 
 def prepare_embedded_inputs(

@@ -13,33 +13,22 @@ given in the YAML or on the command line (the command line wins).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trl import ModelConfig, TrlParser
 
-from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK
-from rdmldg_hf.models import ARCHITECTURES
-from rdmldg_hf.recipe_setup import load_model_for_training, load_training_dataset, prepare_embedded_inputs
+from rdmldg_hf.recipe_setup import (
+    RecipeScriptArguments,
+    load_model_for_training,
+    load_training_dataset,
+    prepare_embedded_inputs,
+)
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
 
 @dataclass
-class MTCTScriptArguments:
-    dataset_name: str = field(
-        default="outputs/domainbed-reasoning",
-        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning (e.g. rdmldg/domainbed-reasoning)."},
-    )
-    dataset_config: str = field(
-        default=EMBEDDED_BENCHMARK, metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."}
-    )
-    tiny_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder does "
-            "not exist (for CPU runs of the embedded benchmark).",
-            "choices": list(ARCHITECTURES),
-        },
-    )
+class MTCTScriptArguments(RecipeScriptArguments):
+    """Arguments of this recipe beside MTCTConfig and ModelConfig."""
 
 
 DEFAULT_TINY_MODEL = "outputs/tiny-llava"

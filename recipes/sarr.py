@@ -26,10 +26,13 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, TrlParser
 
-from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK
 from rdmldg_hf.generation import GenerationSettings, process_state
-from rdmldg_hf.models import ARCHITECTURES
-from rdmldg_hf.recipe_setup import load_model_for_training, load_training_dataset, prepare_embedded_inputs
+from rdmldg_hf.recipe_setup import (
+    RecipeScriptArguments,
+    load_model_for_training,
+    load_training_dataset,
+    prepare_embedded_inputs,
+)
 from rdmldg_hf.scoring import accuracy, predict_direct, predict_reasoning
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
 
@@ -37,22 +40,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sarr_tiny.yaml"
 
 
 @dataclass
-class SARRScriptArguments:
-    dataset_name: str = field(
-        default="outputs/domainbed-reasoning",
-        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning (e.g. rdmldg/domainbed-reasoning)."},
-    )
-    dataset_config: str = field(
-        default=EMBEDDED_BENCHMARK, metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."}
-    )
-    tiny_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder does "
-            "not exist (for CPU runs of the embedded benchmark).",
-            "choices": list(ARCHITECTURES),
-        },
-    )
+class SARRScriptArguments(RecipeScriptArguments):
+    """Arguments of this recipe beside SARRConfig and ModelConfig: the tiny default model and evaluation."""
+
     tiny_vocab_size: int = field(default=1536, metadata={"help": "Vocabulary of a tiny model built here."})
     tiny_text_hidden: int | None = field(default=None, metadata={"help": "Hidden size of a tiny model's language model."})
     tiny_text_layers: int | None = field(default=None, metadata={"help": "Layers of a tiny model's language model."})
