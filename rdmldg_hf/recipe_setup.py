@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import DatasetDict, load_dataset
 from trl import ModelConfig
 
@@ -13,7 +15,7 @@ from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
 from .generation import process_state
 from .models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
 
-__all__ = ["RecipeScriptArguments", "prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
+__all__ = ["RecipeScriptArguments", "use_cpu_cores", "prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
 
 
 @dataclass
@@ -27,6 +29,13 @@ class RecipeScriptArguments:
     dataset_config: str = field(
         default=EMBEDDED_BENCHMARK, metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."}
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Torch threads of a run that is one process on a CPU-only machine (default: every core; "
+            "`accelerate launch` without --cpu sets OMP_NUM_THREADS=1). Ignored on GPUs and with several processes."
+        },
+    )
     tiny_model: str | None = field(
         default=None,
         metadata={
@@ -35,6 +44,14 @@ class RecipeScriptArguments:
             "choices": list(ARCHITECTURES),
         },
     )
+
+
+def use_cpu_cores(threads: int | None = None) -> int:
+    """Give a single CPU-only process ``threads`` torch threads (default: every core); returns the count in use."""
+    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if single_process and not torch.accelerator.is_available():
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    return torch.get_num_threads()
 
 
 def prepare_embedded_inputs(

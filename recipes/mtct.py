@@ -19,6 +19,7 @@ from trl import ModelConfig, TrlParser
 
 from rdmldg_hf.recipe_setup import (
     RecipeScriptArguments,
+    use_cpu_cores,
     load_model_for_training,
     load_training_dataset,
     prepare_embedded_inputs,
@@ -62,4 +63,6 @@ def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args
 
 if __name__ == "__main__":
     parser = TrlParser((MTCTScriptArguments, MTCTConfig, ModelConfig))
-    main(*parser.parse_args_and_config())
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    use_cpu_cores(script_args.cpu_threads)
+    main(script_args, training_args, model_args)

@@ -29,6 +29,7 @@ from trl import ModelConfig, TrlParser
 from rdmldg_hf.generation import GenerationSettings, process_state
 from rdmldg_hf.recipe_setup import (
     RecipeScriptArguments,
+    use_cpu_cores,
     load_model_for_training,
     load_training_dataset,
     prepare_embedded_inputs,
@@ -171,4 +172,6 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
 if __name__ == "__main__":
     parser = TrlParser((SARRScriptArguments, SARRConfig, ModelConfig))
     argv = sys.argv[1:] if len(sys.argv) > 1 else ["--config", str(DEFAULT_CONFIG)]
-    main(*parser.parse_args_and_config(args=argv))
+    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    use_cpu_cores(script_args.cpu_threads)
+    main(script_args, training_args, model_args)
