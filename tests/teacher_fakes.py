@@ -42,6 +42,18 @@ def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24, c
     return images
 
 
+def built_rows(out: Path, benchmark: Benchmark) -> dict[str, dict]:
+    """Every row of a built benchmark config by image_id, images as raw pixel bytes (for equality checks)."""
+    from datasets import load_dataset
+
+    found = {}
+    for domain in benchmark.domains:
+        for row in load_dataset(str(out), benchmark.name, split=domain):
+            row["image"] = row["image"].tobytes()
+            found[row["image_id"]] = row
+    return found
+
+
 def image_of(body: dict[str, Any]) -> Image.Image:
     """The image a chat-completions request body carries."""
     parts = body["messages"][0]["content"]

@@ -11,12 +11,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from datasets import load_dataset
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
-from teacher_fakes import pixel_teacher, write_images
+from teacher_fakes import built_rows, pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 REPO = Path(__file__).resolve().parents[1]
@@ -49,15 +48,6 @@ def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) ->
         server.pause = {}
 
 
-def rows(out: Path) -> dict[str, dict]:
-    found = {}
-    for domain in PACS.domains:
-        for row in load_dataset(str(out), "pacs", split=domain):
-            row["image"] = row["image"].tobytes()
-            found[row["image_id"]] = row
-    return found
-
-
 def test_sigkill_at_upload_create_and_collection_then_the_same_command(tmp_path):
     images = tmp_path / "PACS"
     write_images(images, PACS, 28)
@@ -74,4 +64,4 @@ def test_sigkill_at_upload_create_and_collection_then_the_same_command(tmp_path)
               f"killed 3 times: {len(server.batches)} batches, {server.count} answered, uploads {len(server.uploads)}")
         assert max(shards.values()) == 1  # no shard was ever submitted twice
         assert len(server.batches) == expected_batches and server.count == expected_answers
-    assert rows(tmp_path / "killed") == rows(tmp_path / "whole")
+    assert built_rows(tmp_path / "killed", PACS) == built_rows(tmp_path / "whole", PACS)

@@ -15,14 +15,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from datasets import load_dataset
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.loopback import LoopbackServer
 from rdmldg_hf.teacher.rejection import decide
 from rdmldg_hf.teacher.store import Reply
-from teacher_fakes import identity, pixel_teacher, seen, write_images
+from teacher_fakes import built_rows, identity, pixel_teacher, seen, write_images
 
 PACS = get_benchmark("pacs")
 REPO = Path(__file__).resolve().parents[1]
@@ -81,15 +80,6 @@ def stored(out: Path, images) -> tuple[Counter, set]:
     return counts, final
 
 
-def rows(out: Path) -> dict[str, dict]:
-    found = {}
-    for domain in PACS.domains:
-        for row in load_dataset(str(out), "pacs", split=domain):
-            row["image"] = row["image"].tobytes()
-            found[row["image_id"]] = row
-    return found
-
-
 def test_sigkill_then_the_same_command_requests_only_what_is_missing(tmp_path):
     images_dir = tmp_path / "PACS"
     images = write_images(images_dir, PACS, 56)
@@ -113,7 +103,7 @@ def test_sigkill_then_the_same_command_requests_only_what_is_missing(tmp_path):
                     assert again[key] == 0, f"{image.image_id} was complete and was requested again"
                 assert again[key] == expected[key] - counts[key], image.image_id
 
-    assert rows(out) == rows(tmp_path / "whole")
+    assert built_rows(out, PACS) == built_rows(tmp_path / "whole", PACS)
     resent = sum(total.values()) - sum(expected.values())
     print(f"requests: uninterrupted {sum(expected.values())}, killed twice + rerun {sum(total.values())} "
           f"({resent} in flight at a kill and sent again)")
