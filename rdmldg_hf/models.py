@@ -286,8 +286,9 @@ def _llava_with_text(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, te
     return LlavaForConditionalGeneration(config), processor
 
 
-def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
-    text_config = LlamaConfig(
+def _text_sizes(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The language model's sizes of a tiny spec, shared by every architecture."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden,
         intermediate_size=2 * spec.text_hidden,
@@ -295,6 +296,12 @@ def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[Pre
         num_attention_heads=spec.text_heads,
         num_key_value_heads=spec.text_heads,
         max_position_embeddings=spec.max_positions,
+    )
+
+
+def _llava(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, ProcessorMixin]:
+    text_config = LlamaConfig(
+        **_text_sizes(spec, tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
@@ -356,13 +363,7 @@ def _qwen2_vl(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=spec.text_hidden,
-            intermediate_size=2 * spec.text_hidden,
-            num_hidden_layers=spec.text_layers,
-            num_attention_heads=spec.text_heads,
-            num_key_value_heads=spec.text_heads,
-            max_position_embeddings=spec.max_positions,
+            **_text_sizes(spec, tokenizer),
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
