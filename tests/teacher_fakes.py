@@ -10,6 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,6 +45,30 @@ def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24, c
         images.append(SourceImage(image_id=f"{folder}/{benchmark.classes[label]}/{path.name}",
                                   domain=benchmark.domains[domain_index], label=label, path=str(path)))
     return images
+
+
+_REPO = Path(__file__).resolve().parents[1]
+_BUILD_SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
+
+
+def sigkill_build_when(build_arguments: Sequence[str], reached: Callable[[], bool], moment: str) -> None:
+    """Run ``rdmldg build <build_arguments>`` in a subprocess and SIGKILL it as soon as ``reached()``.
+
+    Fails if the build ends before that moment; bounded to 90 s of waiting.
+    """
+    process = subprocess.Popen([sys.executable, str(_BUILD_SCRIPT), *build_arguments],
+                               cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while not reached() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert process.poll() is None, f"the build ended before {moment}"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def built_rows(out: Path, benchmark: Benchmark) -> dict[str, dict]:

@@ -3,11 +3,6 @@ during collection; the rerun submits nothing twice and the result equals an unin
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,11 +10,9 @@ from pathlib import Path
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
-from teacher_fakes import built_rows, pixel_teacher, write_images
+from teacher_fakes import built_rows, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
 
 
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
@@ -32,19 +25,9 @@ def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) ->
     """Run the build in a subprocess and SIGKILL it while the server handles ``route``."""
     seen = server.hits[route]
     server.pause = {route: 0.5} if route != "create" else {}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments(images, out, server.base_url)[1:]],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        while server.hits[route] <= seen and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        assert process.poll() is None, f"the build ended before reaching {route}"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        sigkill_build_when(arguments(images, out, server.base_url)[1:], lambda: server.hits[route] > seen, f"reaching {route}")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         server.pause = {}
 
 

@@ -7,11 +7,6 @@ command in this process (quicker: the modules are already imported).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,11 +16,9 @@ from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.loopback import LoopbackServer
 from rdmldg_hf.teacher.rejection import decide
 from rdmldg_hf.teacher.store import Reply
-from teacher_fakes import built_rows, identity, pixel_teacher, seen, write_images
+from teacher_fakes import built_rows, identity, pixel_teacher, seen, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
 CANDIDATES, MAX_ROUNDS = 3, 1
 
 
@@ -46,19 +39,9 @@ def build(images: Path, out: Path, kill_after: int | None = None) -> Counter:
         if kill_after is None:
             assert main(arguments(images, out, server.base_url)) == 0
         else:
-            process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments(images, out, server.base_url)[1:]],
-                                       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 90
-                while server.count < kill_after and process.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.002)
-                assert process.poll() is None, "the build ended before it could be killed"
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            sigkill_build_when(
+                arguments(images, out, server.base_url)[1:], lambda: server.count >= kill_after, "it could be killed"
+            )
         bodies = list(server.requests)
     return Counter(seen(body) for body in bodies)
 
