@@ -37,7 +37,8 @@ def main() -> None:
     from rdmldg_hf.benchmarks import get_benchmark
     from rdmldg_hf.data.build import build_dataset
     from rdmldg_hf.evaluation.predict import predict
-    from rdmldg_hf.models import build_tiny_model, load_model_and_processor
+    from rdmldg_hf.models import load_model_and_processor
+    from rdmldg_hf.testing import build_tiny_model
     from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
     work = Path(tempfile.mkdtemp(prefix="rdmldg-bench-direct-"))

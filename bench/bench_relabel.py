@@ -25,7 +25,8 @@ from rdmldg_hf.data.build import source_rows
 from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.data.schema import dataset_features
 from rdmldg_hf.generation import GenerationSettings, ModelBackend
-from rdmldg_hf.models import build_tiny_model, load_model_and_processor
+from rdmldg_hf.models import load_model_and_processor
+from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers.relabel import relabel
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--preset", default="embedded", help="tiny model preset (models.TINY_PRESETS)")
+    parser.add_argument("--preset", default="embedded", help="tiny model preset (rdmldg_hf.testing.TINY_PRESETS)")
     parser.add_argument("--architecture", default="llava")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -13,7 +13,8 @@ from trl import ModelConfig
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
 from .generation import process_state
-from .models import ARCHITECTURES, build_tiny_model, default_lora_config, load_model_and_processor
+from .models import default_lora_config, load_model_and_processor
+from .testing import ARCHITECTURES, build_tiny_model
 
 __all__ = ["RecipeScriptArguments", "use_cpu_cores", "prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
 
@@ -59,7 +60,7 @@ def prepare_embedded_inputs(
 ) -> None:
     """Build the embedded dataset and a tiny model when asked for and missing (main process first).
 
-    ``tiny_model`` is an architecture of :func:`rdmldg_hf.models.build_tiny_model`, built at
+    ``tiny_model`` is an architecture of :func:`rdmldg_hf.testing.build_tiny_model`, built at
     ``model_dir`` with ``tiny_model_options`` (options set to None keep the factory's defaults).
     """
     state = process_state()

@@ -13,7 +13,8 @@ from PIL import Image as PILImage
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
-from rdmldg_hf.models import build_tiny_model, load_model_and_processor
+from rdmldg_hf.models import load_model_and_processor
+from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import MTCTConfig
 
 BENCHMARK = get_benchmark("rotdigits")

@@ -13,7 +13,8 @@ from rdmldg_hf.generation import (
     generate,
     run_batches,
 )
-from rdmldg_hf.models import build_tiny_model, load_model_and_processor
+from rdmldg_hf.models import load_model_and_processor
+from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.scoring import (
     _score_rows,

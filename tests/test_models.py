@@ -10,15 +10,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaProces
 
 from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
 from rdmldg_hf.models import (
-    ARCHITECTURES,
     LORA_TARGET_MODULES,
     Qwen2VLProcessorNoVideo,
-    build_tiny_model,
     default_lora_config,
     load_model_and_processor,
     lora_target_names,
 )
 from rdmldg_hf.prompts import training_example
+from rdmldg_hf.testing import ARCHITECTURES, build_tiny_model
 
 EXPECTED_PROCESSOR = {"llava": LlavaProcessor, "qwen2_vl": Qwen2VLProcessorNoVideo}
 
@@ -131,7 +130,7 @@ def test_llava_around_a_pretrained_language_model():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from rdmldg_hf.models import llava_from_language_model
+    from rdmldg_hf.testing import llava_from_language_model
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

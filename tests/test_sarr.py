@@ -8,7 +8,8 @@ import pytest
 from datasets import load_dataset
 
 from rdmldg_hf.generation import ScriptedBackend
-from rdmldg_hf.models import build_tiny_model, default_lora_config, load_model_and_processor
+from rdmldg_hf.models import default_lora_config, load_model_and_processor
+from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
 

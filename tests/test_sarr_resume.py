@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from rdmldg_hf.models import build_tiny_model
+from rdmldg_hf.testing import build_tiny_model
 
 WORKER = Path(__file__).parent / "sarr_worker.py"
 STAGES = ["mtct", "round-1", "round-2"]

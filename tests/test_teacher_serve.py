@@ -36,7 +36,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
     """(model id, base URL) of `transformers serve --device cpu <tiny model>` on a free loopback port."""
-    from rdmldg_hf.models import build_tiny_model
+    from rdmldg_hf.testing import build_tiny_model
 
     root = tmp_path_factory.mktemp("serve")
     model_dir = build_tiny_model(root / "model", architecture="llava", preset="test")

@@ -225,7 +225,7 @@ class LodoRunner:
     def _base_model(self) -> str:
         if self.config.model is not None:
             return self.config.model
-        from ..models import build_tiny_model
+        from ..testing import build_tiny_model
 
         folder = self.out / "base-model"
         with self.state.main_process_first():
