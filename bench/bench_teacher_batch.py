@@ -31,7 +31,7 @@ from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
 from rdmldg_hf.teacher.client import make_client
 from rdmldg_hf.teacher.loopback import chat_completion
 from rdmldg_hf.teacher.pipeline import TeacherRun
-from rdmldg_hf.teacher.requests import custom_id
+from rdmldg_hf.teacher.requests import custom_id, wire_id
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
 
@@ -71,18 +71,20 @@ def collect(count: int, work: Path) -> float:
     images = [SourceImage(f"d/c/{i}.png", BENCHMARK.domains[i % 4], i % BENCHMARK.num_classes, data=b"") for i in range(count)]
     chains = [render_chain("Plan.", "A picture.", "Shape decides.", "Checked.", name) for name in BENCHMARK.class_names]
     with LoopbackBatchServer(lambda body: [], record=False) as server:
+        settings = TeacherSettings(**{**SETTINGS.__dict__, "base_url": server.base_url})
+        store = TeacherStore.open(work / "collect-store", BENCHMARK, settings.sampling)
+        keys = [custom_id(image.image_id, 0, 0) for image in images]
+        sent = [wire_id(store.request_id_secret(), key) for key in keys]  # the opaque ids the server answers
         lines = []
-        for image in images:
+        for image, request_id in zip(images, sent):
             body = chat_completion([chains[(image.label + k) % len(chains)] for k in range(4)])
-            lines.append(json.dumps({"custom_id": custom_id(image.image_id, 0, 0), "error": None,
+            lines.append(json.dumps({"custom_id": request_id, "error": None,
                                      "response": {"status_code": 200, "body": body}}))
         output = server._file(("\n".join(lines) + "\n").encode())
         server.batches["batch_x"] = {"id": "batch_x", "object": "batch", "endpoint": "/v1/chat/completions",
                                      "input_file_id": "file-in", "completion_window": "24h", "status": "completed",
                                      "created_at": 0, "output_file_id": output, "error_file_id": None}
-        settings = TeacherSettings(**{**SETTINGS.__dict__, "base_url": server.base_url})
-        store = TeacherStore.open(work / "collect-store", BENCHMARK, settings.sampling)
-        store.add_batch("batch_x", "shard", "file-in", [custom_id(image.image_id, 0, 0) for image in images])
+        store.add_batch("batch_x", "shard", "file-in", keys, sent)
         client = make_client(settings)
 
         async def run() -> BatchReport:

@@ -135,6 +135,17 @@ def pixel_teacher(benchmark: Benchmark):
     return reply
 
 
+def sent_id(
+    store_root: Path, benchmark: Benchmark, sampling: Any, image: SourceImage, round_index: int = 0, start: int = 0
+) -> str:
+    """The opaque Batch API ``custom_id`` a request of ``image`` is sent under (from its store's secret)."""
+    from rdmldg_hf.teacher.requests import custom_id, wire_id
+    from rdmldg_hf.teacher.store import TeacherStore
+
+    with TeacherStore.open(store_root, benchmark, sampling, read_only=True) as store:
+        return wire_id(store.request_id_secret(), custom_id(image.image_id, round_index, start))
+
+
 # ---- scripted replies through the openai client's http_client (httpx2 mock transport) ----
 
 Event = Callable[[httpx2.Request, dict], httpx2.Response]

@@ -67,6 +67,23 @@ def test_skipped_files_are_reported_in_the_folder_and_the_summary(tmp_path, vlcs
     assert "Skipped source files: 1" in (out / "README.md").read_text()
 
 
+def test_exclude_leaves_out_listed_images_and_names_entries_that_match_nothing(tmp_path, vlcs_root, capsys):
+    listed = tmp_path / "duplicates.txt"  # laid out like DomainBed's domain_net_duplicates.txt
+    listed.write_text("# duplicates\nSUN09/car/000.png\n./VOC2007\\bird\\001.png\n\nSUN09/car/999.png\n")
+    out = tmp_path / "out"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--exclude", listed) == 0
+    printed = capsys.readouterr().out
+    assert "Excluded 2 images named in the exclude list." in printed
+    assert "1 exclude-list entries matched no image" in printed and "SUN09/car/999.png" in printed
+    ids = [row for domain in VLCS.domains for row in load_dataset(str(out), "vlcs", split=domain)["image_id"]]
+    assert len(ids) == 4 * 4 - 2 and "SUN09/car/000.png" not in ids and "VOC2007/bird/001.png" not in ids
+    report = json.loads((out / "reports" / "vlcs.json").read_text())
+    assert report["excluded"] == 2 and report["exclude_unmatched"] == ["SUN09/car/999.png"]
+    missing = tmp_path / "missing.txt"
+    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--exclude", missing) == 2
+    assert "--exclude" in capsys.readouterr().err
+
+
 def test_chains_file_fills_the_reasoning_column(tmp_path, vlcs_root, capsys):
     chains = tmp_path / "chains.jsonl"
     chains.write_text(

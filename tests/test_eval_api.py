@@ -50,7 +50,7 @@ def test_scripted_api_baseline_counts_invalid_and_resumes(tmp_path):
     result = predict_api(*args, tmp_path / "store", http_client=transport.client(), sleep=sleep)
     assert len(transport.bodies) == 21 and len(sleep.waits) == 1  # 20 readable images + one retried 503
     body = transport.bodies[-1]
-    assert body["n"] == 1 and body["temperature"] == 0.0 and body["model"] == "gpt-4o"
+    assert "n" not in body and body["temperature"] == 0.0 and body["model"] == "gpt-4o"  # n=1: the default, not sent
     assert result.unreadable == [3] and result.indices[3] == -1
     metrics = score_predictions(result, _as_rows(sources))
     assert metrics["per_domain"] == {"art_painting": pytest.approx(6 / 7), "cartoon": 0.0, "photo": 0.0}  # 1 unreadable

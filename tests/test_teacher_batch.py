@@ -17,7 +17,7 @@ from rdmldg_hf.teacher.client import make_client
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
-from teacher_fakes import pixel_teacher, write_images
+from teacher_fakes import pixel_teacher, sent_id, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -26,9 +26,11 @@ async def no_wait(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
+SAMPLING = SamplingSettings(candidates=3, image_max_side=32)
+
+
 def settings(base_url: str) -> TeacherSettings:
-    return TeacherSettings(sampling=SamplingSettings(candidates=3, image_max_side=32), base_url=base_url,
-                           max_rounds=1, progress=False)
+    return TeacherSettings(sampling=SAMPLING, base_url=base_url, max_rounds=1, progress=False)
 
 
 def batch(images, server, store, wait=True, limits=BatchLimits(max_requests=10)):
@@ -88,7 +90,7 @@ def test_failed_expired_and_lost_requests_are_submitted_again(images, tmp_path):
         server.outcome = "completed"
         lost = report.submitted[0]
         del server.batches[lost]  # the server forgot batch 2
-        server.fail_ids = {f"{seven[0].image_id}|r0|s0"}
+        server.fail_ids = {sent_id(tmp_path / "store", PACS, SAMPLING, seven[0])}
         chains, report = run(wait=True)
     assert report.lost_batches == [lost] and report.failed_requests == 1
     assert all(chains[image.image_id].reasoning is not None for image in seven)
@@ -99,7 +101,7 @@ def test_failed_expired_and_lost_requests_are_submitted_again(images, tmp_path):
 def test_a_batch_build_can_be_finished_synchronously(images, tmp_path):
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
         chains, _ = batch(images, server, tmp_path / "store", wait=False, limits=BatchLimits())
-        server.fail_ids = {f"{image.image_id}|r0|s0" for image in images[:3]}
+        server.fail_ids = {sent_id(tmp_path / "store", PACS, SAMPLING, image) for image in images[:3]}
         for _ in range(2):  # round 0 collected (3 failed); round 1 and the 3 submitted in batch 2
             chains, _ = batch(images, server, tmp_path / "store", wait=False, limits=BatchLimits())
         assert chains is None
@@ -171,3 +173,33 @@ def test_rdmldg_batches_reports_the_jobs_of_a_build(images, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pacs / gpt-4o / rdmldg-prompts-v1: 2 batches, 28 requests pending, 0 replies" in out
     assert "batch_2" in out and "submitted" in out and "20 requests" in out
+
+
+def test_a_batch_submitted_by_the_previous_version_under_store_keys_is_still_collected(images, tmp_path):
+    """Builds started before ids were opaque sent the store keys as custom ids and recorded no opaque ids."""
+    seven = images[:7]
+    with LoopbackBatchServer(pixel_teacher(PACS)) as server:
+        config = settings(server.base_url)
+        store = TeacherStore.open(tmp_path / "store", PACS, config.sampling)
+        (shard,) = write_shards(seven, PACS, config, store, tmp_path / "shards")
+        lines = [json.loads(line) for line in shard.path.read_text().splitlines()]
+        for line, key in zip(lines, shard.request_keys()):
+            line["custom_id"] = key  # what the previous version uploaded
+        shard.path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+        async def submit_as_before():
+            client = make_client(config)
+            with open(shard.path, "rb") as handle:
+                uploaded = await client.files.create(file=(shard.path.name, handle), purpose="batch")
+            created = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h", metadata={"rdmldg_shard": shard.shard_id})
+            await client.close()
+            return created
+
+        created = asyncio.run(submit_as_before())
+        store.add_batch(created.id, shard.shard_id, created.input_file_id, shard.request_keys())  # no wire ids
+        store.close()
+        chains, report = batch(seven, server, tmp_path / "store", limits=BatchLimits())
+    assert report.collected == [created.id] and report.replies == 7 and report.unknown_ids == 0
+    assert report.submitted == [] and len(server.batches) == 1
+    assert all(chains[image.image_id].reasoning is not None for image in seven)

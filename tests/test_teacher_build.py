@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from datasets import load_dataset
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
-from rdmldg_hf.teacher.loopback import LoopbackServer
-from teacher_fakes import pixel_teacher, write_images
+from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
+from teacher_fakes import built_rows, pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -30,22 +31,52 @@ def request_texts(body: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    """A whole `rdmldg build` of 56 images (two per class and domain) against a recording loopback server."""
+    """A whole `rdmldg build` of 56 images (two per class and domain) against a recording loopback server,
+    then the same build in Batch API mode into ``out-batch``; every byte sent is kept."""
     root = tmp_path_factory.mktemp("teacher-build")
     images = write_images(root / "PACS", PACS, 56)
-    with LoopbackServer(pixel_teacher(PACS)) as server:
-        code = main([
-            "build", "--benchmark", "pacs", "--images", str(root / "PACS"), "--out", str(root / "out"),
-            "--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1",
-            "--concurrency", "4", "--no-teacher-progress", "--image-max-side", "32",
-        ])
+    command = ["build", "--benchmark", "pacs", "--images", str(root / "PACS"), "--teacher", "gpt-4o",
+               "--candidates", "3", "--max-rounds", "1", "--no-teacher-progress", "--image-max-side", "32"]
+    with LoopbackBatchServer(pixel_teacher(PACS)) as server:
+        code = main([*command, "--out", str(root / "out"), "--base-url", server.base_url, "--concurrency", "4"])
         bodies = list(server.requests)
-    assert code == 0
-    return root, images, bodies
+        batch_code = main([*command, "--out", str(root / "out-batch"), "--base-url", server.base_url,
+                           "--mode", "batch", "--wait", "--poll-interval", "0", "--batch-max-requests", "30"])
+        wire = list(server.wire)
+    assert code == 0 and batch_code == 0
+    return root, images, bodies, wire
+
+
+def test_nothing_sent_in_either_mode_names_an_image_its_class_or_its_folders(build):
+    """Every byte the server received (sync bodies, uploaded batch files and their names, custom ids,
+    metadata, headers), once the images and the question shared by all requests (which lists every
+    class as an option) are cut out, holds no class, folder, file name, path or label field."""
+    root, images, bodies, wire = build
+    sent = b"\n".join(wire).decode("utf-8")
+    assert "multipart/form-data" in sent and '"custom_id"' in sent and "rdmldg_shard" in sent  # batch files went out
+    sent = re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,<image>", sent)
+    for question in request_texts(bodies[0]):
+        for encoded in (json.dumps(question), json.dumps(question, ensure_ascii=False)):
+            sent = sent.replace(encoded[1:-1], "<question>")
+    forbidden = {*PACS.classes, *PACS.class_names, *PACS.domain_folders, *PACS.domains, "label", str(root)}
+    forbidden |= {part for image in images for part in (image.image_id, image.filename, image.path)}
+    assert sorted(word for word in forbidden if word in sent) == []
+    ids = re.findall(r'"custom_id":\s*"([^"]*)"', sent)
+    assert len(ids) == 84 and all(re.fullmatch(r"rq-[0-9a-f]{32}", value) for value in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_batch_build_maps_the_opaque_ids_back_to_the_sync_builds_result(build):
+    root, images, _, _ = build
+    columns = ("reasoning", "chain_source", "num_candidates", "num_valid", "rejection_reasons")
+    sync, batch = built_rows(root / "out", PACS), built_rows(root / "out-batch", PACS)
+    assert {key: [row[c] for c in columns] for key, row in batch.items()} == {
+        key: [row[c] for c in columns] for key, row in sync.items()
+    }
 
 
 def test_every_request_of_a_build_is_label_blind(build):
-    root, images, bodies = build
+    root, images, bodies, _ = build
     assert len(bodies) == 2 * (7 + 7 + 14 + 14)
     first = without_image(bodies[0])
     assert all(without_image(body) == first for body in bodies)  # only the image differs
@@ -61,7 +92,7 @@ def test_every_request_of_a_build_is_label_blind(build):
 
 
 def test_the_dataset_gets_the_chain_columns(build):
-    root, images, _ = build
+    root, images, _, _ = build
     rows = {}
     for domain in PACS.domains:
         for row in load_dataset(str(root / "out"), "pacs", split=domain):

@@ -124,11 +124,12 @@ def test_exhausted_retries_mark_the_image_failed_and_the_next_run_asks_again(sev
 def test_a_server_refusing_n_gets_one_request_per_candidate(seven, tmp_path):
     teacher = pixel_teacher(PACS)
     refused = httpx2.Response(400, json={"error": {"message": "n > 1 is not supported"}})
-    transport = ScriptedTransport(lambda body: refused if body["n"] > 1 else teacher(body))
+    transport = ScriptedTransport(lambda body: refused if body.get("n", 1) > 1 else teacher(body))
     chains = run(seven, transport, tmp_path, candidates=3, concurrency=1)
     assert all(chains[image.image_id].num_candidates == 3 for image in seven)
     assert all(chains[image.image_id].reasoning is not None for image in seven)
-    assert [body["n"] for body in transport.bodies[:4]] == [3, 1, 1, 1]
+    assert [body.get("n") for body in transport.bodies[:4]] == [3, None, None, None]  # n=1 is not sent
+    assert chains.summary["server_adaptations"] == ["n: refused, one candidate per request (server: HTTP 400: n > 1 is not supported)"]
     assert len(transport.bodies) == 1 + 7 * 3
 
 
@@ -136,7 +137,7 @@ def test_a_server_ignoring_n_is_topped_up_one_candidate_at_a_time(seven, tmp_pat
     transport = ScriptedTransport(lambda body: pixel_teacher(PACS)(body)[:1])  # always one choice
     chains = run(seven, transport, tmp_path, candidates=3, concurrency=1)
     assert [chains[image.image_id].num_candidates for image in seven] == [3] * 7
-    assert [body["n"] for body in transport.bodies[:3]] == [3, 1, 1]
+    assert [body.get("n", 1) for body in transport.bodies[:3]] == [3, 1, 1]
     assert len(transport.bodies) == 7 * 3
 
 

@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from ..benchmarks import Benchmark, get_benchmark
 from .chain_import import ChainImport, import_chains
-from .domainbed import ScanResult, SkippedFile, load_class_map, load_domain_map, scan_domainbed
+from .domainbed import ScanResult, SkippedFile, load_class_map, load_domain_map, load_exclude_list, scan_domainbed
 from .hub_layout import DEFAULT_REPO_ID, ConfigSummary, write_config
 from .schema import ChainRecord, SourceImage, dataset_features
 
@@ -38,6 +38,8 @@ class BuildSummary:
     ignored: list[str] = field(default_factory=list)
     chain_import: ChainImport | None = None
     chains_unmatched: list[str] = field(default_factory=list)
+    excluded: int = 0
+    exclude_unmatched: list[str] = field(default_factory=list)
 
     @property
     def out_dir(self) -> str:
@@ -55,6 +57,14 @@ class BuildSummary:
             lines.append(f"  {split.name:<16} {split.rows:>8,} rows  {split.with_chain:>8,} chains")
         if self.ignored:
             lines.append(f"Ignored {len(self.ignored)} entries beside the domain folders: {', '.join(self.ignored[:5])}")
+        if self.excluded or self.exclude_unmatched:
+            lines.append(f"Excluded {self.excluded:,} images named in the exclude list.")
+        if self.exclude_unmatched:
+            more = " ..." if len(self.exclude_unmatched) > 5 else ""
+            lines.append(
+                f"{len(self.exclude_unmatched):,} exclude-list entries matched no image "
+                f"(listed in {config.report_path}): {', '.join(self.exclude_unmatched[:5])}{more}"
+            )
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} files (listed in {config.report_path}):")
             lines.extend(f"  {item.path}: {item.reason}" for item in self.skipped[:10])
@@ -115,9 +125,21 @@ def resolve_images(
     images: str | os.PathLike | Sequence[SourceImage] | ScanResult | None,
     class_map: Mapping[str, str] | str | os.PathLike | None = None,
     domain_map: Mapping[str, str] | str | os.PathLike | None = None,
+    *,
+    exclude: Iterable[str] | str | os.PathLike = (),
+    max_pixels: int | None = None,
 ) -> ScanResult:
-    """The images of a build: the embedded benchmark's (``images=None``), a scanned folder, or a list."""
+    """The images of a build: the embedded benchmark's (``images=None``), a scanned folder, or a list.
+
+    ``exclude`` (paths relative to the benchmark folder, or an ``--exclude`` file) and ``max_pixels``
+    apply to a scanned folder (see :func:`~rdmldg_hf.data.domainbed.scan_domainbed`).
+    """
     benchmark = get_benchmark(benchmark)
+    if isinstance(exclude, (str, os.PathLike)):
+        exclude = load_exclude_list(exclude)
+    exclude = list(exclude)
+    if exclude and not isinstance(images, (str, os.PathLike)):
+        raise ValueError("An exclude list applies to an image folder: pass --images with the benchmark's folder.")
     if isinstance(class_map, (str, os.PathLike)):
         class_map = load_class_map(class_map)
     if isinstance(domain_map, (str, os.PathLike)):
@@ -134,7 +156,8 @@ def resolve_images(
 
         return ScanResult(images=embedded_source_images(), root="<embedded>")
     if isinstance(images, (str, os.PathLike)):
-        return scan_domainbed(benchmark, images, class_map=class_map, domain_map=domain_map)
+        return scan_domainbed(benchmark, images, class_map=class_map, domain_map=domain_map, exclude=exclude,
+                              max_pixels=max_pixels)
     return ScanResult(images=list(images), root="<given>")
 
 
@@ -151,6 +174,8 @@ def build_dataset(
     max_shard_size: int | str | None = None,
     repo_id: str = DEFAULT_REPO_ID,
     report: Mapping[str, Any] | None = None,
+    exclude: Iterable[str] | str | os.PathLike = (),
+    max_pixels: int | None = None,
 ) -> BuildSummary:
     """Build one benchmark into ``out_dir`` as config ``config_name`` (default: the benchmark's name).
 
@@ -167,14 +192,18 @@ def build_dataset(
         max_shard_size: parquet shard size, as in ``push_to_hub``.
         repo_id: the repo id the card's usage example names.
         report: extra JSON-serialisable entries for ``reports/<config>.json`` (e.g. a teacher summary).
+        exclude: image paths relative to the benchmark folder (or a file of them) to leave out.
+        max_pixels: images with more pixels are skipped unread (default PIL's ``Image.MAX_IMAGE_PIXELS``).
     """
     benchmark = get_benchmark(benchmark)
-    scan = resolve_images(benchmark, images, class_map, domain_map)
+    scan = resolve_images(benchmark, images, class_map, domain_map, exclude=exclude, max_pixels=max_pixels)
     build_report: dict[str, Any] = {
         **dict(report or {}),
         "images_root": Path(scan.root).name if os.path.isabs(scan.root) else scan.root,
         "skipped": [item.to_dict() for item in scan.skipped],
         "ignored": list(scan.ignored),
+        "excluded": scan.excluded,
+        "exclude_unmatched": list(scan.exclude_unmatched),
     }
     chain_result: ChainImport | None = None
     records: Mapping[str, ChainRecord] | None
@@ -211,4 +240,6 @@ def build_dataset(
         ignored=list(scan.ignored),
         chain_import=chain_result,
         chains_unmatched=build_report.get("chains_unmatched", []),
+        excluded=scan.excluded,
+        exclude_unmatched=list(scan.exclude_unmatched),
     )

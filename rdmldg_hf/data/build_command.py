@@ -39,6 +39,12 @@ def _shard_size(value: str) -> int | str:
     return value
 
 
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number of pixels (e.g. 89478485).")
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``rdmldg build``."""
     parser.add_argument(
@@ -57,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-name", help="Config name to write (default: the benchmark's name).")
     parser.add_argument("--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty.")
     parser.add_argument("--max-shard-size", type=_shard_size, help="Largest parquet shard, as in push_to_hub (default 500MB).")
+    parser.add_argument(
+        "--exclude", metavar="FILE",
+        help="Text file of image paths relative to the benchmark folder (<domain>/<class>/<file>), one per line, "
+             "to leave out; e.g. DomainBed's domain_net_duplicates.txt for DomainNet. The count is reported.",
+    )
+    parser.add_argument(
+        "--max-pixels", type=_positive_int, metavar="N",
+        help="Skip (and report) images with more pixels, read from their header without decoding; it is also "
+             "PIL's decompression-bomb limit for this run (default: PIL's Image.MAX_IMAGE_PIXELS, 89,478,485).",
+    )
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")
     teacher = _teacher_cli()
@@ -65,7 +81,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (and optionally push) one benchmark; prints the summary."""
+    """Build (and optionally push) one benchmark; prints the summary.
+
+    The whole build (teacher included) holds the output folder's lock: a second build of the
+    same ``--out`` stops at once, naming this one's process id.
+    """
+    from ..cli import CommandError
+    from ..locking import FolderBusyError, FolderLock
+
+    stops: tuple[type[Exception], ...] = (FolderBusyError,)
+    if getattr(args, "teacher", None):
+        from ..teacher.retry import TeacherConfigError
+
+        stops += (TeacherConfigError,)  # the server refused the key, model or a request: its message, no traceback
+    try:
+        with FolderLock(args.out, "rdmldg build"):
+            return _build(args)
+    except stops as error:
+        raise CommandError(str(error)) from None
+
+
+def _build(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     from ..benchmarks import get_benchmark
     from .build import build_dataset
     from .hub_layout import DEFAULT_REPO_ID, check_repo_id
@@ -75,15 +113,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)
+    if args.max_pixels is not None:
+        Image.MAX_IMAGE_PIXELS = args.max_pixels  # PIL's own limit follows, so a raised limit is honoured
     images: Any = args.images
     chains: Any = args.chains
+    exclude: Any = args.exclude or ()
     report: dict[str, Any] = {}
     if getattr(args, "teacher", None):
         if args.chains:
             raise ValueError("Give either --chains FILE or --teacher MODEL, not both.")
         from .build import resolve_images
 
-        images = resolve_images(benchmark, args.images, args.class_map, args.domain_map)
+        images = resolve_images(benchmark, args.images, args.class_map, args.domain_map, exclude=exclude)
+        exclude = ()  # applied to the scanned images the teacher and the build share
         chains = _teacher_cli().teacher_chains(args, benchmark, images.images, args.out)
         report["teacher"] = getattr(chains, "summary", None) or {"model": args.teacher}
     summary = build_dataset(
@@ -98,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         repo_id=args.push_to_hub or DEFAULT_REPO_ID,
         report=report,
+        exclude=exclude,
     )
     print(summary.format())
     if args.push_to_hub:

@@ -13,14 +13,18 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from ..benchmarks import Benchmark, get_benchmark, normalize_name
+from .pixel_limit import OversizedImageError, open_image
 from .schema import SourceImage
 
-__all__ = ["ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "load_domain_map", "resolve_benchmark_folder"]
+__all__ = [
+    "ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "load_domain_map", "load_exclude_list",
+    "resolve_benchmark_folder",
+]
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,18 @@ class SkippedFile:
 
 @dataclass
 class ScanResult:
-    """The images of a folder (paths, not bytes), the files skipped and the entries ignored."""
+    """The images of a folder (paths, not bytes), the files skipped and the entries ignored.
+
+    ``excluded`` counts the images left out because an exclude list names them;
+    ``exclude_unmatched`` lists that list's entries that matched no file.
+    """
 
     images: list[SourceImage]
     root: str
     skipped: list[SkippedFile] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    excluded: int = 0
+    exclude_unmatched: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Images per domain."""
@@ -150,12 +160,37 @@ def _class_resolver(benchmark: Benchmark, class_map: Mapping[str, str] | None) -
     return resolve
 
 
-def _check_image(path: Path) -> str | None:
-    """None if ``path`` is a readable image, else the reason it is not."""
+def load_exclude_list(path: str | os.PathLike) -> list[str]:
+    """Read an ``--exclude`` file: image paths relative to the benchmark folder, one per line.
+
+    Blank lines and lines starting with ``#`` are ignored; ``\\`` separators and a leading
+    ``./`` are accepted (DomainBed's ``domain_net_duplicates.txt`` reads as it is).
+
+    Raises:
+        FileNotFoundError: naming the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"--exclude {str(path)!r} does not exist; give a text file of image paths relative to the "
+            "benchmark folder (<domain>/<class>/<file>), one per line."
+        )
+    entries = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        entry = line.strip().replace("\\", "/")
+        if entry and not entry.startswith("#"):
+            entries.append(entry[2:] if entry.startswith("./") else entry)
+    return entries
+
+
+def _check_image(path: Path, max_pixels: int | None = None) -> str | None:
+    """None if ``path`` is a readable image within the pixel limit, else the reason it is not."""
     try:
-        with Image.open(path) as image:
+        with open_image(path, max_pixels) as image:
             image.draft(image.mode, (1, 1))  # JPEG: decode at reduced scale, still reading the whole stream
             image.load()  # decodes the pixels: also catches truncated JPEGs, which verify() lets through
+    except OversizedImageError as error:
+        return str(error)
     except UnidentifiedImageError:
         return "not an image file"
     except (OSError, SyntaxError, ValueError) as error:
@@ -169,6 +204,8 @@ def scan_domainbed(
     class_map: Mapping[str, str] | None = None,
     verify: bool = True,
     domain_map: Mapping[str, str] | None = None,
+    exclude: Iterable[str] = (),
+    max_pixels: int | None = None,
 ) -> ScanResult:
     """List the images of a DomainBed folder; every skipped file comes with its reason.
 
@@ -178,6 +215,9 @@ def scan_domainbed(
         class_map: class folder name -> class (folder or display name) for non-standard folders.
         domain_map: domain folder name -> domain (folder or split name) for non-standard folders.
         verify: decode every image to skip unreadable ones (reads each file once more).
+        exclude: image paths relative to the benchmark folder to leave out (e.g. DomainBed's list of
+            DomainNet duplicates); counted in ``excluded``, entries matching nothing in ``exclude_unmatched``.
+        max_pixels: images with more pixels are skipped unread (default PIL's ``Image.MAX_IMAGE_PIXELS``).
 
     Raises:
         FileNotFoundError, ValueError: bad layout, unknown domain/class folder, empty domain.
@@ -191,6 +231,7 @@ def scan_domainbed(
     folder = resolve_benchmark_folder(benchmark, root, domain_map)
     class_of = _class_resolver(benchmark, class_map)
     result = ScanResult(images=[], root=str(folder))
+    unmatched = dict.fromkeys(exclude)
     seen_domains: dict[str, str] = {}
     for entry in sorted(folder.iterdir()):
         if not entry.is_dir() or _is_hidden(entry.name):
@@ -207,7 +248,7 @@ def scan_domainbed(
         if domain in seen_domains:
             raise ValueError(f"Folders {seen_domains[domain]!r} and {entry.name!r} are the same domain {domain!r}; keep one.")
         seen_domains[domain] = entry.name
-        count = _scan_domain(entry, domain, class_of, result, verify)
+        count = _scan_domain(entry, domain, class_of, result, verify, unmatched, max_pixels)
         if count == 0:
             raise ValueError(
                 f"Domain folder {entry.name!r} holds no readable image; {_layout(benchmark)} "
@@ -216,11 +257,15 @@ def scan_domainbed(
     missing = [d for d in benchmark.domain_folders if normalize_name(d) not in seen_domains]
     if missing:
         raise ValueError(f"{str(folder)!r} lacks the domain folders {', '.join(missing)}; {_layout(benchmark)}.")
+    result.exclude_unmatched = [entry for entry, matched in unmatched.items() if not matched]
     return result
 
 
-def _scan_domain(folder: Path, domain: str, class_of: Callable[[str, str], int], result: ScanResult, verify: bool) -> int:
-    """Add the images of one domain folder to ``result``; the number added."""
+def _scan_domain(
+    folder: Path, domain: str, class_of: Callable[[str, str], int], result: ScanResult, verify: bool,
+    exclude: dict[str, bool | None], max_pixels: int | None,
+) -> int:
+    """Add the images of one domain folder to ``result`` (marking the ``exclude`` entries met); the number added."""
     count = 0
     base = folder.parent
     for entry in sorted(folder.iterdir()):
@@ -237,7 +282,11 @@ def _scan_domain(folder: Path, domain: str, class_of: Callable[[str, str], int],
             if any(_is_hidden(part) for part in path.relative_to(entry).parts):
                 result.skipped.append(SkippedFile(image_id, "hidden file"))
                 continue
-            reason = _check_image(path) if verify else None
+            if image_id in exclude:
+                exclude[image_id] = True
+                result.excluded += 1
+                continue
+            reason = _check_image(path, max_pixels) if verify else None
             if reason is not None:
                 result.skipped.append(SkippedFile(image_id, reason))
                 continue

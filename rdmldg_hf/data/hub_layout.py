@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,10 +36,10 @@ from datasets.info import DatasetInfosDict
 from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
-from filelock import FileLock
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..benchmarks import Benchmark, get_benchmark
+from ..locking import FolderLock
 from .schema import dataset_features
 
 __all__ = [
@@ -122,21 +123,26 @@ def _link_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=link_or_copy)
 
 
+_THREAD_TURNS: dict[str, threading.Lock] = {}
+
+
 @contextlib.contextmanager
 def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging copy of ``out_dir``; on success it replaces ``out_dir``, on error it is removed.
 
-    Writers of the same folder are serialised by a lock file ``.<name>.lock`` beside it.
+    One process writes a folder at a time (its lock file ``.<name>.lock`` beside it); threads of
+    that process take turns.
 
     Raises:
         FileExistsError: if ``out_dir`` exists but is a file.
+        FolderBusyError: another process is writing ``out_dir``.
     """
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {str(out_dir)!r} is a file; give a folder (it is created if missing).")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Concurrent writers of one folder take turns, so none loses the other's config.
-    with FileLock(str(out.parent / f".{out.name}.lock")):
+    # Writers of one folder take turns, so none loses the other's config.
+    with _THREAD_TURNS.setdefault(str(out), threading.Lock()), FolderLock(out, "build"):
         yield from _staged(out)
 
 

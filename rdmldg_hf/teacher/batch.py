@@ -6,6 +6,12 @@ sampling), then write the requests still missing into batch files (streamed, spl
 the API's limits), upload and submit them, and record each batch in the store. With
 ``wait`` it polls until every image is decided. A batch is found again after a crash
 between its creation and its record by the shard id in its metadata.
+
+Nothing uploaded names an image: a request's ``custom_id`` is its opaque
+:func:`~rdmldg_hf.teacher.requests.wire_id`, mapped back to the image through the batch's
+record in the store, and the shard id (file name, metadata) is a digest of those ids.
+Batches recorded by earlier versions, whose ids were the store keys themselves, are
+collected as before.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import openai
 
 from ..benchmarks import Benchmark
 from ..data.schema import SourceImage
+from .adaptation import ServerAdaptations, error_details, refusal, refused_parameter
 from .client import make_client
 from .images import image_data_url
 from .pipeline import TeacherChains, TeacherRun, summarize
 from .rejection import decide
-from .requests import chat_request, custom_id, parse_custom_id
+from .requests import chat_request, custom_id, parse_custom_id, wire_id
 from .settings import TeacherSettings
 from .store import Reply, TeacherStore
 
@@ -55,11 +62,32 @@ class BatchLimits:
 
 @dataclass(frozen=True)
 class Shard:
-    """A batch file written to disk: its id (a hash of its request ids), path and size."""
+    """A batch file written to disk: its id (a hash of its opaque request ids), path and size.
+
+    Beside it, ``keys_path`` (never uploaded) holds the store keys of its requests, in file order.
+    """
 
     shard_id: str
     path: Path
     requests: int
+
+    @property
+    def keys_path(self) -> Path:
+        return self.path.with_suffix(".keys")
+
+    def request_keys(self) -> list[str]:
+        """The store keys of the requests, in file order."""
+        with open(self.keys_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle]
+
+    def wire_ids(self) -> list[str]:
+        """The opaque ids the requests are sent under, in file order."""
+        with open(self.path, "rb") as handle:
+            return [json.loads(line)["custom_id"] for line in handle if line.strip()]
+
+    def unlink(self) -> None:
+        self.path.unlink()
+        self.keys_path.unlink()
 
 
 @dataclass
@@ -74,7 +102,9 @@ class BatchReport:
     malformed_lines: list[str] = field(default_factory=list)
     lost_batches: list[str] = field(default_factory=list)
     unreadable_images: int = 0
-    failures: dict[str, int] = field(default_factory=dict)  # request id -> failures in this run
+    failures: dict[str, int] = field(default_factory=dict)  # request key -> failures in this run
+    adapted_requests: int = 0  # refused for a parameter now adapted: asked again
+    refusals: list[str] = field(default_factory=list)  # 400s no adaptation fixes: the run stops
 
 
 class _ShardWriter:
@@ -84,10 +114,11 @@ class _ShardWriter:
         self.folder, self.limits = folder, limits
         self.shards: list[Shard] = []
         self._handle: Any = None
+        self._keys: Any = None
         self._count = self._bytes = 0
         self._hash = hashlib.sha256()
 
-    def add(self, request_id: str, line: bytes) -> None:
+    def add(self, request_key: str, request_id: str, line: bytes) -> None:
         if self._handle is not None and (
             self._count >= self.limits.max_requests or self._bytes + len(line) > self.limits.max_bytes
         ):
@@ -95,20 +126,24 @@ class _ShardWriter:
         if self._handle is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.folder / "shard.partial", "wb")
+            self._keys = open(self.folder / "shard.partial-keys", "w", encoding="utf-8")
         self._handle.write(line)
         self._count += 1
         self._bytes += len(line)
         self._hash.update(request_id.encode() + b"\n")
+        self._keys.write(json.dumps(request_key) + "\n")
 
     def close(self) -> None:
         if self._handle is None:
             return
         self._handle.close()
+        self._keys.close()
         shard_id = self._hash.hexdigest()[:20]
-        path = self.folder / f"shard-{shard_id}.jsonl"
-        os.replace(self.folder / "shard.partial", path)
-        self.shards.append(Shard(shard_id, path, self._count))
-        self._handle, self._count, self._bytes, self._hash = None, 0, 0, hashlib.sha256()
+        shard = Shard(shard_id, self.folder / f"shard-{shard_id}.jsonl", self._count)
+        os.replace(self.folder / "shard.partial-keys", shard.keys_path)
+        os.replace(self.folder / "shard.partial", shard.path)
+        self.shards.append(shard)
+        self._handle, self._keys, self._count, self._bytes, self._hash = None, None, 0, 0, hashlib.sha256()
 
 
 def write_shards(
@@ -119,13 +154,17 @@ def write_shards(
     folder: Path,
     limits: BatchLimits = BatchLimits(),
     report: BatchReport | None = None,
+    adaptations: ServerAdaptations | None = None,
 ) -> list[Shard]:
     """Batch files with the next request of every undecided image not already in a batch.
 
     Lines are ``{"custom_id", "method", "url", "body"}`` with exactly the synchronous mode's
-    body (``n`` = the candidates still missing in the round); images are read one at a time.
+    body (``n`` = the candidates still missing in the round, adapted to what the server
+    refused) and an opaque ``custom_id``; images are read one at a time.
     """
     sampling = settings.sampling
+    adaptations = adaptations or ServerAdaptations.load(store.directory)
+    secret = store.request_id_secret()
     pending = store.pending_ids()
     writer = _ShardWriter(folder, limits)
     for image in images:
@@ -145,16 +184,12 @@ def write_shards(
             if report is not None:
                 report.unreadable_images += 1
             continue
-        body = chat_request(benchmark, sampling, url, sampling.candidates - decision.next_start)
-        line = {"custom_id": request_id, "method": "POST", "url": ENDPOINT, "body": body}
-        writer.add(request_id, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+        n = 1 if adaptations.single else sampling.candidates - decision.next_start
+        body = chat_request(benchmark, sampling, url, n, adaptations)
+        line = {"custom_id": wire_id(secret, request_id), "method": "POST", "url": ENDPOINT, "body": body}
+        writer.add(request_id, line["custom_id"], (json.dumps(line, separators=(",", ":")) + "\n").encode())
     writer.close()
     return writer.shards
-
-
-def _request_ids(path: Path) -> list[str]:
-    with open(path, "rb") as handle:
-        return [json.loads(line)["custom_id"] for line in handle if line.strip()]
 
 
 async def _find_submitted(client: openai.AsyncOpenAI, shard_id: str, known: set[str]) -> Any | None:
@@ -175,12 +210,24 @@ async def submit_shard(client: openai.AsyncOpenAI, store: TeacherStore, shard: S
             input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window=limits.completion_window,
             metadata={SHARD_KEY: shard.shard_id},
         )
-    store.add_batch(batch.id, shard.shard_id, batch.input_file_id, _request_ids(shard.path))
+    store.add_batch(batch.id, shard.shard_id, batch.input_file_id, shard.request_keys(), shard.wire_ids())
     return batch.id
 
 
-async def collect_batches(client: openai.AsyncOpenAI, store: TeacherStore, candidates: int, report: BatchReport) -> None:
-    """Store the results of every recorded batch that reached a final status."""
+async def collect_batches(
+    client: openai.AsyncOpenAI, store: TeacherStore, candidates: int, report: BatchReport,
+    adaptations: ServerAdaptations | None = None,
+) -> None:
+    """Store the results of every recorded batch that reached a final status.
+
+    A request refused for a parameter the server does not take adapts ``adaptations`` (and is
+    asked again with the next files).
+
+    Raises:
+        RequestRefused: after storing every collected result, when a request was refused (HTTP 400)
+            for a reason no adaptation fixes.
+    """
+    adaptations = adaptations or ServerAdaptations.load(store.directory)
     for batch_id, record in list(store.batches.items()):
         if record["done"] is not None:
             continue
@@ -194,36 +241,54 @@ async def collect_batches(client: openai.AsyncOpenAI, store: TeacherStore, candi
             continue
         if batch.status not in FINAL_STATUSES:
             continue
-        expected = set(record["custom_ids"])
+        # opaque id -> store key (batches of earlier versions were sent under the store keys)
+        expected = dict(zip(record.get("wire_ids") or record["custom_ids"], record["custom_ids"]))
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 content = await client.files.content(file_id)
-                _store_results(store, batch_id, file_id, content.text, expected, candidates, report)
+                _store_results(store, batch_id, file_id, content.text, expected, candidates, report, adaptations)
         store.add_batch_done(batch_id, batch.status)
         report.collected.append(batch_id)
+    adaptations.record(store.directory)
+    if report.refusals:
+        raise refusal(f"{len(report.refusals)} batch request(s), e.g. {report.refusals[0][:500]}", adaptations)
 
 
 def _store_results(
-    store: TeacherStore, batch_id: str, file_id: str, text: str, expected: set[str], candidates: int, report: BatchReport
+    store: TeacherStore, batch_id: str, file_id: str, text: str, expected: dict[str, str], candidates: int,
+    report: BatchReport, adaptations: ServerAdaptations,
 ) -> None:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
-            request_id = item["custom_id"]
+            sent_id = item["custom_id"]
         except (ValueError, KeyError, TypeError):
             report.malformed_lines.append(f"{file_id} line {number}")
             logger.warning("Batch %s: line %d of %s is not a result line: %r", batch_id, number, file_id, line[:80])
             continue
-        if request_id not in expected:
+        request_id = expected.get(sent_id) if isinstance(sent_id, str) else None
+        if request_id is None:
             report.unknown_ids += 1
-            logger.warning("Batch %s: result for unknown request id %r (ignored).", batch_id, request_id)
+            logger.warning("Batch %s: result for unknown request id %r (ignored).", batch_id, sent_id)
             continue
         image_id, round_index, start = parse_custom_id(request_id)
         if any(reply.batch and reply.custom_id == request_id for reply in store.replies(image_id)):
             continue  # collected before a crash interrupted this batch's collection
         response = item.get("response") or {}
+        if response.get("status_code") in (400, 422) and not item.get("error"):
+            param, message = error_details(response.get("body"))
+            message = f"HTTP {response['status_code']}: {message}"
+            before = adaptations.as_dict()
+            if adaptations.adapt(refused_parameter(param, message), message):
+                report.adapted_requests += 1
+                if adaptations.as_dict() == before:  # adapted already: count it, so that a loop ends
+                    report.failures[request_id] = report.failures.get(request_id, 0) + 1
+            else:
+                report.refusals.append(message)
+            store.add_failure(image_id, request_id, f"batch {batch_id}: {message}"[:300], 0)
+            continue
         try:
             if item.get("error") or response.get("status_code") != 200:
                 raise ValueError(json.dumps(item.get("error") or response.get("body"))[:200])
@@ -252,11 +317,12 @@ async def run_batches(
 ) -> BatchReport:
     """Collect finished batches, submit what is missing; with ``wait``, repeat until nothing is pending."""
     report = BatchReport()
+    adaptations = ServerAdaptations.load(store.directory)
     for poll in range(max_polls):
-        await collect_batches(client, store, settings.sampling.candidates, report)
-        for shard in write_shards(images, benchmark, settings, store, folder, limits, report):
+        await collect_batches(client, store, settings.sampling.candidates, report, adaptations)
+        for shard in write_shards(images, benchmark, settings, store, folder, limits, report, adaptations):
             report.submitted.append(await submit_shard(client, store, shard, limits))
-            shard.path.unlink()
+            shard.unlink()
         if not wait or not store.pending_ids():
             break
         await sleep(poll_interval)

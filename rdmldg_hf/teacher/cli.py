@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from ..benchmarks import Benchmark, get_benchmark
 from ..data.schema import ChainRecord, SourceImage
-from .settings import IMAGE_DETAILS, IMAGE_FORMATS, RetryPolicy, SamplingSettings, TeacherSettings
+from .settings import IMAGE_DETAILS, IMAGE_FORMATS, REASONING_EFFORTS, RetryPolicy, SamplingSettings, TeacherSettings
 
 __all__ = ["add_teacher_arguments", "teacher_chains", "settings_from_args", "default_store_root"]
 
@@ -58,7 +58,12 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Requests in flight at once (default %(default)s).")
     group.add_argument("--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s).")
     group.add_argument("--top-p", type=float, default=None, help="Nucleus sampling top_p (not sent by default).")
-    group.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="Most tokens per chain (default %(default)s).")
+    group.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+                       help="Most tokens per chain, sent as max_completion_tokens (max_tokens to a server that only "
+                            "takes that; default %(default)s). Reasoning models count their hidden reasoning in it.")
+    group.add_argument("--reasoning-effort", choices=REASONING_EFFORTS, default=None,
+                       help="reasoning_effort of reasoning models (o-series, GPT-5; not sent by default). "
+                            "Parameters a model refuses (temperature, top_p, n) are left out automatically and reported.")
     group.add_argument("--image-max-side", type=int, default=defaults.image_max_side,
                        help="Images are resized to this longest side before sending (default %(default)s).")
     group.add_argument("--image-format", choices=IMAGE_FORMATS, default=defaults.image_format,
@@ -103,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
             image_format=args.image_format,
             image_quality=args.image_quality,
             image_detail=args.image_detail,
+            reasoning_effort=getattr(args, "reasoning_effort", None),
         ),
         retry=RetryPolicy(max_retries=args.max_retries, base_delay=args.backoff_base, max_delay=args.backoff_max),
         base_url=args.base_url,
@@ -144,6 +150,9 @@ def teacher_chains(
         print(f"Submitted {len(report.submitted)} batch(es): {', '.join(report.submitted)}")
     if report.collected:
         print(f"Collected {len(report.collected)} batch(es): {report.replies} replies, {report.failed_requests} failed requests.")
+    if report.adapted_requests:
+        print(f"{report.adapted_requests} requests were refused for a parameter the model does not take; they are "
+              "asked again without it (see server_adaptations in the build report).")
     for problem, count, where in (
         ("results for unknown request ids (ignored)", report.unknown_ids, []),
         ("malformed result lines (their requests are asked again)", len(report.malformed_lines), report.malformed_lines),

@@ -7,6 +7,8 @@ import io
 
 from PIL import Image
 
+from ..data.pixel_limit import open_image
+
 __all__ = ["encode_image", "image_data_url"]
 
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
@@ -19,10 +21,11 @@ def encode_image(data: bytes, max_side: int, image_format: str = "jpeg", quality
     the same for the same input and settings.
 
     Raises:
-        ValueError: when ``data`` is not a readable image.
+        ValueError: when ``data`` is not a readable image, or has more pixels than PIL's
+            ``Image.MAX_IMAGE_PIXELS`` (an ``OversizedImageError``, raised before decoding).
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data) as image:
             image.load()
             if image.mode in ("RGBA", "LA", "P"):
                 image = image.convert("RGBA")
@@ -37,7 +40,7 @@ def encode_image(data: bytes, max_side: int, image_format: str = "jpeg", quality
             options = {"quality": quality} if image_format in ("jpeg", "webp") else {}
             image.save(out, format=image_format.upper(), **options)
             return out.getvalue()
-    except (OSError, Image.DecompressionBombError) as error:
+    except OSError as error:
         raise ValueError(f"Unreadable image: {error}") from error
 
 

@@ -11,6 +11,7 @@ As a separate process (prints its base URL, answers every request with ``n`` cop
 one five-stage chain)::
 
     python -m rdmldg_hf.teacher.loopback --delay 0.1 --conclusion giraffe
+    python -m rdmldg_hf.teacher.loopback --refuse max_tokens temperature top_p   # like a reasoning model
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["Scripted", "LoopbackServer", "chat_completion"]
+__all__ = ["Scripted", "LoopbackServer", "chat_completion", "refusal", "REFUSABLE"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,39 @@ def chat_completion(texts: Sequence[str | None], model: str = "scripted", prompt
 Reply = Callable[[dict[str, Any]], "Sequence[str | None] | Scripted"]
 
 
+def _error(message: str, param: str | None, code: str | None) -> Scripted:
+    return Scripted(400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
+
+
+def _unsupported_value(name: str, value: Any) -> Scripted:
+    return _error(f"Unsupported value: '{name}' does not support {value} with this model. "
+                  "Only the default (1) value is supported.", name, "unsupported_value")
+
+
+# Parameter -> (is it refused in this body?, the refusal), as OpenAI's reasoning models (and, for
+# max_completion_tokens, servers that predate it) answer.
+REFUSABLE: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], Scripted]]] = {
+    "max_tokens": (lambda body: "max_tokens" in body, lambda body: _error(
+        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        "max_tokens", "unsupported_parameter")),
+    "temperature": (lambda body: body.get("temperature", 1) != 1,
+                    lambda body: _unsupported_value("temperature", body["temperature"])),
+    "top_p": (lambda body: body.get("top_p", 1) != 1, lambda body: _unsupported_value("top_p", body["top_p"])),
+    "n": (lambda body: body.get("n", 1) != 1, lambda body: _unsupported_value("n", body["n"])),
+    "max_completion_tokens": (lambda body: "max_completion_tokens" in body, lambda body: _error(
+        "Unrecognized request argument supplied: max_completion_tokens", None, None)),
+}
+
+
+def refusal(body: dict[str, Any], refuse: Sequence[str]) -> Scripted | None:
+    """The HTTP 400 a server refusing the parameters ``refuse`` (keys of :data:`REFUSABLE`) gives ``body``."""
+    for name in refuse:
+        refused, answer = REFUSABLE[name]
+        if refused(body):
+            return answer(body)
+    return None
+
+
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -66,14 +100,21 @@ class LoopbackServer:
     Args:
         reply: body -> choice texts or a :class:`Scripted` response (called in the server's loop).
         delay: seconds every answer waits (a slow server).
-        record: keep every request body in ``requests``.
+        record: keep every chat request body in ``requests`` and every HTTP request's bytes in ``wire``.
+        refuse: parameters refused with OpenAI's HTTP 400 bodies (keys of :data:`REFUSABLE`, e.g. a
+            reasoning model: ``("max_tokens", "temperature", "top_p")``), in sync and batch requests.
     """
 
-    def __init__(self, reply: Reply, delay: float = 0.0, record: bool = True):
+    def __init__(self, reply: Reply, delay: float = 0.0, record: bool = True, refuse: Sequence[str] = ()):
+        unknown = sorted(set(refuse) - set(REFUSABLE))
+        if unknown:
+            raise ValueError(f"Cannot refuse {unknown}; refusable parameters: {', '.join(REFUSABLE)}.")
         self.reply = reply
         self.delay = delay
         self.record = record
+        self.refuse = tuple(refuse)
         self.requests: list[dict[str, Any]] = []
+        self.wire: list[bytes] = []
         self.count = 0
         self._loop = asyncio.new_event_loop()
         self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
@@ -95,6 +136,8 @@ class LoopbackServer:
                     for name, value in (line.split(":", 1) for line in lines[1:] if ":" in line)
                 }
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                if self.record:
+                    self.wire.append("\r\n".join(lines).encode("latin-1") + raw)
                 writer.write(self._http(await self.route(method, target.split("?")[0], headers, raw)))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -121,8 +164,8 @@ class LoopbackServer:
         return self.answer(body)
 
     def answer(self, body: dict[str, Any]) -> Scripted:
-        """The scripted answer to a chat-completions body."""
-        answer = self.reply(body)
+        """The scripted answer to a chat-completions body (a refusal first, when a refused parameter is in it)."""
+        answer = refusal(body, self.refuse) or self.reply(body)
         if not isinstance(answer, Scripted):
             answer = Scripted(200, chat_completion(answer, model=body.get("model", "scripted")))
         return answer
@@ -178,9 +221,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A loopback OpenAI-compatible teacher answering one fixed chain.")
     parser.add_argument("--delay", type=float, default=0.0, help="Seconds every answer waits.")
     parser.add_argument("--conclusion", default="unknown", help="The chain's conclusion.")
+    parser.add_argument("--refuse", nargs="*", choices=list(REFUSABLE), default=[], metavar="PARAMETER",
+                        help=f"Refuse these parameters with OpenAI's HTTP 400 bodies ({', '.join(REFUSABLE)}).")
     args = parser.parse_args(argv)
     text = render_chain("Name the object.", "A picture.", "Its shape decides.", "Nothing contradicts it.", args.conclusion)
-    server = LoopbackServer(lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False)
+    server = LoopbackServer(lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False,
+                            refuse=args.refuse)
     print(server.base_url, flush=True)
     try:
         server.serve_forever()

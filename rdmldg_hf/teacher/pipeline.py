@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..benchmarks import Benchmark
 from ..data.schema import ChainRecord, SourceImage
 from .accounting import AcceptanceStats, estimate_cost, price_for
+from .adaptation import ServerAdaptations, error_details, refusal, refused_parameter
 from .client import make_client
 from .images import image_data_url
 from .rejection import Decision, decide
@@ -81,8 +82,10 @@ class TeacherRun:
         self.counters = RunCounters()
         self.failures: dict[str, str] = {}
         self.stats = AcceptanceStats(benchmark.class_names)
-        # Set once a server refuses n>1 or silently returns fewer choices: ask one at a time.
+        # Set once a server silently returns fewer choices than n: ask one at a time.
         self.single = settings.sampling.candidates == 1
+        # What the server refused (max_completion_tokens, temperature, top_p, n), as recorded in the store.
+        self.adaptations = ServerAdaptations.load(store.directory)
         self._price = price_for(settings.sampling.model, settings.price)
         self._bar: tqdm | None = None
 
@@ -151,7 +154,7 @@ class TeacherRun:
             try:
                 if url is None:
                     url = await self._encode(image)
-                n = 1 if self.single else sampling.candidates - decision.next_start
+                n = 1 if self.single or self.adaptations.single else sampling.candidates - decision.next_start
                 replies.append(await self._request(image.image_id, decision.next_round, decision.next_start, n, url))
             except (RetriesExhausted, openai.APIStatusError, OSError, ValueError) as error:
                 retries = error.retries if isinstance(error, RetriesExhausted) else 0
@@ -189,20 +192,33 @@ class TeacherRun:
         return response.json()
 
     async def _request(self, image_id: str, round_index: int, start: int, n: int, url: str) -> Reply:
-        """One request (with retries); its reply is appended to the store before returning."""
-        body = chat_request(self.benchmark, self.settings.sampling, url, n)
-        self.counters.requests += 1
+        """One request (with retries, and adapted to what the server refuses); its reply is appended
+        to the store before returning.
 
-        async def attempt() -> Reply:  # an unreadable body is retried like a 5xx
-            return Reply.from_completion(image_id, round_index, start, n, await self._create(body))
+        Raises:
+            RequestRefused: a 400/422 that no adaptation fixes (the run stops).
+        """
+        refused: tuple[dict[str, Any], str] | None = None
+        while True:
+            n = 1 if self.adaptations.single else n
+            body = chat_request(self.benchmark, self.settings.sampling, url, n, self.adaptations)
+            if refused is not None and body == refused[0]:
+                raise refusal(f"a request ({refused[1][:500]})", self.adaptations)
+            self.counters.requests += 1
 
-        try:
-            reply = await call_with_retries(attempt, self.settings.retry, self.sleep, self._on_retry, self.rng)
-        except (openai.BadRequestError, openai.UnprocessableEntityError):
-            if n == 1:
-                raise
-            self._fall_back_to_single(f"refused n={n}")
-            return await self._request(image_id, round_index, start, 1, url)
+            async def attempt(body: dict[str, Any] = body, n: int = n) -> Reply:  # unreadable bodies are retried
+                return Reply.from_completion(image_id, round_index, start, n, await self._create(body))
+
+            try:
+                reply = await call_with_retries(attempt, self.settings.retry, self.sleep, self._on_retry, self.rng)
+                break
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
+                param, message = error_details(error.body)
+                message = f"HTTP {error.status_code}: {message}"
+                if not self.adaptations.adapt(refused_parameter(param, message), message, body):
+                    raise refusal(f"a request ({message[:500]})", self.adaptations) from None
+                self.adaptations.record(self.store.directory)
+                refused = (body, message)
         if 0 < len(reply.texts) < n:
             self._fall_back_to_single(f"returned {len(reply.texts)} of n={n} choices")
         self.store.add_reply(reply)
@@ -268,6 +284,7 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
         "benchmark": run.benchmark.name,
         "sampling": asdict(settings.sampling),
         "max_rounds": settings.max_rounds,
+        "server_adaptations": list(run.adaptations.notes),  # parameters the server refused, left out or replaced
         "store": store.directory.name,  # no local paths: the summary goes into the published build report
         "acceptance": stats.as_dict(),
         "requests": totals.replies,
@@ -314,7 +331,8 @@ def generate_chains(
 
     Raises:
         ValueError: duplicated image ids, a missing API key.
-        TeacherConfigError: the server refused the key, model or URL (the store keeps all replies so far).
+        TeacherConfigError: the server refused the key, model or URL, or (``RequestRefused``) a request
+            for a reason no adaptation fixes (the store keeps all replies so far).
     """
     for name in ("httpx2", "httpx"):  # one INFO line per request would drown the progress bar
         if logging.getLogger(name).level == logging.NOTSET:

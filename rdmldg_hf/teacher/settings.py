@@ -20,6 +20,7 @@ __all__ = ["SamplingSettings", "RetryPolicy", "TeacherSettings", "store_key", "s
 
 IMAGE_FORMATS = ("jpeg", "png", "webp")
 IMAGE_DETAILS = ("low", "high", "auto")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class SamplingSettings:
         image_format: encoding of the re-encoded image (``jpeg``, ``png``, ``webp``).
         image_quality: JPEG/WebP quality.
         image_detail: OpenAI ``detail`` of the image part; omitted when None.
+        reasoning_effort: ``reasoning_effort`` of reasoning models (o-series, GPT-5); omitted when None.
     """
 
     model: str = "gpt-4o"
@@ -47,6 +49,7 @@ class SamplingSettings:
     image_format: str = "jpeg"
     image_quality: int = 90
     image_detail: str | None = None
+    reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -59,6 +62,10 @@ class SamplingSettings:
             raise ValueError(f"Unknown image format {self.image_format!r}. Valid formats: {', '.join(IMAGE_FORMATS)}.")
         if self.image_detail is not None and self.image_detail not in IMAGE_DETAILS:
             raise ValueError(f"Unknown image detail {self.image_detail!r}. Valid values: {', '.join(IMAGE_DETAILS)}.")
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise ValueError(
+                f"Unknown reasoning effort {self.reasoning_effort!r}. Valid values: {', '.join(REASONING_EFFORTS)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -131,13 +138,19 @@ class TeacherSettings:
 
 
 def store_key(benchmark: Benchmark, sampling: SamplingSettings) -> dict[str, Any]:
-    """The settings a store is keyed by: teacher, prompt version and text, benchmark, sampling."""
+    """The settings a store is keyed by: teacher, prompt version and text, benchmark, sampling.
+
+    ``reasoning_effort`` counts only when set, so stores made before it existed keep their key.
+    """
     question = reasoning_question(benchmark.class_names)
+    sampled = asdict(sampling)
+    if sampled["reasoning_effort"] is None:
+        del sampled["reasoning_effort"]
     return {
         "benchmark": benchmark.name,
         "prompt_version": PROMPT_VERSION,
         "question_sha256": hashlib.sha256(question.encode()).hexdigest(),
-        **asdict(sampling),
+        **sampled,
     }
 
 

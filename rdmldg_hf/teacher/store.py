@@ -10,9 +10,15 @@ flushed as it arrives:
   answered request (from the chat API, or later from the Batch API: the ids are the same);
 - ``{"kind": "failure", "custom_id": ..., "image_id": ..., "error": ..., "retries": k}``:
   a request given up for this run (the next run asks again);
-- ``{"kind": "batch", "batch_id": ..., "shard": ..., "input_file_id": ..., "custom_ids": [...]}``
-  and ``{"kind": "batch_done", "batch_id": ..., "status": ...}``: a Batch API job submitted
-  with these requests, and collected (its replies and failures are recorded before it).
+- ``{"kind": "batch", "batch_id": ..., "shard": ..., "input_file_id": ..., "custom_ids": [...],
+  "wire_ids": [...]}`` and ``{"kind": "batch_done", "batch_id": ..., "status": ...}``: a Batch
+  API job submitted with these requests (``wire_ids``: the opaque ids they were sent under;
+  absent in batches of earlier versions, sent under the ``custom_ids``), and collected (its
+  replies and failures are recorded before it).
+
+``custom_id`` here is the store's request key (image id, round, first candidate): it never
+leaves the machine. ``request-id-secret`` keys the opaque ids; ``writer.lock`` is held by the
+one process appending (a second one stops at once).
 
 Everything else (which chain is accepted, what is missing) is derived from the replies,
 so a run killed at any moment resumes by asking only for what has no reply. A torn last
@@ -25,11 +31,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..benchmarks import Benchmark
+from ..locking import FolderLock
 from .requests import custom_id, parse_custom_id
 from .settings import SamplingSettings, store_key, store_name
 
@@ -168,14 +176,17 @@ class TeacherStore:
 
     REPLIES = "replies.jsonl"
     SETTINGS = "settings.json"
+    LOCK = "writer.lock"  # held by the one process appending (see rdmldg_hf.locking)
 
     def __init__(self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False, read_only: bool = False):
         self.directory = Path(directory)
         self.key = dict(key)
         self.fsync = fsync
         self.read_only = read_only  # for status readers: never writes, never cuts a line a running build is writing
+        self._lock: FolderLock | None = None
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(self.directory, "teacher run", lock_file=self.directory / self.LOCK).acquire()
             self._check_settings()
         self.path = self.directory / self.REPLIES
         # image id -> packed (offset, length) of its reply lines: one int, or a list when several
@@ -260,6 +271,7 @@ class TeacherStore:
         elif kind == "batch_done" and record.get("batch_id") in self.batches:
             batch = self.batches[record["batch_id"]]
             batch["done"], batch["custom_ids"] = record.get("status"), len(batch["custom_ids"])
+            batch.pop("wire_ids", None)
 
     def _remember(self, image_id: str, offset: int, length: int) -> None:
         packed = (offset << _LENGTH_BITS) | length
@@ -296,9 +308,15 @@ class TeacherStore:
         self._append(record)
         self.totals.failures += 1
 
-    def add_batch(self, batch_id: str, shard: str, input_file_id: str, custom_ids: list[str]) -> None:
-        """Record a submitted Batch API job and the requests it holds."""
+    def add_batch(
+        self, batch_id: str, shard: str, input_file_id: str, custom_ids: list[str], wire_ids: list[str] | None = None
+    ) -> None:
+        """Record a submitted Batch API job, the store keys of its requests and the opaque ids they were sent under."""
         record = {"kind": "batch", "batch_id": batch_id, "shard": shard, "input_file_id": input_file_id, "custom_ids": custom_ids}
+        if wire_ids is not None:
+            if len(wire_ids) != len(custom_ids):
+                raise ValueError(f"Batch {batch_id}: {len(wire_ids)} opaque ids for {len(custom_ids)} requests.")
+            record["wire_ids"] = wire_ids
         self._append(record)
         self._register(record, 0, 0)
 
@@ -307,6 +325,18 @@ class TeacherStore:
         record = {"kind": "batch_done", "batch_id": batch_id, "status": status}
         self._append(record)
         self._register(record, 0, 0)
+
+    def request_id_secret(self) -> bytes:
+        """The store's random key of opaque request ids (created on first use, readable by its owner only)."""
+        path = self.directory / "request-id-secret"
+        if not path.exists():
+            if self.read_only:
+                raise ValueError(f"The teacher store {self.directory} has no request id secret (opened read-only).")
+            fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            os.replace(path.with_suffix(".tmp"), path)
+        return bytes.fromhex(path.read_text().strip())
 
     def pending_ids(self) -> set[str]:
         """Request ids inside submitted batches not collected yet."""
@@ -340,6 +370,8 @@ class TeacherStore:
                 except OSError:
                     pass
         self._append_fd = self._read_fd = -1
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> "TeacherStore":
         return self
