@@ -31,7 +31,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         help="Domains (splits) to analyse (default: all; token-probs and entropy: the training domains).",
     )
     group.add_argument("--test-domain", help="The held-out (target) domain (default: the run's test_domain).")
-    group.add_argument("--max-images", type=int, default=32, help="Images per domain, a seeded sample (default: 32).")
+    group.add_argument(
+        "--max-images", type=int, default=32,
+        help="Images per domain: a seeded sample, stratified by class (default: 32).",
+    )
     group.add_argument("--seed", type=int, default=0, help="Seed of the image sample.")
     group.add_argument("--batch-size", type=int, default=16, help="Sequences per forward pass (default: 16).")
     group.add_argument("--max-new-tokens", type=int, default=256, help="Most tokens of a generated chain (default: 256).")
@@ -178,6 +181,7 @@ def _data(args: argparse.Namespace, run: Any):
         holdout_seed=settings.get("holdout_seed"),
         max_images=args.max_images,
         seed=args.seed,
+        holdout_style=settings.get("holdout_style", "hash"),
     )
 
 

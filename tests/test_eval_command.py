@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -77,3 +78,47 @@ def test_bad_inputs_are_refused_with_what_to_do(folder, tmp_path, capsys):
     assert "trained on benchmark 'rotdigits' but the dataset is 'pacs'" in capsys.readouterr().err
     assert _eval(folder, "--api", "gpt-4o", "--adapter", adapter) == 2
     assert "do not combine it with --model or --adapter" in capsys.readouterr().err
+
+
+def test_eval_samples_by_class_records_the_rows_and_writes_predictions_and_confusion(folder, tmp_path, capsys):
+    from datasets import load_dataset
+
+    from rdmldg_hf.protocol import stratified_sample
+
+    output = tmp_path / "out" / "results.json"
+    code = _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot30", "rot60", "--limit", "2",
+                 "--sample-seed", "1", "--confusion-matrix", "--output", str(output))
+    assert code == 0
+    record = json.loads(output.read_text())
+    assert record["rows"] == {
+        "part": "whole domain", "images_per_domain": {"rot30": 2, "rot60": 2}, "sample": "stratified by class",
+        "seed": 1, "of_images_per_domain": {"rot30": 4, "rot60": 4},
+    }
+    assert record["trained_domains_scored"] == ["rot60"]  # the adapter held out rot30 only
+    data = load_dataset(str(folder), "rotdigits")
+    expected = [list(stratified_sample(data[d], 2, seed=1)["image_id"]) for d in ("rot30", "rot60")]
+    lines = [json.loads(line) for line in (output.parent / "predictions.jsonl").read_text().splitlines()]
+    assert [r["image_id"] for r in lines] == expected[0] + expected[1]
+    assert all(len(r["probabilities"] or []) in (0, 10) and r["mode"] == "direct" for r in lines)
+    assert sum(r["correct"] for r in lines if r["domain"] == "rot60") / 2 == record["metrics"]["per_domain"]["rot60"]
+    with open(output.parent / "confusion_matrix.csv", newline="") as handle:
+        cells = {(r["true"], r["predicted"]): int(r["count"]) for r in csv.DictReader(handle)}
+    assert sum(cells.values()) == 4 and len(cells) == 10 * 11  # every class x (every class + invalid)
+    names = get_benchmark("rotdigits").class_names
+    for r in lines:
+        assert cells[(names[r["label"]], names[r["prediction"]] if r["prediction"] >= 0 else "invalid")] >= 1
+    assert (output.parent / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "stratified sample of 4 of 8 images (seed 1) of the whole domain" in capsys.readouterr().out
+
+    # The validation (out) part of a training domain, with the holdout the adapter recorded or one given.
+    assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot60", "--split", "out") == 2
+    assert "the holdout fraction is 0 (the adapter trained on every image)" in capsys.readouterr().err
+    output = tmp_path / "val.json"
+    assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot60", "--split", "out",
+                 "--holdout-fraction", "0.5", "--output", str(output)) == 0
+    record = json.loads(output.read_text())
+    assert record["rows"] == {"part": "out part (validation)", "images_per_domain": {"rot60": 2}}
+    assert record["holdout"] == {"holdout_fraction": 0.5, "holdout_seed": 0, "holdout_style": "hash"}
+    assert "trained_domains_scored" not in record and (tmp_path / "val.predictions.jsonl").is_file()
+    assert _eval(folder, "--adapter", str(trained_adapter()), "--holdout-seed", "1") == 2
+    assert "--holdout-seed set the holdout of --split in/out" in capsys.readouterr().err

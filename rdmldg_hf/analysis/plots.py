@@ -16,7 +16,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DPI", "PANEL", "TALL", "FigureFile", "write_csv", "histogram_figure", "bar_figure", "line_figure"]
+__all__ = [
+    "DPI", "PANEL", "TALL", "FigureFile", "write_csv", "histogram_figure", "bar_figure", "line_figure",
+    "confusion_figure",
+]
 
 DPI = 200
 PANEL = (3.5, 2.6)  # inches: one column of a two-column paper -> 700 x 520 px
@@ -186,3 +189,41 @@ def line_figure(
     if series:
         ax.legend(frameon=False, loc="best")
     return _save(fig, Path(out_dir), name, title, rows, ["series", "x", "y"])
+
+
+def confusion_figure(
+    out_dir: str | Path,
+    name: str,
+    labels: Sequence[int],
+    predictions: Sequence[int],
+    class_names: Sequence[str],
+    title: str,
+) -> FigureFile:
+    """Confusion matrix: a row per true class, a column per predicted class plus ``invalid`` (prediction -1).
+
+    Cells are counts, coloured by the row's share. The CSV holds ``true, predicted, count`` for every cell.
+    """
+    columns = list(class_names) + ["invalid"]
+    counts = np.zeros((len(class_names), len(columns)), dtype=int)
+    for label, prediction in zip(labels, predictions):
+        counts[int(label), int(prediction) if prediction >= 0 else len(class_names)] += 1
+    side = max(PANEL[0], 0.9 + 0.16 * len(columns))
+    size = (side, side)
+    fig, ax = _figure(size)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(np.arange(len(columns)), labels=[_short(c) for c in columns], rotation=90)
+    ax.set_yticks(np.arange(len(class_names)), labels=[_short(c) for c in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(columns) <= 16:
+        for (row, column), count in np.ndenumerate(counts):
+            if count:
+                ax.text(column, row, str(count), ha="center", va="center", fontsize=5,
+                        color="white" if shares[row, column] > 0.5 else "black")
+    _title(ax, title, size)
+    rows = [
+        {"true": class_names[row], "predicted": columns[column], "count": int(count)}
+        for (row, column), count in np.ndenumerate(counts)
+    ]
+    return _save(fig, Path(out_dir), name, title, rows, ["true", "predicted", "count"])

@@ -79,41 +79,41 @@ def load_analysis_data(
     holdout_seed: int | None = None,
     max_images: int | None = None,
     seed: int = 0,
+    holdout_style: str = "hash",
 ) -> AnalysisData:
     """Images of a benchmark (``Dataset`` or ``DatasetDict`` of domain splits) grouped as source / target.
 
     ``test_domain``'s images are the ``target`` group; the other domains' images are the
-    ``source`` group, restricted to the training (in) part of the run's holdout when
+    ``source`` group, restricted to the training (in) part of the run's holdout
+    (``holdout_fraction``, ``holdout_seed``, ``holdout_style``, computed on whole domains) when
     ``holdout_fraction > 0``. Without a ``test_domain`` every image is in group ``all``.
-    ``max_images`` caps each domain (a seeded sample).
+    ``max_images`` caps each domain (a seeded sample stratified by class).
     """
     from datasets import DatasetDict, concatenate_datasets
 
     from ..benchmarks import display_name, normalize_name
-    from ..data.holdout import DEFAULT_HOLDOUT_SEED, split_holdout
+    from ..protocol.holdout import DEFAULT_HOLDOUT_SEED, split_holdout
+    from ..protocol.subsets import stratified_sample
 
+    wanted = [normalize_name(d) for d in domains] if domains else None
     if isinstance(dataset, DatasetDict):
         names = list(dataset)
-        if domains:
-            wanted = [normalize_name(d) for d in domains]
-            unknown = [d for d in wanted if d not in names]
-            if unknown:
-                raise ValueError(f"Unknown domain(s) {unknown}. Valid domains: {', '.join(names)}.")
-            names = wanted
+        unknown = [d for d in wanted or [] if d not in names]
+        if unknown:
+            raise ValueError(f"Unknown domain(s) {unknown}. Valid domains: {', '.join(names)}.")
         dataset = concatenate_datasets([dataset[n] for n in names])
-    elif domains:
-        wanted = {normalize_name(d) for d in domains}
-        dataset = dataset.filter(lambda d: d in wanted, input_columns="domain")
     if class_names is None:
         class_names = [display_name(c) for c in dataset.features["label"].names]
     test = normalize_name(test_domain) if test_domain else None
+    if test is not None and holdout_fraction > 0:
+        seed_of_split = DEFAULT_HOLDOUT_SEED if holdout_seed is None else holdout_seed
+        trained = set(split_holdout(dataset, holdout_fraction, seed_of_split, holdout_style)[0]["image_id"])
+        dataset = dataset.filter(lambda d, i: d == test or i in trained, input_columns=["domain", "image_id"])
     parts = []
-    for domain in sorted(set(dataset["domain"])):
+    for domain in sorted(set(dataset["domain"]) & set(wanted or dataset["domain"])):
         part = dataset.filter(lambda d, domain=domain: d == domain, input_columns="domain")
-        if test is not None and domain != test and holdout_fraction > 0:
-            part, _ = split_holdout(part, holdout_fraction, DEFAULT_HOLDOUT_SEED if holdout_seed is None else holdout_seed)
         if max_images is not None and len(part) > max_images:
-            part = part.shuffle(seed=seed).select(range(max_images))
+            part = stratified_sample(part, max_images, seed)
         parts.append(part)
     if not parts or sum(len(p) for p in parts) == 0:
         raise ValueError("No images to analyse: check --domains and --max-images.")

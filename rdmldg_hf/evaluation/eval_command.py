@@ -11,12 +11,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from ..protocol.holdout import (
+    DEFAULT_HOLDOUT_FRACTION,
+    DEFAULT_HOLDOUT_SEED,
+    DEFAULT_HOLDOUT_STYLE,
+    HOLDOUT_STYLES,
+    split_holdout,
+)
+from ..protocol.subsets import DEFAULT_SAMPLE_SEED, describe_rows, sample_record, stratified_sample
 
 __all__ = ["add_arguments", "run", "format_metrics"]
 
 logger = logging.getLogger(__name__)
+
+
+PARTS = {"whole": "whole domain", "in": "in part", "out": "out part (validation)"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset", required=True, help="Dataset repo id or local Hub-layout folder.")
     data.add_argument("--config", required=True, help="Dataset config (a benchmark, e.g. officehome).")
     data.add_argument("--domains", nargs="+", help="Domains (splits) to evaluate (default: all of the config).")
-    data.add_argument("--limit", type=int, help="Evaluate only the first N images of each domain.")
+    data.add_argument(
+        "--limit", type=int, help="Evaluate a seeded sample of N images per domain, stratified by class (default all)."
+    )
+    data.add_argument("--sample-seed", type=int, default=DEFAULT_SAMPLE_SEED, help="Seed of the --limit sample.")
+    data.add_argument(
+        "--split", default="whole", choices=("whole", "in", "out"),
+        help="Part of each domain: whole (default), or the in/out part of the holdout (out = validation images).",
+    )
+    data.add_argument("--holdout-fraction", type=float, help="Holdout of --split (default: the adapter's, else 0.2).")
+    data.add_argument("--holdout-seed", type=int, help="Seed of the holdout (default: the adapter's, else 0).")
+    data.add_argument(
+        "--holdout-style", choices=HOLDOUT_STYLES, help="Holdout style (default: the adapter's, else hash)."
+    )
     how = parser.add_argument_group("how")
     how.add_argument("--mode", default="direct", choices=MODES, help="Prediction mode (default: direct).")
     how.add_argument("--batch-size", type=int, default=16, help="Images per forward pass / generate call.")
@@ -43,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--icl-shots", type=int, default=0, help="In-context demos per image (0: zero-shot).")
     how.add_argument("--icl-demos", default="random", choices=STRATEGIES, help="How demos are chosen.")
     how.add_argument("--icl-seed", type=int, default=0, help="Seed of the demo draws.")
-    parser.add_argument("--output", help="Write the results record (results.json) here.")
+    parser.add_argument(
+        "--output", help="Write the results record (results.json) here, and the per-image predictions beside it."
+    )
+    parser.add_argument(
+        "--confusion-matrix", action="store_true", help="Also draw the confusion matrix (PNG + CSV) beside --output."
+    )
 
 
 def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
@@ -73,26 +103,86 @@ def _check_sources(args: argparse.Namespace) -> None:
         args.mode = "reasoning"
     if args.icl_shots < 0:
         raise ValueError(f"--icl-shots must be 0 or more; got {args.icl_shots}.")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be 1 or more images per domain; got {args.limit}.")
+    if args.confusion_matrix and not args.output:
+        raise ValueError("--confusion-matrix draws beside the results file: give --output too.")
+    given = [f"--holdout-{k}" for k in ("fraction", "seed", "style") if getattr(args, f"holdout_{k}") is not None]
+    if given and args.split == "whole":
+        raise ValueError(f"{', '.join(given)} set the holdout of --split in/out; add --split out or in, or drop them.")
+
+
+def _holdout(args: argparse.Namespace, run_config: Any) -> dict[str, Any]:
+    """The holdout of ``--split``: the flags, else the adapter's record, else the defaults."""
+    recorded = run_config.settings if run_config is not None else {}
+    defaults = {"fraction": DEFAULT_HOLDOUT_FRACTION, "seed": DEFAULT_HOLDOUT_SEED, "style": DEFAULT_HOLDOUT_STYLE}
+    values = {}
+    for key, default in defaults.items():
+        flag = getattr(args, f"holdout_{key}")
+        values[f"holdout_{key}"] = flag if flag is not None else recorded.get(f"holdout_{key}", default)
+    if not values["holdout_fraction"]:
+        raise ValueError(
+            "--split in/out needs a holdout, but the holdout fraction is 0 (the adapter trained on every image): "
+            "give --holdout-fraction, or use --split whole."
+        )
+    return values
+
+
+def _rows(args: argparse.Namespace, dataset: Any, domains: list[str], run_config: Any) -> tuple[Any, dict[str, Any]]:
+    """The rows to score (part of each domain, then the --limit sample) and what the record says about them."""
+    from datasets import concatenate_datasets
+
+    rows = concatenate_datasets([dataset[d] for d in domains])
+    about: dict[str, Any] = {}
+    if args.split != "whole":
+        holdout = _holdout(args, run_config)
+        in_part, out_part = split_holdout(
+            rows, holdout["holdout_fraction"], holdout["holdout_seed"], holdout["holdout_style"]
+        )
+        rows = in_part if args.split == "in" else out_part
+        about["holdout"] = holdout
+    available = dict(Counter(rows["domain"]))
+    if args.limit:
+        rows = stratified_sample(rows, args.limit, args.sample_seed)
+    about["rows"] = sample_record(Counter(rows["domain"]), available, args.sample_seed, PARTS[args.split])
+    trained = sorted(set(domains) & set(run_config.domains if run_config is not None else ()))
+    if trained and args.split != "out":
+        about["trained_domains_scored"] = trained
+        logger.warning(
+            "The adapter trained on %s: the %s holds its training images. Use --split out to score its validation "
+            "images only.", ", ".join(trained), PARTS[args.split],
+        )
+    return rows, about
+
+
+def _beside(output: Path, name: str) -> Path:
+    """``<folder>/<name>`` beside a ``results.json``, else ``<stem>.<name>``."""
+    return output.with_name(name if output.name == "results.json" else f"{output.stem}.{name}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from datasets import concatenate_datasets, load_dataset
+    from datasets import load_dataset
 
+    from ..protocol.lodo import check_domains
     from .classifier import DGClassifier
     from .icl import ICLSettings
-    from .protocol import check_domains, check_same_benchmark, evaluate_rows, find_benchmark, merge_domains, score_predictions, undecoded
+    from .predict import PREDICTIONS_NAME, write_predictions
+    from .protocol import (
+        check_same_benchmark, evaluate_rows, find_benchmark, merge_domains, score_predictions, undecoded,
+    )
 
     _check_sources(args)
     dataset = load_dataset(args.dataset, args.config)
     benchmark = find_benchmark(dataset)
     domains = check_domains(args.domains, list(dataset), args.config)
-    parts = [dataset[d] for d in domains]
-    if args.limit:
-        parts = [part.select(range(min(args.limit, len(part)))) for part in parts]
-    rows = undecoded(concatenate_datasets(parts))
+    clf = DGClassifier.from_pretrained(args.adapter, model=args.model) if args.adapter else None
+    if clf is not None:
+        check_same_benchmark(clf.benchmark, benchmark, f"The adapter {args.adapter!r}")
+    rows, about = _rows(args, dataset, domains, clf.run_config if clf is not None else None)
+    rows = undecoded(rows)
     record: dict[str, Any] = {
         "dataset": args.dataset, "config": args.config, "benchmark": benchmark.name, "domains": domains,
-        "model": args.model, "adapter": args.adapter, "api": args.api,
+        "model": args.model, "adapter": args.adapter, "api": args.api, **about,
     }
     if args.api:
         from .api import api_settings, predict_api
@@ -103,9 +193,7 @@ def run(args: argparse.Namespace) -> int:
         predictions = predict_api(rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store)
         record.update(mode="reasoning", icl=None, store=store, metrics=score_predictions(predictions, rows))
     else:
-        if args.adapter:
-            clf = DGClassifier.from_pretrained(args.adapter, model=args.model)
-            check_same_benchmark(clf.benchmark, benchmark, f"The adapter {args.adapter!r}")
+        if clf is not None:
             model, processor = clf.model, clf.processor
         else:
             from ..models import load_model_and_processor
@@ -119,9 +207,23 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, icl=icl, demo_pool=pool, train_domains=train_domains,
         )
         record = outcome.record(**record)
-    print(format_metrics(record["metrics"], f"{args.api or args.adapter or args.model} on {args.config} ({record['mode']})"))
+        predictions = outcome.predictions
+    title = f"{args.api or args.adapter or args.model} on {args.config} ({record['mode']})"
+    print(format_metrics(record["metrics"], title))
+    print(f"Images: {describe_rows(record['rows'])}.")
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"Wrote {args.output}")
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2) + "\n")
+        written = [output, write_predictions(
+            _beside(output, PREDICTIONS_NAME), predictions.records(rows["image_id"], rows["domain"], rows["label"])
+        )]
+        if args.confusion_matrix:
+            from ..analysis.plots import confusion_figure
+
+            name = _beside(output, "confusion_matrix").name
+            labels, names = rows["label"], benchmark.class_names
+            figure = confusion_figure(output.parent, name, labels, predictions.indices, names, title)
+            written += [Path(figure.png), Path(figure.data)]
+        print("Wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -1,22 +1,26 @@
 """The leave-one-domain-out ablation: every method of METHOD.md section 7, once per held-out domain.
 
 For each (method, held-out domain) the runner trains on the in-part of the other domains,
-selects the checkpoint by training-domain validation (accuracy on their out-part, the
-foundation's holdout), tests the selected model on the whole held-out domain, and records
-the result. ``results.json`` (everything) and ``results.md`` (the paper-shaped tables) are
-rewritten after each finished pair, so a killed run resumes with the next unfinished pair.
+selects the checkpoint by training-domain validation (the unweighted mean of their out-part
+accuracies, as DomainBed; ``selection_rule: pooled`` pools the images), tests the selected model
+on the whole held-out domain (``test_split: in``: its in-part, as DomainBed reports), and records
+the result. Splits come from :mod:`rdmldg_hf.protocol` (``holdout_style: domainbed`` is
+DomainBed's own in/out split). ``results.json`` (everything), ``results.md`` (the paper-shaped
+tables) and each pair's ``predictions.jsonl`` (every test image's prediction) are written
+after each finished pair, so a killed run resumes with the next unfinished pair.
 
 ==================  =========================================  ==========================
 method              training                                   checkpoints compared
 ==================  =========================================  ==========================
-``labels_only``     MTCT ``cls_only`` (SFT on labels)          every ``select_every`` steps
-``reasoning_only``  MTCT ``reasoning_only`` (SFT on chains)    every ``select_every`` steps
-``mtct``            MTCT ``paired`` (the paper's MTCT)         every ``select_every`` steps
+``labels_only``     MTCT ``cls_only`` (SFT on labels)          each epoch (``select_every``)
+``reasoning_only``  MTCT ``reasoning_only`` (SFT on chains)    each epoch (``select_every``)
+``mtct``            MTCT ``paired`` (the paper's MTCT)         each epoch (``select_every``)
 ``sarr``            SARR with ``reasoning_only`` stages        start and each round's end
 ``full``            SARR with ``paired`` stages (RD-MLDG)      start and each round's end
 ==================  =========================================  ==========================
 
-SARR starts from an MTCT-trained model (Algorithm 1). When the row it builds on
+``select_every`` is ``"epoch"`` (the default), a number of steps, or ``"final"`` (the last
+checkpoint only). SARR starts from an MTCT-trained model (Algorithm 1). When the row it builds on
 (``reasoning_only`` for ``sarr``, ``mtct`` for ``full``) is finished for the same held-out
 domain, its selected model is the start and only the SARR rounds are trained; otherwise
 the SARR trainer runs its own first stage on the teacher chains.
@@ -29,20 +33,30 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
 from ..benchmarks import Benchmark, get_benchmark
-from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED
+from ..locking import FolderLock
 from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
-from .predict import check_mode
-from .protocol import EvalOutcome, check_domains, evaluate_rows, find_benchmark, lodo_split
+from ..protocol.holdout import (
+    DEFAULT_HOLDOUT_FRACTION,
+    DEFAULT_HOLDOUT_SEED,
+    DEFAULT_HOLDOUT_STYLE,
+    check_holdout_style,
+)
+from ..protocol.lodo import check_domains, check_test_split, lodo_split
+from ..protocol.selection import DEFAULT_SELECTION_RULE, CheckpointSelector, check_selection_rule, selection_score
+from ..protocol.subsets import DEFAULT_SAMPLE_SEED, describe_rows, sample_record, stratified_sample
+from .predict import PREDICTIONS_NAME, check_mode, write_predictions
+from .protocol import EvalOutcome, evaluate_rows, find_benchmark
 from .sharing import RESULTS_NAME
 
 __all__ = ["METHODS", "MethodSpec", "LodoConfig", "LodoRunner", "render_results_md"]
@@ -85,10 +99,14 @@ class LodoConfig:
     eval_modes: dict[str, list[str]] = field(default_factory=dict)
     max_train_images_per_domain: int | None = None
     reasoning_eval_limit: int | None = None
+    sample_seed: int = DEFAULT_SAMPLE_SEED
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
     holdout_seed: int = DEFAULT_HOLDOUT_SEED
+    holdout_style: str = DEFAULT_HOLDOUT_STYLE
+    test_split: str = "whole"
+    selection_rule: str = DEFAULT_SELECTION_RULE
     lora_r: int = 8
-    select_every: int = 0
+    select_every: int | str = "epoch"
     eval_batch_size: int = 32
     max_new_tokens: int = 256
     num_threads: int | None = None
@@ -104,6 +122,20 @@ class LodoConfig:
                 raise ValueError(f"eval_modes names unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
             for mode in modes:
                 check_mode(mode)
+        check_holdout_style(self.holdout_style)
+        check_test_split(self.test_split)
+        check_selection_rule(self.selection_rule)
+        valid_every = self.select_every in ("epoch", "final") or (
+            isinstance(self.select_every, int) and not isinstance(self.select_every, bool) and self.select_every > 0
+        )
+        if not valid_every:
+            raise ValueError(
+                f"select_every must be 'epoch', 'final' or a number of steps above 0; got {self.select_every!r}."
+            )
+        for name in ("max_train_images_per_domain", "reasoning_eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be 1 or more images per domain, or null for all; got {value!r}.")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "LodoConfig":
@@ -124,40 +156,20 @@ class LodoConfig:
         return values
 
 
-class _Selector:
-    """Training-domain validation: scores the model now and keeps a copy of its trainable weights if best."""
-
-    def __init__(self, score: Callable[[torch.nn.Module], float]):
-        self.score = score
-        self.best: float = -1.0
-        self.best_at: str | None = None
-        self.history: list[dict[str, Any]] = []
-        self._weights: dict[str, torch.Tensor] | None = None
-
-    def check(self, model: torch.nn.Module, where: str) -> float:
-        value = self.score(model)
-        self.history.append({"checkpoint": where, "validation_accuracy": value})
-        if value > self.best:
-            self.best, self.best_at = value, where
-            self._weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        return value
-
-    def restore(self, model: torch.nn.Module) -> None:
-        if self._weights is None:
-            return
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self._weights.items():
-                params[name].copy_(value)
-
-
 class _SelectEvery(TrainerCallback):
-    def __init__(self, selector: _Selector, every: int):
+    """Checks the model every ``every`` steps or at each epoch's end (``"epoch"``), and at the end of training."""
+
+    def __init__(self, selector: CheckpointSelector, every: int | str):
         self.selector, self.every = selector, every
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+        steps = isinstance(self.every, int) and state.global_step % self.every == 0
+        if steps and state.global_step < state.max_steps:
             self.selector.check(model, f"step-{state.global_step}")
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.every == "epoch" and state.global_step < state.max_steps:
+            self.selector.check(model, f"epoch-{round(state.epoch)} (step-{state.global_step})")
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.selector.check(model, f"step-{state.global_step}")
@@ -178,6 +190,8 @@ class LodoRunner:
         self.config = config
         self.out = Path(config.output_dir)
         self.state = PartialState()
+        # One LODO run per output folder: a second process stops here, before any work (see rdmldg_hf.locking).
+        self._output_lock = FolderLock(self.out, "LODO run").acquire() if self.state.is_main_process else None
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.results_path = self.out / RESULTS_NAME
@@ -236,20 +250,40 @@ class LodoRunner:
     # ------------------------------------------------------------------ one pair
 
     def split(self, test_domain: str) -> tuple[Dataset, Dataset, Dataset]:
-        """(train in-part, validation out-part, whole test domain) of a held-out domain."""
+        """(train in-part, validation out-part, test rows: whole domain or in-part) of a held-out domain."""
         split = lodo_split(
             self.dataset, test_domain, self.config.holdout_fraction, self.config.holdout_seed,
-            self.config.max_train_images_per_domain,
+            self.config.max_train_images_per_domain, holdout_style=self.config.holdout_style,
+            test_split=self.config.test_split, sample_seed=self.config.sample_seed,
         )
         return split.train, split.validation, split.test
 
-    def _evaluate(self, model: Any, processor: Any, rows: Dataset, mode: str, limit: int | None = None) -> EvalOutcome:
-        if limit and mode != "direct" and len(rows) > limit:
-            rows = rows.select(range(limit))
+    def _test_rows(self, rows: Dataset, mode: str) -> tuple[Dataset, dict[str, Any]]:
+        """The test rows of ``mode`` and their record (generating modes: a stratified reasoning_eval_limit sample)."""
+        limit = self.config.reasoning_eval_limit
+        available = dict(Counter(rows["domain"]))
+        if limit and mode != "direct":
+            rows = stratified_sample(rows, limit, self.config.sample_seed)
+        part = "whole domain" if self.config.test_split == "whole" else "in part"
+        return rows, sample_record(Counter(rows["domain"]), available, self.config.sample_seed, part)
+
+    def _evaluate(self, model: Any, processor: Any, rows: Dataset, mode: str) -> EvalOutcome:
         return evaluate_rows(
             model, processor, rows, self.benchmark, mode,
             batch_size=self.config.eval_batch_size, max_new_tokens=self.config.max_new_tokens,
         )
+
+    def _validate(self, model: Any, processor: Any, rows: Dataset, mode: str) -> float:
+        """Training-domain validation score of ``model`` (the selection rule on the out-part)."""
+        if not len(rows):
+            return 0.0
+        return selection_score(self._evaluate(model, processor, rows, mode).metrics, self.config.selection_rule)
+
+    def protocol_settings(self) -> dict[str, Any]:
+        """What a pair's ``rdmldg_config.json`` records about its splits and selection (the run's, not a stage's)."""
+        keys = ("holdout_fraction", "holdout_seed", "holdout_style", "test_split", "selection_rule", "select_every",
+                "max_train_images_per_domain", "sample_seed")
+        return {key: getattr(self.config, key) for key in keys}
 
     def _peft_config(self):
         from ..models import default_lora_config
@@ -284,9 +318,7 @@ class LodoRunner:
         modes = self.config.modes_of(method)
         select_mode = modes[0]
         model, processor = load_model_and_processor(self.model_path)
-        selector = _Selector(
-            lambda m: self._evaluate(m, processor, validation, select_mode).metrics["accuracy"] if len(validation) else 0.0
-        )
+        selector = CheckpointSelector(lambda m: self._validate(m, processor, validation, select_mode))
         if spec.trainer == "mtct":
             model, run_config = self._train_mtct(model, processor, spec, run_dir, train, selector)
         else:
@@ -299,8 +331,15 @@ class LodoRunner:
         run_config.method = method
         run_config.test_domain = test_domain
         run_config.domains = [d for d in self.domains if d != test_domain]
-        run_config.settings["selection"] = {"mode": select_mode, "checked": selector.history, "selected": selector.best_at}
-        tests = {mode: self._evaluate(model, processor, test, mode, self.config.reasoning_eval_limit) for mode in modes}
+        run_config.settings.update(self.protocol_settings())
+        run_config.settings["selection"] = {
+            "mode": select_mode, "rule": self.config.selection_rule, "checked": selector.history,
+            "selected": selector.best_at,
+        }
+        tests, test_rows = {}, {}
+        for mode in modes:
+            rows, about = self._test_rows(test, mode)
+            tests[mode], test_rows[mode] = self._evaluate(model, processor, rows, mode), (rows, about)
         record = {
             "method": method,
             "title": spec.title,
@@ -309,8 +348,12 @@ class LodoRunner:
             "validation_images": len(validation),
             "selected": selector.best_at,
             "validation_accuracy": selector.best,
+            "selection_rule": self.config.selection_rule,
             "selection": selector.history,
-            "test": {mode: {**outcome.metrics, "seconds": round(outcome.seconds, 2)} for mode, outcome in tests.items()},
+            "test": {
+                mode: {**outcome.metrics, "rows": test_rows[mode][1], "seconds": round(outcome.seconds, 2)}
+                for mode, outcome in tests.items()
+            },
             "seconds": round(time.perf_counter() - began, 1),
             "model_dir": str(run_dir / "model"),
         }
@@ -325,9 +368,15 @@ class LodoRunner:
                 main.record(
                     dataset=self.config.dataset or "rdmldg/domainbed-reasoning", config=self.config.config,
                     benchmark=self.benchmark.name, method=method, test_domain=test_domain,
-                    validation_accuracy=selector.best, selected=selector.best_at,
+                    validation_accuracy=selector.best, selected=selector.best_at, rows=test_rows[modes[0]][1],
                 ),
             )
+            write_predictions(model_dir / PREDICTIONS_NAME, [
+                record for mode, outcome in tests.items()
+                for record in outcome.predictions.records(
+                    *(test_rows[mode][0][column] for column in ("image_id", "domain", "label"))
+                )
+            ])
             shutil.rmtree(run_dir / "train", ignore_errors=True)
         self.state.wait_for_everyone()
         return record
@@ -422,15 +471,45 @@ def results_table(results: Mapping[str, Any], benchmark: Benchmark) -> dict[str,
     return table
 
 
+def _protocol_line(settings: Mapping[str, Any]) -> str:
+    """How the pairs were split and selected, in one line (from the run's settings)."""
+    train = settings.get("max_train_images_per_domain")
+    sample = (
+        f"a stratified sample of {train} in-part images per training domain (seed {settings.get('sample_seed', 0)})"
+        if train else "their whole in-part"
+    )
+    return (
+        f"Protocol: holdout {settings.get('holdout_style', 'hash')} (fraction {settings.get('holdout_fraction')}, "
+        f"seed {settings.get('holdout_seed')}); training on {sample}; selection on the "
+        f"{'unweighted mean of per-domain' if settings.get('selection_rule', 'mean') == 'mean' else 'pooled'} "
+        f"validation accuracy, checked at select_every={settings.get('select_every')}."
+    )
+
+
+def _test_images_line(results: Mapping[str, Any], mode: str, order: list[str], domains: list[str]) -> str:
+    """What each held-out domain's test rows were in ``mode`` (whole domain, in-part, or a sample of them)."""
+    seen: dict[str, str] = {}
+    for method in order:
+        for domain in domains:
+            about = ((results["runs"][method].get(domain) or {}).get("test", {}).get(mode) or {}).get("rows")
+            if about is not None:
+                seen.setdefault(domain, f"{describe_rows(about)} ({sum(about['images_per_domain'].values())} images)")
+    return "Test images: " + "; ".join(f"{domain}: {text}" for domain, text in seen.items()) + "."
+
+
 def render_results_md(results: Mapping[str, Any], benchmark: Benchmark) -> str:
-    """Paper-shaped tables: one per prediction mode, a row per method, a column per held-out domain + Avg."""
+    """Paper-shaped tables: one per prediction mode, a row per method, a column per held-out domain + Avg.
+
+    Each table says which test images it scored (the whole held-out domain, its in-part, or a seeded sample).
+    """
     table = results_table(results, benchmark)
     domains = [d for d in benchmark.domains if any(d in r for m in table.values() for r in m.values())]
-    lines = [f"# Leave-one-domain-out on {benchmark.title} (accuracy %, test = the whole held-out domain)", ""]
+    protocol = _protocol_line(results.get("settings", {}))
+    lines = [f"# Leave-one-domain-out on {benchmark.title} (accuracy %)", "", protocol, ""]
     order = [m for m in METHODS if m in results["runs"]]
     for mode, methods in table.items():
-        lines += [f"## Prediction mode: {mode}", "", "| Method | " + " | ".join(domains) + " | Avg |",
-                  "|---|" + "---|" * (len(domains) + 1)]
+        lines += [f"## Prediction mode: {mode}", "", _test_images_line(results, mode, order, domains), "",
+                  "| Method | " + " | ".join(domains) + " | Avg |", "|---|" + "---|" * (len(domains) + 1)]
         for method in order:
             if method not in methods:
                 continue

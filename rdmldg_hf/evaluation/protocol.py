@@ -1,10 +1,7 @@
-"""Leave-one-domain-out protocol: splits, checks, and scoring a model on domains.
+"""Evaluation helpers of the leave-one-domain-out protocol: benchmark checks and scoring a model on domains.
 
-For a held-out domain ``d``: the training rows are the in-part of every other domain, the
-validation rows their out-part (the foundation's deterministic holdout,
-:func:`rdmldg_hf.data.holdout.split_holdout`, used for training-domain model selection),
-and the test rows the whole of ``d``. Accuracies come from the package's ``evaluate``
-metric (:mod:`rdmldg_hf.evaluation.dg_metric`).
+The splits themselves (holdout, leave-one-domain-out, subsets) live in :mod:`rdmldg_hf.protocol`.
+Accuracies come from the package's ``evaluate`` metric (:mod:`rdmldg_hf.evaluation.dg_metric`).
 """
 
 from __future__ import annotations
@@ -16,22 +13,18 @@ from typing import Any, Sequence
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, concatenate_datasets
 
-from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark, normalize_name
-from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, split_holdout
+from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from ..prompts import PROMPT_VERSION
 from .dg_metric import compute_dg_metrics
 from .icl import ICLSettings, build_demos, select_demos
 from .predict import Predictions, check_mode, predict
 
 __all__ = [
-    "LodoSplit",
     "EvalOutcome",
     "find_benchmark",
     "merge_domains",
     "undecoded",
-    "check_domains",
     "check_same_benchmark",
-    "lodo_split",
     "score_predictions",
     "evaluate_rows",
 ]
@@ -70,24 +63,6 @@ def undecoded(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def check_domains(requested: Sequence[str] | None, available: Sequence[str], config: str = "") -> list[str]:
-    """Normalised requested domains (all when None), each checked against ``available``.
-
-    Raises:
-        ValueError: naming the unknown domain and listing those of the config.
-    """
-    if not requested:
-        return list(available)
-    out = []
-    for domain in requested:
-        key = normalize_name(domain)
-        if key not in available:
-            where = f" config {config!r}" if config else " dataset"
-            raise ValueError(f"Domain {domain!r} is not in the{where}. Its domains: {', '.join(available)}.")
-        out.append(key)
-    return out
-
-
 def check_same_benchmark(trained_on: str | None, dataset_benchmark: Benchmark, what: str = "The adapter") -> None:
     """Refuse to evaluate a model trained on one benchmark on another's data.
 
@@ -99,42 +74,6 @@ def check_same_benchmark(trained_on: str | None, dataset_benchmark: Benchmark, w
             f"{what} was trained on benchmark {trained_on!r} but the dataset is {dataset_benchmark.name!r}; "
             f"its classes and answers do not carry over. Evaluate it on a {trained_on!r} config."
         )
-
-
-@dataclass
-class LodoSplit:
-    """The rows of one held-out domain: train (in-part), validation (out-part), test (whole domain)."""
-
-    test_domain: str
-    train_domains: list[str]
-    train: Dataset
-    validation: Dataset
-    test: Dataset
-
-
-def lodo_split(
-    dataset: Dataset | DatasetDict,
-    test_domain: str,
-    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
-    holdout_seed: int = DEFAULT_HOLDOUT_SEED,
-    max_train_images_per_domain: int | None = None,
-) -> LodoSplit:
-    """Split a benchmark for held-out ``test_domain`` (see the module docstring).
-
-    ``max_train_images_per_domain`` keeps only the first N images of each training domain
-    (for small CPU runs); the test domain is always whole.
-    """
-    if isinstance(dataset, DatasetDict):
-        parts = {domain: dataset[domain] for domain in dataset}
-    else:
-        parts = {d: dataset.filter(lambda x, d=d: x == d, input_columns="domain") for d in sorted(set(dataset["domain"]))}
-    domains = list(parts)
-    test = check_domains([test_domain], domains)[0]
-    others = [parts[d] for d in domains if d != test]
-    if max_train_images_per_domain:
-        others = [part.select(range(min(max_train_images_per_domain, len(part)))) for part in others]
-    train, validation = split_holdout(concatenate_datasets(others), holdout_fraction, holdout_seed)
-    return LodoSplit(test, [d for d in domains if d != test], train, validation, parts[test])
 
 
 def score_predictions(predictions: Predictions, rows: Dataset) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""Leave-one-domain-out splits: train on the other domains' in-part, select on their out-part, test on the rest.
+
+For a held-out domain ``d``: the holdout (:mod:`.holdout`) splits every domain whole; the
+training rows are the in-part of the other domains, the validation rows their out-part
+(training-domain model selection), and the test rows the whole of ``d`` (``test_split="whole"``,
+the default) or its in-part (``test_split="in"``, what DomainBed reports). Subsets
+(``max_train_images_per_domain``) are stratified samples drawn after that split (:mod:`.subsets`),
+so an image is on the same side of the holdout whatever the subset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from ..benchmarks import normalize_name
+from .choices import check_choice
+from .holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, DEFAULT_HOLDOUT_STYLE, split_holdout
+from .subsets import DEFAULT_SAMPLE_SEED, stratified_sample
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+__all__ = ["TEST_SPLITS", "LodoSplit", "check_domains", "check_test_split", "lodo_split", "validation_size"]
+
+TEST_SPLITS: tuple[str, ...] = ("whole", "in")
+
+
+def check_domains(requested: Sequence[str] | None, available: Sequence[str], config: str = "") -> list[str]:
+    """Normalised requested domains (all when None), each checked against ``available``.
+
+    Raises:
+        ValueError: naming the unknown domain and listing those of the config.
+    """
+    if not requested:
+        return list(available)
+    out = []
+    for domain in requested:
+        key = normalize_name(domain)
+        if key not in available:
+            where = f" config {config!r}" if config else " dataset"
+            raise ValueError(f"Domain {domain!r} is not in the{where}. Its domains: {', '.join(available)}.")
+        out.append(key)
+    return out
+
+
+def check_test_split(test_split: str) -> str:
+    """The test split, if valid.
+
+    Raises:
+        ValueError: naming the value and the valid ones.
+    """
+    return check_choice(test_split, TEST_SPLITS, "test_split", "(DomainBed reports 'in'.)")
+
+
+def validation_size(train_images: int, holdout_fraction: float) -> int:
+    """Validation images per domain that go with ``train_images`` training images (the holdout's share)."""
+    return max(1, round(train_images * holdout_fraction / (1 - holdout_fraction))) if holdout_fraction > 0 else 0
+
+
+@dataclass
+class LodoSplit:
+    """The rows of one held-out domain: train (in-part), validation (out-part), test (whole domain or in-part)."""
+
+    test_domain: str
+    train_domains: list[str]
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    test_split: str = "whole"
+
+
+def lodo_split(
+    dataset: Dataset | DatasetDict,
+    test_domain: str,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    holdout_seed: int = DEFAULT_HOLDOUT_SEED,
+    max_train_images_per_domain: int | None = None,
+    *,
+    holdout_style: str = DEFAULT_HOLDOUT_STYLE,
+    test_split: str = "whole",
+    sample_seed: int = DEFAULT_SAMPLE_SEED,
+) -> LodoSplit:
+    """Split a benchmark for held-out ``test_domain`` (see the module docstring).
+
+    ``max_train_images_per_domain`` keeps a stratified sample of that many in-part images per
+    training domain and of :func:`validation_size` out-part images (for small CPU runs).
+    """
+    from datasets import DatasetDict, concatenate_datasets
+
+    check_test_split(test_split)
+    if isinstance(dataset, DatasetDict):
+        domains = list(dataset)
+        rows = concatenate_datasets([dataset[domain] for domain in domains])
+    else:
+        rows, domains = dataset, sorted(set(dataset["domain"]))
+    test = check_domains([test_domain], domains)[0]
+    in_part, out_part = split_holdout(rows, holdout_fraction, holdout_seed, holdout_style)
+    train = in_part.filter(lambda d: d != test, input_columns="domain")
+    validation = out_part.filter(lambda d: d != test, input_columns="domain")
+    if max_train_images_per_domain:
+        train = stratified_sample(train, max_train_images_per_domain, sample_seed)
+        size = validation_size(max_train_images_per_domain, holdout_fraction)
+        validation = stratified_sample(validation, size, sample_seed) if size and len(validation) else validation
+    test_rows = in_part if test_split == "in" else rows
+    test_rows = test_rows.filter(lambda d: d == test, input_columns="domain")
+    return LodoSplit(test, [d for d in domains if d != test], train, validation, test_rows, test_split)
