@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._versions import check_versions
+
 __version__ = "0.1.0"
+
+check_versions()  # a too-old transformers/TRL/... fails here, naming the version needed
 
 # Public name -> module that defines it; imported on first use so `import rdmldg_hf` stays light.
 _LAZY = {

@@ -10,15 +10,16 @@ A chain is five tagged stages in this order::
 
 Parsing is tolerant of whitespace, tag case and text around the tags; ``strict=True``
 also requires nothing but whitespace outside the five tags. Every failure has a reason.
-A conclusion maps to a class by normalised exact match, then by an unambiguous alias;
-anything else is invalid, never a guess.
+A conclusion maps to a class by normalised exact match, then ignoring word spacing, then by an
+unambiguous alias; anything else is invalid, never a guess.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, fields
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 __all__ = [
     "STAGES",
@@ -109,17 +110,29 @@ def render_chain(summary: str, caption: str, reasoning: str, reflection: str, co
     return "\n".join(lines)
 
 
-def _scan(text: str) -> tuple[dict[str, list[str]], list[str], list[str], list[str]]:
-    """Split text into stage contents, stage order, text outside tags and tag problems."""
+class _Scan(NamedTuple):
+    """A text split at its stage tags."""
+
+    found: dict[str, list[str]]  # stage -> contents of its closed occurrences
+    order: list[str]  # stages in the order their occurrences end
+    outside: list[str]  # non-blank text outside every stage
+    problems: list[str]  # unclosed or stray tags
+    opened: Counter[str]  # stage -> opening tags, closed or not
+
+
+def _scan(text: str) -> _Scan:
+    """Split text into stage contents, stage order, text outside tags, tag problems and opening counts."""
     found: dict[str, list[str]] = {stage: [] for stage in STAGES}
     order: list[str] = []
     outside: list[str] = []
     problems: list[str] = []
+    opened: Counter[str] = Counter()
     open_stage: str | None = None
     open_end = 0
     position = 0
     for match in _TAG.finditer(text):
         closing, stage = match.group(1) == "/", match.group(2).upper()
+        opened[stage] += not closing
         between = text[position : match.start()]
         if open_stage is None:
             if between.strip():
@@ -147,26 +160,26 @@ def _scan(text: str) -> tuple[dict[str, list[str]], list[str], list[str], list[s
         problems.append(f"<{open_stage}> is never closed")
     elif text[position:].strip():
         outside.append(text[position:].strip())
-    return found, order, outside, problems
+    return _Scan(found, order, outside, problems, opened)
 
 
 def check_chain(text: str, strict: bool = False) -> ChainCheck:
     """Check a text against the five-stage format; never raises.
 
-    Problems reported: missing stage, empty stage, duplicated stage (a duplicated
-    conclusion included), stages out of order, unclosed or stray tags, and, with
-    ``strict=True``, text outside the tags.
+    Problems reported: missing stage, empty stage, duplicated stage (a stage opened twice,
+    closed or not, a second conclusion included), stages out of order, unclosed or stray
+    tags, and, with ``strict=True``, text outside the tags.
     """
     if not isinstance(text, str):
         return ChainCheck(None, (f"expected a string, got {type(text).__name__}",))
-    found, order, outside, problems = _scan(text)
+    found, order, outside, problems, opened = _scan(text)
     for stage in STAGES:
-        count = len(found[stage])
+        count = max(len(found[stage]), opened[stage])
         if count == 0:
             problems.append(f"missing <{stage}>")
         elif count > 1:
             problems.append(f"duplicated <{stage}> ({count} times)")
-        elif not found[stage][0]:
+        elif found[stage] and not found[stage][0]:  # (a single unclosed stage is reported as such)
             problems.append(f"empty <{stage}>")
     first_seen = list(dict.fromkeys(order))
     expected = [stage for stage in STAGES if stage in first_seen]
@@ -175,7 +188,7 @@ def check_chain(text: str, strict: bool = False) -> ChainCheck:
     if strict and outside:
         problems.append(f"text outside tags: {outside[0][:60]!r}")
     chain = None
-    if all(len(found[stage]) == 1 for stage in STAGES):
+    if all(len(found[stage]) == 1 == opened[stage] for stage in STAGES):
         chain = Chain(*(found[stage][0] for stage in STAGES))
     return ChainCheck(chain, tuple(problems))
 
@@ -194,22 +207,23 @@ def parse_chain(text: str, strict: bool = False) -> Chain:
 
 
 def extract_conclusion(text: str) -> str | None:
-    """The text of the single closed ``<CONCLUSION>`` stage, or None (none, or more than one)."""
+    """The text of the single closed ``<CONCLUSION>`` stage, or None: no conclusion, or a second
+    ``<CONCLUSION>`` (closed or not), e.g. an answer changed after the first one."""
     if not isinstance(text, str):
         return None
-    found, _, _, _ = _scan(text)
-    conclusions = found["CONCLUSION"]
-    return conclusions[0] if len(conclusions) == 1 and conclusions[0] else None
+    scan = _scan(text)
+    conclusions = scan.found["CONCLUSION"]
+    return conclusions[0] if len(conclusions) == 1 == scan.opened["CONCLUSION"] and conclusions[0] else None
 
 
 _ARTICLE = re.compile(r"^(a|an|the)\s+")
 
 
 def normalize_answer(text: str) -> str:
-    """Case, underscores, hyphens, spaces, quotes, trailing punctuation and a leading article."""
+    """Case, underscores, hyphens, spaces, quotes, markdown emphasis, trailing punctuation and a leading article."""
     text = text.strip().strip("\"'`*").strip()
     text = re.sub(r"[\s_\-]+", " ", text.lower())
-    text = text.rstrip(".!;:, ").strip()
+    text = text.rstrip(".!;:, \"'`*").strip()  # "**Batteries**." as well as "Batteries."
     return _ARTICLE.sub("", text)
 
 
@@ -218,7 +232,8 @@ def resolve_conclusion(
     class_names: Sequence[str],
     aliases: Mapping[str, Iterable[str]] | None = None,
 ) -> ClassMatch:
-    """Map a conclusion to a class index: normalised exact match, then an unambiguous alias.
+    """Map a conclusion to a class index: normalised exact match, then the same letters spaced otherwise
+    (``"flip-flops"`` for ``"flipflops"``), then an unambiguous alias.
 
     Args:
         conclusion: the conclusion text (None when the output had none).
@@ -232,6 +247,10 @@ def resolve_conclusion(
     exact = [i for i, name in enumerate(normalized) if name == answer]
     if len(exact) == 1:
         return ClassMatch(exact[0])
+    # "flip flops" for OfficeHome's "flipflops", "tooth brush" for "toothbrush": the same words, spaced otherwise
+    joined = [i for i, name in enumerate(normalized) if name.replace(" ", "") == answer.replace(" ", "")]
+    if not exact and len(joined) == 1:
+        return ClassMatch(joined[0])
     by_alias: set[int] = set()
     for name, spellings in (aliases or {}).items():
         if answer in {normalize_answer(s) for s in spellings}:

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import difflib
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import torch
 from datasets import DatasetDict, load_dataset
-from trl import ModelConfig
+from trl import ModelConfig, TrlParser
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
 from .generation import process_state
-from .models import default_lora_config, load_model_and_processor
+from .model_config import check_model_config, lora_config_from, model_loading_kwargs
+from .models import load_model_and_processor
 from .testing import ARCHITECTURES, build_tiny_model
 
-__all__ = ["RecipeScriptArguments", "use_cpu_cores", "prepare_embedded_inputs", "load_training_dataset", "load_model_for_training"]
+__all__ = [
+    "RecipeScriptArguments",
+    "parse_recipe_args",
+    "unknown_fields_error",
+    "use_cpu_cores",
+    "prepare_embedded_inputs",
+    "load_training_dataset",
+    "load_model_for_training",
+]
 
 
 @dataclass
@@ -45,6 +56,46 @@ class RecipeScriptArguments:
             "choices": list(ARCHITECTURES),
         },
     )
+
+
+def unknown_fields_error(
+    config_path: str | os.PathLike, unknown: Sequence[str], valid: Iterable[str], section: str | None = None
+) -> ValueError:
+    """The error for fields of a recipe's YAML file that nothing reads: each named, with the closest valid names."""
+    valid = sorted(valid)
+    hints = "".join(
+        f" {key!r}: did you mean {', '.join(map(repr, close))}?"
+        for key in unknown
+        if (close := difflib.get_close_matches(key, valid, n=2))
+    )
+    where = f" in section {section!r}" if section else ""
+    return ValueError(
+        f"Config file {str(config_path)!r}: unknown field(s){where} {', '.join(unknown)}; no argument of this "
+        f"recipe reads them.{hints} Fix or remove them (`--help` or the recipe's docstring lists the fields)."
+    )
+
+
+def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """One instance per dataclass from ``args`` (default: the command line) and the ``--config`` YAML they name.
+
+    TRL's ``TrlParser``: YAML keys set the defaults, the command line overrides them.
+
+    Raises:
+        ValueError: naming the YAML file and each of its fields that no dataclass reads (with the closest
+            valid names), or the command-line arguments that none reads.
+    """
+    parser = TrlParser(tuple(dataclass_types))
+    args = list(sys.argv[1:] if args is None else args)
+    *parsed, from_config, from_command_line = parser.parse_args_and_config(
+        args, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    if from_config:
+        unknown = [key[2:] for key in from_config[0::2]]  # TrlParser returns each unread key as "--key", "value"
+        valid = {action.dest for action in parser._actions} - {"help"}
+        raise unknown_fields_error(args[args.index("--config") + 1], unknown, valid)
+    if from_command_line:
+        raise ValueError(f"Unknown command-line arguments {from_command_line}; `--help` lists every argument.")
+    return tuple(parsed)
 
 
 def use_cpu_cores(threads: int | None = None) -> int:
@@ -84,22 +135,12 @@ def load_training_dataset(dataset_name: str, dataset_config: str, training_args:
     return dataset
 
 
-def load_model_for_training(model_args: ModelConfig) -> tuple[Any, Any, Any]:
-    """``(model, processor, peft_config)`` from TRL's ``ModelConfig``; ``peft_config`` is None without ``use_peft``."""
-    loading = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
-    model, processor = load_model_and_processor(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype or "auto",
-        **{key: value for key, value in loading.items() if value is not None},
-    )
-    peft_config = None
-    if model_args.use_peft:
-        peft_config = default_lora_config(
-            r=model_args.lora_r,
-            alpha=model_args.lora_alpha,
-            dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_target_modules,
-            use_rslora=model_args.use_rslora,
-            use_dora=model_args.use_dora,
-        )
-    return model, processor, peft_config
+def load_model_for_training(model_args: ModelConfig, training_args: Any = None) -> tuple[Any, Any, Any]:
+    """``(model, processor, peft_config)`` from TRL's ``ModelConfig``; ``peft_config`` is None without ``use_peft``.
+
+    Every ``ModelConfig`` field is honoured (4/8-bit loading included) or refused before loading, see
+    :mod:`rdmldg_hf.model_config`; ``training_args`` (when given) has its ``trust_remote_code`` checked.
+    """
+    check_model_config(model_args, trust_remote_code=getattr(training_args, "trust_remote_code", False))
+    model, processor = load_model_and_processor(model_args.model_name_or_path, **model_loading_kwargs(model_args))
+    return model, processor, lora_config_from(model_args)

@@ -8,20 +8,22 @@
     accelerate launch recipes/mtct.py --config recipes/configs/mtct_internvl3_8b.yaml --test_domain art
 
 Every MTCTConfig / SFTConfig / TrainingArguments field and TRL's ModelConfig fields can be
-given in the YAML or on the command line (the command line wins).
+given in the YAML or on the command line (the command line wins); a YAML field that none of
+them reads is an error naming it and the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from rdmldg_hf.recipe_setup import (
     RecipeScriptArguments,
     use_cpu_cores,
     load_model_for_training,
     load_training_dataset,
+    parse_recipe_args,
     prepare_embedded_inputs,
 )
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
@@ -43,7 +45,7 @@ def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args
         script_args.dataset_name, script_args.dataset_config, model_args.model_name_or_path, script_args.tiny_model
     )
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
-    model, processor, peft_config = load_model_for_training(model_args)
+    model, processor, peft_config = load_model_for_training(model_args, training_args)
 
     trainer = MTCTTrainer(
         model=model,
@@ -54,6 +56,7 @@ def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args
     )
     trainer.accelerator.print(trainer.mtct_data.stats.summary())
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_state()  # trainer_state.json (the loss log for `rdmldg analyze losses`) whatever save_strategy says
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Saved to {training_args.output_dir} (with rdmldg_config.json).")
     if training_args.push_to_hub:
@@ -61,8 +64,12 @@ def main(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args
     trainer.accelerator.end_training()
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[MTCTScriptArguments, MTCTConfig, ModelConfig]:
+    """The recipe's arguments from ``argv`` (default: the command line) and its ``--config`` YAML."""
+    return parse_recipe_args((MTCTScriptArguments, MTCTConfig, ModelConfig), argv)
+
+
 if __name__ == "__main__":
-    parser = TrlParser((MTCTScriptArguments, MTCTConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
+    script_args, training_args, model_args = parse_args()
     use_cpu_cores(script_args.cpu_threads)
     main(script_args, training_args, model_args)

@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image as PILImage
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import (
@@ -16,6 +17,10 @@ from rdmldg_hf.chains import (
     render_chain,
     resolve_conclusion,
 )
+from rdmldg_hf.evaluation.predict import predict
+from rdmldg_hf.generation import ScriptedBackend
+
+DIGITS = get_benchmark("rotdigits").class_names
 
 # Stage text: printable, no angle brackets (so no tags), not blank, no surrounding whitespace.
 stage_text = (
@@ -95,6 +100,18 @@ def test_each_failure_has_its_reason(text, reason):
 def test_duplicated_conclusion_has_no_answer():
     assert extract_conclusion(_chain() + "<CONCLUSION>cat</CONCLUSION>") is None
     assert extract_conclusion("no tags at all") is None
+
+
+@pytest.mark.parametrize("tail", ["<CONCLUSION>cat", "\nWait, no. < conclusion > cat", "<CONCLUSION>"])
+def test_a_second_unclosed_conclusion_leaves_no_answer(tail):
+    text = _chain() + tail
+    assert extract_conclusion(text) is None
+    check = check_chain(text)
+    assert check.chain is None and "duplicated <CONCLUSION> (2 times)" in check.problems
+    images = [PILImage.new("RGB", (8, 8))] * 2
+    replies = iter([_chain(CONCLUSION="seven"), _chain(CONCLUSION="seven") + tail])
+    evaluated = predict(ScriptedBackend(lambda messages, image: next(replies)), None, images, DIGITS, "reasoning")
+    assert evaluated.indices == [7, -1] and evaluated.invalid == [1]
 
 
 def test_render_refuses_empty_or_tagged_stage():

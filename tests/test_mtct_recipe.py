@@ -1,11 +1,15 @@
-"""The MTCT recipe's YAML configs parse into its three dataclasses with the intended values."""
+"""The MTCT recipe: its YAML configs parse into its three dataclasses; a tiny run feeds the analyses."""
 
+import json
 import runpy
 from pathlib import Path
 
 import pytest
 from trl import ModelConfig, TrlParser
 
+from analysis_support import dataset_dir
+from mtct_support import tiny_model_dir
+from rdmldg_hf.cli import main as rdmldg
 from rdmldg_hf.trainers import MTCTConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -35,3 +39,23 @@ def test_paper_configs(script_arguments, name, base):
     assert args.learning_rate == 5e-4 and args.num_train_epochs == 3 and args.bf16
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 4 == 128
     assert args.test_domain == "clipart" and script.dataset_config == "officehome"
+
+
+def test_run_without_checkpoints_writes_the_loss_log_the_analysis_reads(script_arguments, tmp_path):
+    out = tmp_path / "run"
+    script, args, model = TrlParser((script_arguments, MTCTConfig, ModelConfig)).parse_args_and_config(
+        args=[
+            "--dataset_name", str(dataset_dir()), "--dataset_config", "rotdigits",
+            "--model_name_or_path", str(tiny_model_dir()), "--output_dir", str(out),
+            "--test_domain", "rot30", "--holdout_fraction", "0", "--max_steps", "2", "--logging_steps", "1",
+            "--per_device_train_batch_size", "4", "--save_strategy", "no", "--eval_strategy", "no",
+            "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
+            "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+        ]
+    )
+    runpy.run_path(str(RECIPES / "mtct.py"), run_name="mtct_recipe")["main"](script, args, model)
+    assert not list(out.glob("checkpoint-*"))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2]
+    assert rdmldg(["analyze", "losses", "--run", str(out), "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "manifest.json").is_file()

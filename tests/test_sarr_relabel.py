@@ -47,6 +47,13 @@ def test_judge_accepts_the_first_valid_correct_candidate():
     assert judge([chain_for("nothing")], 0, CLASSES).reasons == ("conclusion: conclusion 'nothing' names no class",)
 
 
+def test_accepted_chain_is_re_rendered_so_text_after_the_conclusion_is_never_trained_on():
+    untidy = chain_for("three").replace("<SUMMARY>", "< summary >").replace(">three</CONC", "> Three. </CONC")
+    chatty = "Sure!\n" + untidy + "\nOr maybe it is a two, honestly."
+    assert judge([chatty], 3, CLASSES).accepted == chain_for("three")
+    assert judge([chatty], 3, CLASSES, strict=True).accepted is None
+
+
 @pytest.mark.parametrize("fallback", ["teacher", "cls_only", "drop"])
 def test_round_keeps_exactly_the_right_chains_and_applies_the_fallback(rows, fallback):
     replies, expected = script(rows)

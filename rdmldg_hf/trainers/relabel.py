@@ -7,7 +7,8 @@ Pieces, each usable on its own:
   each finished batch to a :class:`RelabelStore` so that a killed run regenerates nothing
   already written.
 * :func:`judge` decides, per image, which candidate (if any) is accepted: the first one that
-  passes :func:`rdmldg_hf.chains.check_chain` and whose conclusion maps to the label.
+  passes :func:`rdmldg_hf.chains.check_chain` and whose conclusion maps to the label, re-rendered
+  canonically (the five stages only, the conclusion spelled as the class), as teacher chains are.
 * :func:`build_round_dataset` applies a fallback policy to images with no accepted chain
   (``teacher``: keep the teacher chain; ``cls_only``: classification row only; ``drop``:
   leave the image out) and returns the round's rows in the dataset schema, with
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -156,6 +157,9 @@ def judge(
 ) -> ImageVerdict:
     """Accept the first candidate that is a valid chain concluding the label's class.
 
+    The accepted chain is re-rendered (:meth:`rdmldg_hf.chains.Chain.render`) with the class name as
+    conclusion, so text around the tags (e.g. after ``</CONCLUSION>``) is never trained on.
+
     ``num_valid`` counts candidates passing the format check, ``num_correct`` valid ones
     concluding the label, ``num_no_class`` outputs whose conclusion maps to no class;
     ``reasons`` says why each rejected candidate was rejected.
@@ -176,7 +180,8 @@ def judge(
             reasons.append(f"wrong class: {class_names[match.index]}")
         else:
             correct += 1
-            accepted = accepted if accepted is not None else text
+            if accepted is None and check.chain is not None:
+                accepted = replace(check.chain, conclusion=class_names[label]).render()
     return ImageVerdict(accepted, len(candidates), valid, correct, no_class, tuple(reasons))
 
 
