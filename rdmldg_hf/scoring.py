@@ -1,54 +1,131 @@
-"""Predictions of a vision-language classifier: direct answers by class-name likelihood, and
-reasoning answers by generating a chain and parsing its conclusion.
+"""Direct class scoring: every class name's likelihood as the answer to the classification question.
 
-* :func:`score_classes` asks the classification question and scores every class name as
-  the answer: the summed log-likelihood of its tokens right after the prompt, softmaxed
-  over the classes. When every class name is a single token this is one forward pass per
-  batch of images; otherwise one forward pass per batch over (image, class) rows.
-* :func:`predict_direct` is its argmax; :func:`predict_reasoning` generates with the
-  reasoning question (see :mod:`rdmldg_hf.generation`) and maps each conclusion to a class
-  (:func:`rdmldg_hf.chains.resolve_conclusion`); an output with no valid conclusion is
-  predicted as ``-1`` and counts as wrong.
+:func:`score_classes` runs each prompt (image(s) + question) once, keeping its KV cache, and reads
+the first answer token of every class from that prefill's last position. Class names of several
+tokens are then scored from the cache in one more forward pass per batch: their tokens form a
+trie (:class:`AnswerTree`), fed after the prompt with an attention mask that lets each token see
+the prompt and its own ancestors only, so a shared prefix such as "alarm" of "alarm clock" is fed
+once. The language-model head is applied only at answer positions, a few at a time (one per image
+with a large vocabulary), so no ``[batch, sequence, vocab]`` logits are ever materialised. Probabilities equal those of scoring
+every (image, class) continuation as its own sequence.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-from .chains import check_chain, extract_conclusion, resolve_conclusion
-from .generation import GenerationSettings, ModelBackend, eval_mode, generate, run_batches
+from .generation import ModelBackend, eval_mode, run_batches
 from .prompts import prompt_messages
 
-__all__ = [
-    "answer_token_ids",
-    "score_classes",
-    "predict_direct",
-    "ReasoningPrediction",
-    "predict_reasoning",
-    "accuracy",
-]
+__all__ = ["answer_token_ids", "AnswerTree", "score_classes", "class_logprobs"]
 
 
 def answer_token_ids(processor: Any, class_names: Sequence[str]) -> list[list[int]]:
-    """Token ids of each class name as the assistant's answer, right after the rendered prompt."""
+    """Token ids of each class name as the assistant's answer, right after the rendered prompt.
+
+    Raises:
+        ValueError: when a name does not tokenize as a continuation of the prompt's tokens.
+    """
     tokenizer = getattr(processor, "tokenizer", processor)
     prompt = processor.apply_chat_template(
         prompt_messages("classification", class_names), add_generation_prompt=True, tokenize=False
     )
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    context = _answer_context(tokenizer, prompt)
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     answers = []
-    for name in class_names:
-        full_ids = tokenizer(prompt + name, add_special_tokens=False)["input_ids"]
-        if full_ids[: len(prompt_ids)] != prompt_ids or len(full_ids) == len(prompt_ids):
+    with_names = tokenizer([context + name for name in class_names], add_special_tokens=False)["input_ids"]
+    for name, full_ids in zip(class_names, with_names):
+        if full_ids[: len(context_ids)] != context_ids or len(full_ids) == len(context_ids):
             raise ValueError(
                 f"The class name {name!r} does not tokenize as a separate answer after the prompt; "
                 "scoring needs a chat template that ends the prompt on a token boundary."
             )
-        answers.append(full_ids[len(prompt_ids) :])
+        answers.append(full_ids[len(context_ids) :])
     return answers
+
+
+def _answer_context(tokenizer: Any, prompt: str) -> str:
+    """The end of ``prompt`` after its last added (special) token, when it tokenizes as the prompt's last tokens.
+
+    Tokenizers split text at added tokens first, so an answer's tokens depend only on this part;
+    tokenizing it instead of the whole prompt keeps long class lists (DomainNet's 345) cheap.
+    """
+    added = [token for token in getattr(tokenizer, "added_tokens_encoder", {}) if token in prompt]
+    cut = max((prompt.rfind(token) + len(token) for token in added), default=0)
+    if cut == 0:
+        return prompt
+    tail_ids = tokenizer(prompt[cut:], add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return prompt[cut:] if prompt_ids[len(prompt_ids) - len(tail_ids) :] == tail_ids else prompt
+
+
+@dataclass(frozen=True)
+class AnswerTree:
+    """The answers' tokens as a trie: what is fed after the prompt, and which log-probs sum to each class.
+
+    Attributes:
+        first_tokens: ``[num_classes]`` each answer's first token (read at the prompt's last position).
+        node_tokens: ``[num_nodes]`` the tokens fed after the prompt: every answer prefix that some
+            longer answer continues, once (its last token).
+        node_depths: ``[num_nodes]`` position of each node after the prompt (0: right after it).
+        visible: ``[num_nodes, num_nodes]`` whether a node attends to another (its ancestors and itself).
+        pair_nodes, pair_tokens: ``[num_pairs]`` (node, next token) pairs whose log-probs are needed,
+            sorted by node; ``pair_starts[n]:pair_starts[n + 1]`` are the pairs of node ``n``.
+        membership: ``[num_classes, num_pairs]`` 1 where a pair belongs to a class's answer.
+    """
+
+    first_tokens: torch.Tensor
+    node_tokens: torch.Tensor
+    node_depths: torch.Tensor
+    visible: torch.Tensor
+    pair_nodes: torch.Tensor
+    pair_tokens: torch.Tensor
+    pair_starts: list[int]
+    membership: torch.Tensor
+
+    @classmethod
+    def from_answers(cls, answers: Sequence[Sequence[int]]) -> "AnswerTree":
+        """The trie of answer token ids (e.g. :func:`answer_token_ids`)."""
+        if any(len(ids) == 0 for ids in answers):
+            raise ValueError("Every answer needs at least one token.")
+        nodes: dict[tuple[int, ...], int] = {}
+        pairs: dict[tuple[int, int], int] = {}
+        class_pairs: list[list[int]] = []
+        for ids in answers:
+            path = []
+            for depth in range(1, len(ids)):
+                node = nodes.setdefault(tuple(ids[:depth]), len(nodes))
+                path.append(pairs.setdefault((node, ids[depth]), len(pairs)))
+            class_pairs.append(path)
+        prefixes = list(nodes)
+        visible = torch.zeros(len(nodes), len(nodes), dtype=torch.bool)
+        for prefix, node in nodes.items():
+            visible[node, [nodes[prefix[:depth]] for depth in range(1, len(prefix) + 1)]] = True
+        order = sorted(pairs, key=lambda pair: (pair[0], pairs[pair]))
+        new_index = {pairs[pair]: i for i, pair in enumerate(order)}
+        membership = torch.zeros(len(answers), len(order))
+        for c, path in enumerate(class_pairs):
+            membership[c, [new_index[p] for p in path]] = 1.0
+        pair_nodes = torch.tensor([node for node, _ in order], dtype=torch.long)
+        return cls(
+            first_tokens=torch.tensor([ids[0] for ids in answers], dtype=torch.long),
+            node_tokens=torch.tensor([prefix[-1] for prefix in prefixes], dtype=torch.long),
+            node_depths=torch.tensor([len(prefix) - 1 for prefix in prefixes], dtype=torch.long),
+            visible=visible,
+            pair_nodes=pair_nodes,
+            pair_tokens=torch.tensor([token for _, token in order], dtype=torch.long),
+            pair_starts=torch.searchsorted(pair_nodes, torch.arange(len(nodes) + 1)).tolist(),
+            membership=membership,
+        )
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_tokens)
 
 
 def score_classes(
@@ -61,101 +138,168 @@ def score_classes(
 ) -> torch.Tensor:
     """Probabilities ``[num_images, num_classes]`` of each class name as the direct answer.
 
-    Uses the classification question of :mod:`rdmldg_hf.prompts`. Under accelerate with N
-    processes the batches are spread over processes and every process gets all rows.
-    ``messages`` optionally gives each image its own prompt ending with the classification
-    question (e.g. in-context demos, :func:`rdmldg_hf.prompts.icl_messages`); then
-    ``images[i]`` is the list of that prompt's images.
+    Each class's log-likelihood is the sum over its answer tokens right after the prompt; the
+    probabilities are their softmax over the classes. Uses the classification question of
+    :mod:`rdmldg_hf.prompts`. Under accelerate with N processes the batches are spread over
+    processes and every process gets all rows. ``messages`` optionally gives each image its own
+    prompt ending with the classification question (e.g. in-context demos,
+    :func:`rdmldg_hf.prompts.icl_messages`); then ``images[i]`` is the list of that prompt's images.
+
+    Raises:
+        ValueError: no class names, a prompt count that differs from the image count, a chat
+            template that does not end the prompt on a token boundary, or a model whose attention
+            implementation cannot take the answers' attention mask.
     """
     if not class_names:
         raise ValueError("score_classes needs at least one class name.")
     if messages is not None and len(messages) != len(images):
         raise ValueError(f"{len(messages)} prompts but {len(images)} images; pass one prompt per image.")
     backend = ModelBackend(model, processor)
-    answers = answer_token_ids(processor, class_names)
+    tree = AnswerTree.from_answers(answer_token_ids(processor, class_names))
     question_messages = prompt_messages("classification", class_names)
-    single_token = all(len(ids) == 1 for ids in answers)
+    if tree.num_nodes:  # fail before any forward pass when the attention cannot take the answers' mask
+        answer_attention_mask(model, torch.ones(1, 1, dtype=torch.long), tree, torch.float32)
 
     def one_batch(indices: list[int], batch_index: int) -> list[list[float]]:
-        batch_images = [images[i] for i in indices]
         batch_messages = [question_messages] * len(indices) if messages is None else [messages[i] for i in indices]
+        inputs = backend.encode(batch_messages, [images[i] for i in indices])
         with eval_mode(model), torch.inference_mode():
-            if single_token:
-                inputs = backend.encode(batch_messages, batch_images)
-                logits = model(**inputs).logits[:, -1, :].float()
-                logprobs = torch.log_softmax(logits, dim=-1)[:, [ids[0] for ids in answers]]
-            else:
-                logprobs = _score_rows(backend, batch_messages, batch_images, class_names, answers)
+            logprobs = class_logprobs(model, inputs, tree)
         return torch.softmax(logprobs, dim=-1).tolist()
 
     rows = run_batches(one_batch, len(images), batch_size)
     return torch.tensor(rows, dtype=torch.float32).reshape(len(images), len(class_names))
 
 
-def _score_rows(
-    backend: ModelBackend,
-    messages: list[dict[str, Any]] | Sequence[list[dict[str, Any]]],
-    images: Sequence[Any],
-    class_names: Sequence[str],
-    answers: Sequence[Sequence[int]],
+def class_logprobs(model: torch.nn.Module, inputs: Any, tree: AnswerTree) -> torch.Tensor:
+    """Summed answer log-likelihoods ``[batch, num_classes]`` of a processor batch of (left-padded) prompts.
+
+    One prefill with the KV cache (logits at the last position only), then, when some answer
+    has several tokens, one pass over the answer trie from that cache.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (language-model head) to score answers.")
+    with _head_inputs(head, compute_logits=True) as seen:
+        output = model(**inputs, use_cache=tree.num_nodes > 0, logits_to_keep=1)
+    last_logits = output.logits[:, -1].float()
+    tolerance = max(1e-4, 8 * torch.finfo(output.logits.dtype).eps)  # one row vs a batch may round differently
+    scale = last_logits[:1].abs().max().clamp(min=1.0).item()
+    if not torch.allclose(head(seen[-1][:1, -1]).float(), last_logits[:1], atol=tolerance * scale, rtol=tolerance):
+        raise ValueError(
+            f"{type(model).__name__} transforms its head's logits (e.g. soft-capping); direct scoring applies the "
+            "head itself at answer positions and would give wrong numbers for this model."
+        )
+    device = last_logits.device
+    logprobs = torch.log_softmax(last_logits, dim=-1)[:, tree.first_tokens.to(device)]
+    if tree.num_nodes == 0:
+        return logprobs
+    hidden = _answer_hidden_states(model, head, output.cache, inputs["attention_mask"], tree)
+    # The head's logits per call are at most one layer's hidden states of the prompts (held by the prefill
+    # anyway), and one position per image when the vocabulary is larger.
+    nodes_per_call = max(1, inputs["attention_mask"].shape[1] * hidden.shape[-1] // head.weight.shape[0])
+    pair_logprobs = _pair_logprobs(head, hidden, tree, nodes_per_call)
+    return logprobs + pair_logprobs @ tree.membership.to(device).T
+
+
+@contextlib.contextmanager
+def _head_inputs(head: torch.nn.Module, compute_logits: bool) -> Iterator[list[torch.Tensor]]:
+    """Record what the model feeds its head; with ``compute_logits=False`` the head gets no positions."""
+    seen: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        seen.append(args[0])
+        return None if compute_logits else (args[0][..., :0, :], *args[1:])
+
+    handle = head.register_forward_pre_hook(record)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _answer_hidden_states(
+    model: torch.nn.Module, head: torch.nn.Module, cache: Any, prompt_mask: torch.Tensor, tree: AnswerTree
 ) -> torch.Tensor:
-    """Summed answer log-likelihoods from one forward pass over (image, class) rows (left padded).
-
-    ``messages`` is one prompt shared by every image, or one prompt per image."""
-    if messages and isinstance(messages[0], dict):
-        messages = [messages] * len(images)
-    num_classes = len(class_names)
-    row_images = [image for image in images for _ in range(num_classes)]
-    row_messages = [m for m in messages for _ in range(num_classes)]
-    inputs = backend.encode(row_messages, row_images, suffixes=list(class_names) * len(images))
-    logprobs = torch.log_softmax(backend.model(**inputs).logits.float(), dim=-1)
-    ids = inputs["input_ids"]
-    scores = torch.zeros(len(row_images))
-    for row in range(len(row_images)):
-        length = len(answers[row % num_classes])
-        positions = torch.arange(ids.shape[1] - length, ids.shape[1])
-        scores[row] = logprobs[row, positions - 1, ids[row, positions]].sum()
-    return scores.reshape(len(images), num_classes)
-
-
-def predict_direct(
-    model: torch.nn.Module, processor: Any, images: Sequence[Any], class_names: Sequence[str], batch_size: int = 16
-) -> list[int]:
-    """The most likely class index of each image as a direct answer."""
-    return score_classes(model, processor, images, class_names, batch_size).argmax(dim=-1).tolist()
+    """Final hidden states ``[batch, num_nodes, hidden]`` of the trie's nodes fed after the cached prompts."""
+    device = prompt_mask.device
+    positions = _next_positions(model, prompt_mask)[:, None] + tree.node_depths.to(device)[None, :]
+    with _head_inputs(head, compute_logits=False) as seen:
+        model(
+            input_ids=tree.node_tokens.to(device).expand(len(prompt_mask), -1),
+            attention_mask=answer_attention_mask(model, prompt_mask, tree, head.weight.dtype),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+        )
+    if cache.get_seq_length() != prompt_mask.shape[1] + tree.num_nodes:
+        raise RuntimeError(
+            f"{type(model).__name__} did not continue from the prompts' KV cache (its cache holds "
+            f"{cache.get_seq_length()} positions, not {prompt_mask.shape[1]} + {tree.num_nodes}); "
+            "this needs transformers 5.24 or later, whose models take `cache=`."
+        )
+    return seen[-1]
 
 
-@dataclass(frozen=True)
-class ReasoningPrediction:
-    """A generated chain and the class its conclusion maps to (``-1``: invalid output)."""
+def answer_attention_mask(model: Any, prompt_mask: torch.Tensor, tree: AnswerTree, dtype: torch.dtype) -> Any:
+    """The attention mask of the trie's nodes after the prompts, in the form the model's attention takes.
 
-    text: str
-    prediction: int
-    valid_format: bool
+    Each node sees the real (unpadded) prompt tokens, its ancestors and itself.
+
+    Raises:
+        ValueError: when the model's attention implementation takes no custom mask (flash attention).
+    """
+    batch, prompt_length = prompt_mask.shape
+    visible = tree.visible.to(prompt_mask.device)
+
+    def sees(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        answer_kv = (kv_idx - prompt_length).clamp(min=0)
+        return (kv_idx < prompt_length) | visible[q_idx - prompt_length, answer_kv]
+
+    implementation = model.config.get_text_config()._attn_implementation
+    kv_mask = torch.cat([prompt_mask.bool(), prompt_mask.new_ones(batch, tree.num_nodes, dtype=torch.bool)], dim=1)
+    mask = ALL_MASK_ATTENTION_FUNCTIONS[implementation](
+        batch_size=batch,
+        q_length=tree.num_nodes,
+        kv_length=prompt_length + tree.num_nodes,
+        q_offset=prompt_length,
+        kv_offset=0,
+        mask_function=sees,
+        attention_mask=kv_mask,
+        allow_is_causal_skip=False,
+        dtype=dtype,
+        device=prompt_mask.device,
+    )
+    if mask is None or len(mask.shape) != 4:
+        raise ValueError(
+            f"attn_implementation={implementation!r} takes no custom attention mask, which scoring class names of "
+            "several tokens from one prefill needs; load the model with attn_implementation='sdpa' (or 'eager')."
+        )
+    return mask
 
 
-def predict_reasoning(
-    model: Any,
-    processor: Any,
-    images: Sequence[Any],
-    class_names: Sequence[str],
-    settings: GenerationSettings | None = None,
-    aliases: Mapping[str, Iterable[str]] | None = None,
-) -> list[ReasoningPrediction]:
-    """Generate a chain per image with the reasoning question and parse its conclusion (greedy)."""
-    settings = settings or GenerationSettings()
-    messages = [prompt_messages("reasoning", class_names)] * len(images)
-    outputs = generate(model, processor, messages, images, settings)
-    predictions = []
-    for texts in outputs:
-        text = texts[0]
-        index = resolve_conclusion(extract_conclusion(text), class_names, aliases).index
-        predictions.append(ReasoningPrediction(text, -1 if index is None else index, check_chain(text).valid))
-    return predictions
+def _next_positions(model: torch.nn.Module, prompt_mask: torch.Tensor) -> torch.Tensor:
+    """``[batch]`` the position id of the token right after each prompt, as the model numbered the prefill.
+
+    Multimodal-rope models (Qwen2-VL, Qwen2.5-VL) number only real tokens and keep per-row offsets
+    (``rope_deltas``) from the prefill; the others number every slot, padding included.
+    """
+    deltas = next((m.rope_deltas for m in model.modules() if getattr(m, "rope_deltas", None) is not None), None)
+    if deltas is None:
+        return torch.full((prompt_mask.shape[0],), prompt_mask.shape[1], device=prompt_mask.device)
+    return prompt_mask.long().sum(dim=-1) + deltas.reshape(-1).to(prompt_mask.device)
 
 
-def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    """Fraction of predictions equal to their label (0.0 for no rows)."""
-    if len(predictions) != len(labels):
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels.")
-    return sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels) if labels else 0.0
+def _pair_logprobs(head: torch.nn.Module, hidden: torch.Tensor, tree: AnswerTree, nodes_per_call: int) -> torch.Tensor:
+    """``[batch, num_pairs]`` log-probs of each (node, next token) pair, the head applied to a few nodes at a time."""
+    out = torch.empty(hidden.shape[0], len(tree.pair_tokens), device=hidden.device)
+    pair_tokens = tree.pair_tokens.to(hidden.device)
+    pair_nodes = tree.pair_nodes.to(hidden.device)
+    for first in range(0, tree.num_nodes, nodes_per_call):
+        last = min(first + nodes_per_call, tree.num_nodes)
+        start, stop = tree.pair_starts[first], tree.pair_starts[last]
+        logits = head(hidden[:, first:last]).float()
+        nodes = pair_nodes[start:stop] - first
+        lse = torch.logsumexp(logits, dim=-1)
+        out[:, start:stop] = logits[:, nodes, pair_tokens[start:stop]] - lse[:, nodes]
+    return out

@@ -8,11 +8,13 @@
     accelerate launch recipes/sarr.py --config recipes/configs/sarr_internvl3_8b.yaml --test_domain art
 
 Every SARRConfig / MTCTConfig / SFTConfig field and TRL's ModelConfig fields can be given in
-the YAML or on the command line (the command line wins). Killed? Run the same command again:
+the YAML or on the command line (the command line wins); a YAML field that none of them reads is
+an error naming it and the file. Killed? Run the same command again:
 finished stages are skipped and training resumes from the last checkpoint. The output folder
 receives the final adapter (or model), ``rdmldg_config.json``, a model card, ``results.json``
 (accuracy per stage on the held-out domain and on the source domains' holdout, acceptance per
-round, timings) and ``dataset/`` with each round's rows in the Hub layout.
+round, timings), ``predictions.jsonl`` (the final model's prediction for every image scored)
+and ``dataset/`` with each round's rows in the Hub layout.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from rdmldg_hf.generation import GenerationSettings, process_state
 from rdmldg_hf.recipe_setup import (
@@ -32,9 +34,12 @@ from rdmldg_hf.recipe_setup import (
     use_cpu_cores,
     load_model_for_training,
     load_training_dataset,
+    parse_recipe_args,
     prepare_embedded_inputs,
 )
-from rdmldg_hf.scoring import accuracy, predict_direct, predict_reasoning
+from rdmldg_hf.evaluation.predict import PREDICTIONS_NAME, prediction_records, write_predictions
+from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics
+from rdmldg_hf.evaluation.predict import predict
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sarr_tiny.yaml"
@@ -87,26 +92,39 @@ class StageEvaluation:
         self.settings = GenerationSettings(
             batch_size=script_args.eval_batch_size, max_new_tokens=trainer.args.relabel_max_new_tokens
         )
+        self.predictions: list[dict] = []  # the last stage's per-image predictions (predictions.jsonl)
 
-    def _direct(self, model: torch.nn.Module, rows) -> float | None:
+    def _keep(self, part: str, rows, mode: str, indices, probabilities=None, texts=None) -> None:
+        columns = (rows[c] for c in ("image_id", "domain", "label"))
+        records = prediction_records(mode, *columns, indices, probabilities, texts)
+        self.predictions += [{"part": part, **record} for record in records]
+
+    def _direct(self, model: torch.nn.Module, rows, part: str) -> float | None:
         if rows is None or len(rows) == 0:
             return None
-        predictions = predict_direct(model, self.trainer.processor, rows["image"], self.names, self.args.eval_batch_size)
-        return accuracy(predictions, rows["label"])
+        result = predict(model, self.trainer.processor, rows["image"], self.names,
+                         batch_size=self.args.eval_batch_size)
+        self._keep(part, rows, "direct", result.indices, result.probabilities)
+        return compute_dg_metrics(result.indices, rows["label"], rows["domain"])["accuracy"]
 
     def __call__(self, stage: str, model: torch.nn.Module) -> dict[str, float | None]:
         start = time.time()
         test = self.trainer.test_rows
+        self.predictions = []
         metrics: dict[str, float | None] = {
-            "heldout_direct": self._direct(model, test),
-            "source_holdout_direct": self._direct(model, self.trainer.val_rows),
+            "heldout_direct": self._direct(model, test, "heldout"),
+            "source_holdout_direct": self._direct(model, self.trainer.val_rows, "source_holdout"),
         }
         final = stage == self.trainer.stages[-1]
         wanted = self.args.eval_reasoning == "every_stage" or (self.args.eval_reasoning == "final" and final)
         if wanted and test is not None and len(test):
-            predictions = predict_reasoning(model, self.trainer.processor, test["image"], self.names, self.settings)
-            metrics["heldout_reasoning"] = accuracy([p.prediction for p in predictions], test["label"])
-            metrics["heldout_reasoning_invalid"] = sum(p.prediction < 0 for p in predictions) / len(predictions)
+            result = predict(
+                model, self.trainer.processor, test["image"], self.names, "reasoning",
+                aliases=self.trainer.benchmark.class_aliases, generation=self.settings,
+            )
+            scores = compute_dg_metrics(result.indices, test["label"], test["domain"])
+            metrics["heldout_reasoning"], metrics["heldout_reasoning_invalid"] = scores["accuracy"], scores["invalid_rate"]
+            self._keep("heldout", test, "reasoning", result.indices, texts=result.texts)
         metrics["eval_seconds"] = round(time.time() - start, 2)
         return metrics
 
@@ -150,10 +168,11 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
     started = time.time()
     prepare_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
-    model, processor, peft_config = load_model_for_training(model_args)
+    model, processor, peft_config = load_model_for_training(model_args, training_args)
 
     trainer = SARRTrainer(model, training_args, dataset, processor, peft_config=peft_config)
-    trainer.stage_callback = StageEvaluation(trainer, script_args)
+    evaluation = StageEvaluation(trainer, script_args)
+    trainer.stage_callback = evaluation
     stages = trainer.train()
     out = trainer.save_model()
     results = trainer.results_summary(stages, wall_seconds=time.time() - started)
@@ -164,14 +183,24 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
             results["timing"] = earlier["timing"]
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         trainer.create_model_card(results, dataset_name=script_args.dataset_name).save(out / "README.md")
+        if evaluation.predictions:  # empty when a rerun found every stage done: the earlier file stays
+            write_predictions(out / PREDICTIONS_NAME, evaluation.predictions)
         print(summary_table(results))
-        print(f"Saved to {out}: results.json, rdmldg_config.json, README.md (model card), dataset/ (round configs).")
+        print(
+            f"Saved to {out}: results.json, {PREDICTIONS_NAME} (the final model's per-image predictions), "
+            "rdmldg_config.json, README.md (model card), dataset/ (round configs)."
+        )
     state.destroy_process_group()
 
 
+def parse_args(argv: list[str] | None = None) -> tuple[SARRScriptArguments, SARRConfig, ModelConfig]:
+    """The recipe's arguments from ``argv`` (default: the command line, or the embedded default's config
+    when it is empty) and its ``--config`` YAML."""
+    argv = sys.argv[1:] if argv is None else argv
+    return parse_recipe_args((SARRScriptArguments, SARRConfig, ModelConfig), argv or ["--config", str(DEFAULT_CONFIG)])
+
+
 if __name__ == "__main__":
-    parser = TrlParser((SARRScriptArguments, SARRConfig, ModelConfig))
-    argv = sys.argv[1:] if len(sys.argv) > 1 else ["--config", str(DEFAULT_CONFIG)]
-    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    script_args, training_args, model_args = parse_args()
     use_cpu_cores(script_args.cpu_threads)
     main(script_args, training_args, model_args)

@@ -11,9 +11,10 @@ from rdmldg_hf.chains import render_chain
 from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics, metric_path
 from rdmldg_hf.evaluation.icl import ICLSettings, build_demos, select_demos
 from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.evaluation.protocol import check_domains, check_same_benchmark, evaluate_rows, lodo_split
+from rdmldg_hf.evaluation.protocol import check_same_benchmark, evaluate_rows
 from rdmldg_hf.generation import ScriptedBackend
-from rdmldg_hf.scoring import predict_direct
+from rdmldg_hf.protocol import check_domains, lodo_split
+from rdmldg_hf.scoring import score_classes
 
 DIGITS = get_benchmark("rotdigits")
 NAMES = DIGITS.class_names
@@ -35,7 +36,7 @@ def test_direct_scores_every_class_and_agrees_with_scoring():
     data = rows(6)
     result = predict(model, processor, data["image"], NAMES, "direct", batch_size=4)
     assert all(len(p) == 10 and abs(sum(p) - 1) < 1e-4 for p in result.probabilities)
-    assert result.indices == predict_direct(model, processor, data["image"], NAMES)
+    assert result.indices == score_classes(model, processor, data["image"], NAMES).argmax(dim=-1).tolist()
     assert result.invalid == [] and result.texts == [None] * 6
 
 

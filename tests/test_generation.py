@@ -1,4 +1,4 @@
-"""Batched generation and class scoring: scripted backend, real tiny models, resume hooks."""
+"""Batched generation: scripted backend, real tiny models, resume hooks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import torch
 
 from rdmldg_hf.generation import (
     GenerationSettings,
-    ModelBackend,
     ScriptedBackend,
     batch_indices,
     generate,
@@ -16,15 +15,7 @@ from rdmldg_hf.generation import (
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.prompts import prompt_messages
-from rdmldg_hf.scoring import (
-    _score_rows,
-    accuracy,
-    answer_token_ids,
-    predict_direct,
-    predict_reasoning,
-    score_classes,
-)
-from sarr_support import CLASSES, chain_for, tiny_rows
+from sarr_support import CLASSES, tiny_rows
 
 
 @pytest.fixture(scope="module")
@@ -105,35 +96,3 @@ def test_generation_restores_training_mode(tiny, rows):
     generate(model, processor, [prompt_messages("reasoning", CLASSES)], [rows[0]["image"]], GenerationSettings(max_new_tokens=2))
     assert model.training
     model.eval()
-
-
-def test_class_scores_are_probabilities_and_match_per_class_rows(tiny, rows):
-    model, processor = tiny
-    images = list(rows["image"])[:5]
-    probs = score_classes(model, processor, images, CLASSES, batch_size=2)
-    assert probs.shape == (5, len(CLASSES))
-    assert torch.allclose(probs.sum(dim=-1), torch.ones(5), atol=1e-5)
-    answers = answer_token_ids(processor, CLASSES)
-    assert all(len(ids) == 1 for ids in answers)
-    with torch.inference_mode():
-        rows_logprobs = _score_rows(ModelBackend(model, processor), prompt_messages("classification", CLASSES), images, CLASSES, answers)
-    assert torch.allclose(probs, torch.softmax(rows_logprobs, dim=-1), atol=1e-5)
-    assert predict_direct(model, processor, images, CLASSES, batch_size=4) == probs.argmax(-1).tolist()
-
-
-def test_multi_token_class_names_are_scored_by_summed_likelihood(tiny, rows):
-    model, processor = tiny
-    names = ["zero", "seven one", "nine nine nine"]
-    answers = answer_token_ids(processor, names)
-    assert [len(ids) for ids in answers] == [1, 2, 3]
-    probs = score_classes(model, processor, list(rows["image"])[:3], names, batch_size=2)
-    assert probs.shape == (3, 3) and torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
-
-
-def test_reasoning_predictions_parse_conclusions(rows):
-    replies = iter([chain_for("three"), "no tags at all", chain_for("seven") + "<CONCLUSION>one</CONCLUSION>"])
-    backend = ScriptedBackend(lambda messages, image: next(replies))
-    predictions = predict_reasoning(backend, None, list(rows["image"])[:3], CLASSES)
-    assert [p.prediction for p in predictions] == [3, -1, -1]
-    assert [p.valid_format for p in predictions] == [True, False, False]
-    assert accuracy([p.prediction for p in predictions], [3, 1, 7]) == pytest.approx(1 / 3)

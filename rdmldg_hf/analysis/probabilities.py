@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..chains import STAGES
+from ..chains import STAGES, check_chain
+from ..evaluation.predict import predict
 from ..generation import GenerationSettings
-from ..scoring import predict_reasoning
 from .teacher_forcing import ForcedExample, TokenScores, teacher_force
 
 __all__ = [
@@ -117,13 +117,13 @@ def class_probabilities(
             jobs.append((i, "teacher_chain", ForcedExample(image, label, "reasoning", text), text, start, len(name)))
     if "generated_chain" in conditions:
         settings = generation or GenerationSettings(batch_size=batch_size, max_new_tokens=256)
-        predictions = predict_reasoning(model, processor, images, class_names, settings)
-        for i, (prediction, label) in enumerate(zip(predictions, labels)):
+        predictions = predict(model, processor, images, class_names, "reasoning", generation=settings)
+        for i, (index, generated, label) in enumerate(zip(predictions.indices, predictions.texts, labels)):
             name = class_names[label]
-            results[i].generated_prediction = prediction.prediction
-            results[i].generated_valid = prediction.valid_format
-            results[i].generated_text = prediction.text
-            text, start = force_conclusion(prediction.text, name)
+            results[i].generated_prediction = index
+            results[i].generated_valid = check_chain(generated).valid
+            results[i].generated_text = generated
+            text, start = force_conclusion(generated, name)
             jobs.append((i, "generated_chain", ForcedExample(images[i], label, "reasoning", text), text, start, len(name)))
     scores = teacher_force(model, processor, [job[2] for job in jobs], class_names, batch_size)
     for (i, condition, _, answer, start, length), score in zip(jobs, scores):
@@ -172,10 +172,11 @@ def self_chains(
     if keep not in SELF_FILTERS:
         raise ValueError(f"Unknown self-chain filter {keep!r}. Valid: {', '.join(SELF_FILTERS)}.")
     settings = generation or GenerationSettings(max_new_tokens=256)
-    outputs = predict_reasoning(model, processor, images, class_names, settings)
+    outputs = predict(model, processor, images, class_names, "reasoning", generation=settings)
+    valid = [check_chain(text).valid for text in outputs.texts]
     chains = [
-        SelfChain(i, out.text, out.valid_format, out.valid_format and out.prediction == label)
-        for i, (out, label) in enumerate(zip(outputs, labels))
+        SelfChain(i, text, valid[i], valid[i] and index == label)
+        for i, (text, index, label) in enumerate(zip(outputs.texts, outputs.indices, labels))
     ]
     rule = {"correct": lambda c: c.correct, "valid": lambda c: c.valid, "all": lambda c: bool(c.text.strip())}[keep]
     kept = [c for c in chains if rule(c)]

@@ -16,23 +16,38 @@ demos (see :mod:`rdmldg_hf.evaluation.icl`).
 
 from __future__ import annotations
 
-import io
+import json
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
 from ..chains import extract_conclusion, match_class
+from ..data.pixel_limit import open_image
 from ..generation import GenerationSettings, generate
 from ..prompts import Task, icl_messages, prompt_messages
 from ..scoring import score_classes
 
-__all__ = ["MODES", "Demo", "Predictions", "decode_image", "decode_images", "predict", "task_of"]
+__all__ = [
+    "MODES",
+    "PREDICTIONS_NAME",
+    "Demo",
+    "Predictions",
+    "decode_image",
+    "decode_images",
+    "predict",
+    "prediction_records",
+    "task_of",
+    "write_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("direct", "direct-generate", "reasoning")
+PREDICTIONS_NAME = "predictions.jsonl"
 # Default generation lengths: a class name, or a whole five-stage chain.
 _MAX_NEW_TOKENS = {"direct-generate": 16, "reasoning": 256}
 
@@ -75,6 +90,60 @@ class Predictions:
         readable = len(self.indices) - len(self.unreadable)
         return len(self.invalid) / readable if readable else 0.0
 
+    def records(self, image_ids: Sequence[str], domains: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
+        """One JSON-ready record per image (see :func:`prediction_records`)."""
+        return prediction_records(
+            self.mode, image_ids, domains, labels, self.indices, self.probabilities, self.texts, self.unreadable
+        )
+
+
+def prediction_records(
+    mode: str,
+    image_ids: Sequence[str],
+    domains: Sequence[str],
+    labels: Sequence[int],
+    indices: Sequence[int],
+    probabilities: Sequence[Sequence[float] | None] | None = None,
+    texts: Sequence[str | None] | None = None,
+    unreadable: Iterable[int] = (),
+) -> list[dict[str, Any]]:
+    """Per image: ``image_id``, ``domain``, ``label``, ``mode``, ``prediction`` (-1: invalid or unreadable),
+    ``correct``, and the class ``probabilities`` (direct mode), the ``chain`` (reasoning) or the ``answer``
+    (direct-generate); ``unreadable: true`` for images that failed to decode."""
+    if not len(image_ids) == len(domains) == len(labels) == len(indices):
+        raise ValueError(
+            f"{len(indices)} predictions for {len(image_ids)} image ids, {len(domains)} domains, {len(labels)} labels."
+        )
+    text_key = "chain" if mode == "reasoning" else "answer"
+    broken = set(unreadable)
+    out = []
+    for i, (image_id, domain, label, index) in enumerate(zip(image_ids, domains, labels, indices)):
+        record: dict[str, Any] = {
+            "image_id": image_id, "domain": domain, "label": int(label), "mode": mode,
+            "prediction": int(index), "correct": int(index) == int(label),
+        }
+        if probabilities is not None:
+            row = probabilities[i]
+            record["probabilities"] = None if row is None else [round(float(p), 6) for p in row]
+        if texts is not None and mode != "direct":
+            record[text_key] = texts[i]
+        if i in broken:
+            record["unreadable"] = True
+        out.append(record)
+    return out
+
+
+def write_predictions(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records as JSON lines (replacing the file, atomically); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
 
 def task_of(mode: str) -> Task:
     """The question a mode asks: ``classification`` (direct modes) or ``reasoning``."""
@@ -97,18 +166,17 @@ def decode_image(value: Any) -> Image.Image:
     """An RGB PIL image from a PIL image, encoded bytes, a path, or a ``datasets`` image dict.
 
     Raises:
-        ValueError: when the value cannot be decoded as an image.
+        ValueError: when the value cannot be decoded as an image, or has more pixels than PIL's
+            ``Image.MAX_IMAGE_PIXELS`` (read from its header: such an image is never decoded).
     """
     try:
         if isinstance(value, Image.Image):
             image = value
         elif isinstance(value, Mapping):
             data, path = value.get("bytes"), value.get("path")
-            image = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
+            image = open_image(data if data is not None else path)
         else:
-            image = Image.open(value)
+            image = open_image(value)
         image.load()
         return image.convert("RGB")
     except (OSError, ValueError, TypeError, Image.DecompressionBombError) as error:
@@ -147,6 +215,7 @@ def predict(
     max_new_tokens: int | None = None,
     aliases: Mapping[str, Iterable[str]] | None = None,
     demos: Sequence[Sequence[Demo]] | None = None,
+    generation: GenerationSettings | None = None,
 ) -> Predictions:
     """Predict a class for every image in one of :data:`MODES`.
 
@@ -161,6 +230,8 @@ def predict(
         max_new_tokens: generation length (default 16 for ``direct-generate``, 256 for ``reasoning``).
         aliases: extra accepted spellings per class name.
         demos: per image, its in-context demos (same length as ``images``); None for zero-shot.
+        generation: how the generating modes generate (e.g. sampling); default greedy with
+            ``batch_size`` and ``max_new_tokens``.
     """
     task = task_of(mode)
     if demos is not None and len(demos) != len(images):
@@ -186,7 +257,9 @@ def predict(
                 probabilities[position] = row
                 indices[position] = max(range(len(row)), key=row.__getitem__)
     elif keep:
-        settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens or _MAX_NEW_TOKENS[mode])
+        settings = generation or GenerationSettings(
+            batch_size=batch_size, max_new_tokens=max_new_tokens or _MAX_NEW_TOKENS[mode]
+        )
         outputs = generate(model, processor, messages, inputs, settings)
         for position, candidates in zip(keep, outputs):
             texts[position] = candidates[0]
