@@ -2,10 +2,10 @@
 
 Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
 
-Qwen2-VL's processor asks for a video processor, which needs torchvision; importing this
-module registers :class:`Qwen2VLProcessorNoVideo` with ``AutoProcessor`` so such folders
-load as a real processor (call :func:`register_processors` again in a fresh process that
-did not import this module).
+The processors of Qwen2-VL, Qwen2.5-VL and InternVL ask for a video processor, which needs
+torchvision; importing this module registers a no-video subclass of each
+(:data:`NO_VIDEO_PROCESSORS`) with ``AutoProcessor`` so such folders load as a real processor
+(call :func:`register_processors` again in a fresh process that did not import this module).
 """
 
 from __future__ import annotations
@@ -20,19 +20,28 @@ import torch
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
+    PretrainedConfig,
     PreTrainedModel,
     ProcessorMixin,
-    Qwen2VLConfig,
 )
+from transformers.models.internvl.processing_internvl import InternVLProcessor
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 __all__ = [
+    "WithoutVideoProcessor",
+    "NO_VIDEO_PROCESSORS",
     "Qwen2VLProcessorNoVideo",
+    "Qwen2_5_VLProcessorNoVideo",
+    "InternVLProcessorNoVideo",
     "register_processors",
     "load_model_and_processor",
     "LORA_TARGET_MODULES",
     "default_lora_config",
     "lora_target_names",
+    "model_towers",
+    "lora_modules_per_tower",
+    "check_lora_covers_both_towers",
     "RUN_CONFIG_NAME",
     "RunConfig",
 ]
@@ -41,37 +50,56 @@ __all__ = [
 # --------------------------------------------------------------------------- processors
 
 
-class Qwen2VLProcessorNoVideo(Qwen2VLProcessor):
-    """Qwen2-VL processor without a video processor (which needs torchvision).
+class WithoutVideoProcessor:
+    """Mixin for a processor class built without its video processor (which needs torchvision).
 
-    Images and text work exactly as in ``Qwen2VLProcessor``; videos are not supported.
+    ``class XProcessorNoVideo(WithoutVideoProcessor, XProcessor)`` works exactly as ``XProcessor``
+    on images and text; videos are not supported. ``video_processor`` is dropped from the
+    sub-processors, so the processor is created, saved and loaded without one.
     """
 
-    # Sub-processors are read from this signature: image processor and tokenizer only.
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-        self.video_processor = None
+    video_processor = None
+
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        return [name for name in super().get_attributes() if name != "video_processor"]  # type: ignore[misc]
+
+
+class Qwen2VLProcessorNoVideo(WithoutVideoProcessor, Qwen2VLProcessor):
+    """Qwen2-VL's processor without a video processor."""
+
+
+class Qwen2_5_VLProcessorNoVideo(WithoutVideoProcessor, Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without a video processor."""
+
+
+class InternVLProcessorNoVideo(WithoutVideoProcessor, InternVLProcessor):
+    """InternVL's processor without a video processor."""
+
+
+NO_VIDEO_PROCESSORS: tuple[type[ProcessorMixin], ...] = (
+    Qwen2VLProcessorNoVideo,
+    Qwen2_5_VLProcessorNoVideo,
+    InternVLProcessorNoVideo,
+)
 
 
 def register_processors() -> None:
-    """Register the project's processor classes with ``AutoProcessor`` (idempotent).
+    """Register the project's processor classes (:data:`NO_VIDEO_PROCESSORS`) with ``AutoProcessor`` (idempotent).
 
     ``AutoProcessor.from_pretrained`` resolves a saved folder's ``processor_class`` by name
-    among registered classes; without this, a ``Qwen2VLProcessorNoVideo`` folder loads as
-    a bare tokenizer.
+    among registered classes; without this, such a folder loads as a bare tokenizer.
     """
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-    if Qwen2VLProcessorNoVideo not in PROCESSOR_MAPPING._extra_content.values():
-        # Keyed by a private config subclass so the stock Qwen2VLConfig -> Qwen2VLProcessor
-        # mapping is left untouched; lookup happens by the saved class name.
-        AutoProcessor.register(_NoVideoProcessorKey, Qwen2VLProcessorNoVideo, exist_ok=True)
-
-
-class _NoVideoProcessorKey(Qwen2VLConfig):
-    """Registry key for :class:`Qwen2VLProcessorNoVideo` (never instantiated)."""
-
-    model_type = "rdmldg_qwen2_vl_no_video"
+    registered = set(PROCESSOR_MAPPING._extra_content.values())
+    for processor_class in NO_VIDEO_PROCESSORS:
+        if processor_class not in registered:
+            # Keyed by a private config class so the stock config -> processor mappings are left
+            # untouched; lookup happens by the saved class name.
+            name = processor_class.__name__
+            key = type(f"_{name}Key", (PretrainedConfig,), {"model_type": f"rdmldg_{name}"})
+            AutoProcessor.register(key, processor_class, exist_ok=True)
 
 
 register_processors()
@@ -153,7 +181,68 @@ def default_lora_config(
 def lora_target_names(model: torch.nn.Module, target_modules: str = LORA_TARGET_MODULES) -> list[str]:
     """The module names a LoRA target regex selects in ``model`` (to check coverage)."""
     pattern = re.compile(target_modules)
-    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)]
+    linear = ((name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear))
+    return [name for name, _ in linear if pattern.fullmatch(name)]
+
+
+def model_towers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The ``"vision"`` tower and the ``"language"`` model of a vision-language model (or of a PEFT model's base).
+
+    Raises:
+        ValueError: naming the model class, when either cannot be found.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    towers = {"vision": base.get_encoder(modality="image"), "language": base.get_decoder()}
+    for tower, module in towers.items():
+        if module is base or module is getattr(base, "base_model", None):
+            raise ValueError(
+                f"Cannot find the {tower} tower of {type(base).__name__} "
+                "(get_encoder(modality='image') / get_decoder() do not find it)."
+            )
+    return towers
+
+
+def lora_modules_per_tower(model: torch.nn.Module) -> dict[str, int]:
+    """How many modules a PEFT model wraps with adapter layers in its vision tower and in its language model.
+
+    Raises:
+        ValueError: naming the model class, when the vision tower or the language model cannot be found.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {
+        tower: sum(isinstance(m, BaseTunerLayer) for m in module.modules())
+        for tower, module in model_towers(model).items()
+    }
+
+
+def check_lora_covers_both_towers(model: torch.nn.Module) -> dict[str, int]:
+    """Check that a PEFT model's adapter wraps modules of both the vision tower and the language model.
+
+    The paper applies LoRA to both; a target list that misses one tower (e.g. the default names on an
+    architecture they do not know) must not train the language model alone without a word.
+
+    Returns:
+        the number of wrapped modules per tower (:func:`lora_modules_per_tower`).
+
+    Raises:
+        ValueError: naming the model class, the counts and how to pass ``lora_target_modules``.
+    """
+    counts = lora_modules_per_tower(model)
+    missing = [tower for tower, count in counts.items() if count == 0]
+    if missing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+        targets = getattr(config, "target_modules", None)
+        raise ValueError(
+            f"The LoRA targets {targets!r} wrap {counts['vision']} modules of the vision tower and "
+            f"{counts['language']} of the language model of {type(base).__name__}: none in the "
+            f"{' and the '.join(missing)} tower. The LoRA defaults do not know this architecture's module names; "
+            "pass them with --lora_target_modules (a regex or a list of names; "
+            "rdmldg_hf.models.lora_target_names(model, regex) lists what a regex selects), or "
+            "default_lora_config(target_modules=...) in Python."
+        )
+    return counts
 
 
 # --------------------------------------------------------------------------- run config

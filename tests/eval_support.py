@@ -19,22 +19,26 @@ BASE_REPO = "rdmldg-tests/tiny-base"
 
 
 @functools.lru_cache(maxsize=None)
-def trained_adapter() -> Path:
-    """A LoRA adapter (held-out rot30) trained for a few MTCT steps on the tiny model, saved once per session."""
-    out = Path(tempfile.mkdtemp(prefix="rdmldg-eval-adapter-"))
-    model, processor = load_tiny()
+def trained_adapter(architecture: str = "llava") -> Path:
+    """A LoRA adapter (held-out rot30) trained for a few MTCT steps on the tiny model, saved once per session.
+
+    The trainer's state (``trainer_state.json``, the logged losses) is saved in the folder's parent.
+    """
+    out = Path(tempfile.mkdtemp(prefix=f"rdmldg-eval-adapter-{architecture}-"))
+    model, processor = load_tiny(architecture)
     args = config(out / "train", max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3, test_domain="rot30")
     trainer = MTCTTrainer(
         model, args=args, train_dataset=tiny_dataset(24), processing_class=processor, peft_config=default_lora_config(r=4)
     )
     trainer.train()
     trainer.save_model(str(out / "adapter"))
+    trainer.state.save_to_json(str(out / "trainer_state.json"))
     return out / "adapter"
 
 
-def adapter_copy(target: Path) -> Path:
+def adapter_copy(target: Path, architecture: str = "llava") -> Path:
     """A private copy of the trained adapter folder (tests may edit it)."""
-    return Path(shutil.copytree(trained_adapter(), target))
+    return Path(shutil.copytree(trained_adapter(architecture), target))
 
 
 def png(color: tuple[int, int, int], size: int = 32) -> bytes:

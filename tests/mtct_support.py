@@ -18,6 +18,8 @@ from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import MTCTConfig
 
 BENCHMARK = get_benchmark("rotdigits")
+# Image tokens of one 32x32 image in the tiny models: 16 patches (InternVL's pixel shuffle merges them 4 to 1).
+IMAGE_TOKENS = {"llava": 16, "qwen2_vl": 16, "qwen2_5_vl": 16, "internvl": 4}
 
 
 def chain_for(label: int, words: int) -> str:
@@ -56,6 +58,20 @@ def tiny_dataset(n: int = 24, without_chain: tuple[int, ...] = (1,), seed: int =
     if reasoning:
         features["reasoning"] = Value("string")
     return Dataset.from_list(rows, features=Features(features))
+
+
+def template_parts(processor, answer: str) -> tuple[str, str]:
+    """The generation prompt that ends every prompt, and the completion the chat template writes for ``answer``.
+
+    The completion is what training labels and teacher forcing score: the answer, the end-of-turn token
+    and whatever the template writes after it (a newline in Qwen2-style templates).
+    """
+    user = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    bare = processor.apply_chat_template(user, tokenize=False)
+    prompt = processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    full = processor.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
+    assert prompt.startswith(bare) and full.startswith(prompt)
+    return prompt[len(bare) :], full[len(prompt) :]
 
 
 @functools.lru_cache(maxsize=None)

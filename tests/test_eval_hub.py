@@ -1,5 +1,5 @@
 """Sharing adapters: push intercepted at huggingface_hub's commit boundary, then served by olah
-(a real Hub download server) and loaded with DGClassifier and plain PEFT by repo id."""
+(a real Hub download server) and loaded with DGClassifier and plain PEFT by repo id; on every architecture."""
 
 import json
 
@@ -19,16 +19,17 @@ from rdmldg_hf.evaluation.classifier import BaseModelNotFound, DGClassifier
 from rdmldg_hf.evaluation.predict import decode_image
 from rdmldg_hf.evaluation.protocol import evaluate_rows
 from rdmldg_hf.evaluation.sharing import push_adapter
+from rdmldg_hf.testing import ARCHITECTURES
 
 REPO = "rdmldg-tests/rdmldg-rotdigits-rot30"
 IMAGES = [png((40 * i, 255 - 30 * i, 90)) for i in range(5)]
 
 
-@pytest.fixture(scope="module")
-def pushed(tmp_path_factory):
-    """A trained adapter with its results.json, pushed through FakeHub; returns (local folder, hub, record)."""
-    tmp = tmp_path_factory.mktemp("push")
-    adapter = adapter_copy(tmp / "adapter")
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def pushed(request, tmp_path_factory):
+    """A trained adapter with its results.json, pushed through FakeHub: (local folder, hub, record, architecture)."""
+    tmp = tmp_path_factory.mktemp(f"push-{request.param}")
+    adapter = adapter_copy(tmp / "adapter", request.param)
     clf = DGClassifier.from_pretrained(adapter)
     data = rows(12)
     record = evaluate_rows(clf.model, clf.processor, data, get_benchmark("rotdigits")).record(
@@ -39,11 +40,11 @@ def pushed(tmp_path_factory):
     with FakeHub(tmp / "hub") as hub:
         code = cli_main(["push", "--adapter", str(adapter), "--repo", REPO, "--base-model", BASE_REPO, "--private"])
     assert code == 0
-    return adapter, hub, record
+    return adapter, hub, record, request.param
 
 
 def test_push_commits_adapter_card_and_results(pushed):
-    adapter, hub, record = pushed
+    adapter, hub, record, _ = pushed
     assert hub.created == [{"repo_id": REPO, "private": True, "repo_type": "model"}]
     (_, added, deleted), = hub.commits
     assert deleted == [] and added[-1] == "README.md"
@@ -65,24 +66,26 @@ def test_push_commits_adapter_card_and_results(pushed):
 
 
 def test_olah_serves_the_pushed_adapter(pushed, tmp_path, monkeypatch):
-    adapter, hub, _ = pushed
+    adapter, hub, _, architecture = pushed
     local = DGClassifier.from_pretrained(adapter)
     expected = local.predict(IMAGES, mode="direct")
     mirrors = tmp_path / "mirrors"
-    mirror_folder(mirrors, "models", BASE_REPO, tiny_model_dir())
+    mirror_folder(mirrors, "models", BASE_REPO, tiny_model_dir(architecture))
     mirror_folder(mirrors, "models", REPO, hub.repo(REPO))
     with OlahServer(mirrors, tmp_path / "olah") as server, hub_endpoint(server.endpoint):
         # huggingface_hub's module-level HfApi (PEFT's file_exists) read HF_ENDPOINT at import time.
         monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.endpoint)
         remote = DGClassifier.from_pretrained(REPO)
         got = remote.predict(IMAGES, mode="direct")
-        base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir())
+        base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir(architecture))
         peft_model = PeftModel.from_pretrained(base, REPO)
         assert f"/{REPO}/resolve/" in server.log() and f"/{BASE_REPO}/resolve/" in server.log()
     assert [o.label for o in got] == [o.label for o in expected]
     for a, b in zip(got, expected):
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
-    batch = local.processor(text=["<|user|>\n<image>hi"], images=[local_image()], return_tensors="pt")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    text = local.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    batch = local.processor(text=[text], images=[local_image()], return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(peft_model.eval()(**batch).logits, local.model.eval()(**batch).logits, atol=1e-5)
 
@@ -99,6 +102,10 @@ def test_classifier_predicts_labels_probabilities_and_chains(pushed):
     assert direct[0].label == max(direct[0].probabilities, key=direct[0].probabilities.get)
     reasoning = clf.predict(IMAGES[:1], mode="reasoning", max_new_tokens=4)
     assert reasoning[0].text is not None and reasoning[0].probabilities is None
+    generated = clf.predict(IMAGES[:2], mode="direct-generate", max_new_tokens=4)
+    for output in generated:  # a class when the text names one, else invalid (index -1)
+        assert output.text is not None and output.probabilities is None
+        assert (output.label in clf.classes) if output.index >= 0 else (output.label is None and output.index == -1)
 
 
 def test_missing_base_model_says_which_and_how_to_pass_it(tmp_path):

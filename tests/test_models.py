@@ -8,9 +8,12 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
 
+from mtct_support import IMAGE_TOKENS
 from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
 from rdmldg_hf.models import (
     LORA_TARGET_MODULES,
+    InternVLProcessorNoVideo,
+    Qwen2_5_VLProcessorNoVideo,
     Qwen2VLProcessorNoVideo,
     default_lora_config,
     load_model_and_processor,
@@ -19,7 +22,14 @@ from rdmldg_hf.models import (
 from rdmldg_hf.prompts import training_example
 from rdmldg_hf.testing import ARCHITECTURES, build_tiny_model
 
-EXPECTED_PROCESSOR = {"llava": LlavaProcessor, "qwen2_vl": Qwen2VLProcessorNoVideo}
+EXPECTED_PROCESSOR = {
+    "llava": LlavaProcessor,
+    "qwen2_vl": Qwen2VLProcessorNoVideo,
+    "qwen2_5_vl": Qwen2_5_VLProcessorNoVideo,
+    "internvl": InternVLProcessorNoVideo,
+}
+# Shaped like released checkpoints: Qwen2-style turns, class names are not single tokens.
+CHATML = ("qwen2_5_vl", "internvl")
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
@@ -42,18 +52,25 @@ def test_reload_gives_real_classes_and_same_outputs(tiny):
     text = processor.apply_chat_template(messages["prompt"] + messages["completion"], tokenize=False)
     batch = processor(images=[_image()], text=[text], return_tensors="pt")
     image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    assert (batch["input_ids"] == image_token).sum() == 16
+    assert (batch["input_ids"] == image_token).sum() == IMAGE_TOKENS[architecture]
     again, _ = load_model_and_processor(path)
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, again.eval()(**batch).logits)
 
 
-def test_tokenizer_classes_single_tokens_and_template(tiny):
-    _, path = tiny
+def test_tokenizer_class_names_and_template(tiny):
+    architecture, path = tiny
     tokenizer = AutoProcessor.from_pretrained(path).tokenizer
-    for name in get_benchmark("rotdigits").class_names:
-        assert len(tokenizer.encode(name, add_special_tokens=False)) == 1
-        assert len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1
+    officehome = get_benchmark("officehome").class_names
+    lengths = [len(tokenizer.encode(" " + name, add_special_tokens=False)) for name in officehome]
+    if architecture in CHATML:  # as with real checkpoints, multi-token names are the normal case
+        assert len(tokenizer.encode("alarm clock", add_special_tokens=False)) > 1
+        assert len(tokenizer.encode("the eiffel tower", add_special_tokens=False)) > 2
+        assert sum(length > 1 for length in lengths) > len(lengths) / 2
+    else:
+        for name in get_benchmark("rotdigits").class_names:
+            assert len(tokenizer.encode(name, add_special_tokens=False)) == 1
+            assert len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1
     # Every benchmark's text round-trips through the byte-level tokenizer.
     for benchmark in BENCHMARKS.values():
         text = ", ".join(benchmark.class_names)
@@ -67,7 +84,10 @@ def test_tokenizer_classes_single_tokens_and_template(tiny):
     assert tokenizer.decode(answer) == "seven" + tokenizer.eos_token
     prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert full.startswith(prompt) and full[len(prompt):] == "seven" + tokenizer.eos_token
+    turn_end = "\n" if architecture in CHATML else ""
+    assert full.startswith(prompt) and full[len(prompt):] == "seven" + tokenizer.eos_token + turn_end
+    if architecture in CHATML:
+        assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
 
 
 def test_lora_targets_vision_and_language(tiny):
@@ -100,6 +120,19 @@ def test_lora_regex_matches_other_architectures():
         assert not pattern.fullmatch(name), name
 
 
+def test_lora_coverage_needs_a_vision_tower_and_a_language_model():
+    """A model without a vision tower to find: the coverage check says so instead of passing."""
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rdmldg_hf.models import check_lora_covers_both_towers
+
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    text = LlamaForCausalLM(LlamaConfig(**sizes))
+    with pytest.raises(ValueError, match="Cannot find the vision tower of LlamaForCausalLM"):
+        check_lora_covers_both_towers(get_peft_model(text, default_lora_config(r=2, target_modules=["q_proj"])))
+
+
 def test_unknown_architecture_and_preset(tmp_path):
     with pytest.raises(ValueError, match="qwen2_vl"):
         build_tiny_model(tmp_path, "gpt")
@@ -107,23 +140,26 @@ def test_unknown_architecture_and_preset(tmp_path):
         build_tiny_model(tmp_path, preset="huge")
 
 
-def test_processor_registration(tmp_path):
-    """Without the registration a Qwen2-VL-style folder loads as a bare tokenizer; with it, the real processor."""
+@pytest.mark.parametrize("architecture", ["qwen2_vl", "qwen2_5_vl", "internvl"])
+def test_processor_registration(tmp_path, architecture):
+    """Without the registration a no-video processor's folder loads as a bare tokenizer; with it, the real processor."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     from rdmldg_hf.models import register_processors
 
-    path = build_tiny_model(tmp_path, "qwen2_vl", preset="test")
-    registered = {k: v for k, v in PROCESSOR_MAPPING._extra_content.items() if v is Qwen2VLProcessorNoVideo}
+    path = build_tiny_model(tmp_path, architecture, preset="test")
+    expected = EXPECTED_PROCESSOR[architecture]
+    registered = {k: v for k, v in PROCESSOR_MAPPING._extra_content.items() if v is expected}
     try:
         for key in registered:
             del PROCESSOR_MAPPING._extra_content[key]
-        assert not isinstance(AutoProcessor.from_pretrained(path), Qwen2VLProcessorNoVideo)
+        assert not isinstance(AutoProcessor.from_pretrained(path), expected)
     finally:
         register_processors()
-    assert type(AutoProcessor.from_pretrained(path)) is Qwen2VLProcessorNoVideo
+    loaded = AutoProcessor.from_pretrained(path)
+    assert type(loaded) is expected and loaded.video_processor is None and loaded.chat_template
     register_processors()  # idempotent
-    assert list(PROCESSOR_MAPPING._extra_content.values()).count(Qwen2VLProcessorNoVideo) == 1
+    assert list(PROCESSOR_MAPPING._extra_content.values()).count(expected) == 1
 
 
 def test_llava_around_a_pretrained_language_model():

@@ -99,25 +99,38 @@ class TokenScores:
         return index
 
 
-def answer_token_stats(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[list[int], list[float], list[float]]]:
+def answer_token_stats(
+    logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None
+) -> list[tuple[list[int], list[float], list[float]]]:
     """Per row: answer token ids, their probabilities and the predictive entropies.
 
     Args:
-        logits: ``(rows, K, vocab)`` logits of the last ``K`` positions of the sequences
-            (``K`` = sequence length for the full logits).
+        logits: ``(rows, K, vocab)`` logits at ``K`` positions of the sequences.
         labels: ``(rows, length)`` labels, -100 where not an answer token.
+        positions: the ``K`` sequence positions of ``logits``, increasing (default: the last
+            ``K`` positions; ``K`` = sequence length for the full logits).
 
     The logits at position ``p`` predict the label at ``p + 1`` (next-token prediction,
     as in training). Entropies are ``-sum_v p_v log p_v`` in nats.
+
+    Raises:
+        ValueError: if an answer token is not predicted by a kept position.
     """
     length, keep = labels.shape[1], logits.shape[1]
-    targets = labels[:, length - keep + 1 :]
-    if (labels[:, : length - keep + 1] != -100).any():
-        raise ValueError(f"Answer tokens lie before the last {keep} positions whose logits were kept.")
+    if positions is None:
+        positions = torch.arange(length - keep, length, device=labels.device)
+    following = positions.to(labels.device) + 1
+    inside = following < length
+    targets = torch.full((labels.shape[0], keep), -100, dtype=labels.dtype, device=labels.device)
+    targets[:, inside] = labels[:, following[inside]]
+    if (targets != -100).sum() != (labels[:, 1:] != -100).sum():
+        raise ValueError(
+            f"Answer tokens lie before the last {keep} positions whose logits were kept, or between them."
+        )
     out = []
     for row in range(labels.shape[0]):  # one row at a time: float32 (tokens, vocab) stays small
         mask = targets[row] != -100
-        logp = torch.log_softmax(logits[row, :-1][mask].float(), dim=-1)
+        logp = torch.log_softmax(logits[row][mask].float(), dim=-1)
         ids = targets[row][mask]
         token_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1)
@@ -161,8 +174,9 @@ def teacher_force(
 
     Rows are built and collated as in MTCT training (same prompts, same masks). Examples
     are batched by task and answer length (results come back in the given order), so
-    short direct answers are not padded to chain length; only the logits from the first
-    answer position on are computed when the model supports ``logits_to_keep``. Under
+    short direct answers are not padded to chain length; when the model supports
+    ``logits_to_keep``, the LM head is applied only at positions predicting an answer token
+    (never ``[batch, sequence, vocab]`` logits over prompt and image tokens). Under
     accelerate with N processes the batches are spread over the processes and every
     process returns all results.
     """
@@ -179,14 +193,14 @@ def teacher_force(
         labels = batch.pop("labels")
         inputs = {k: v.to(device) for k, v in batch.items() if not k.startswith("mtct_")}
         kwargs: dict[str, Any] = {"use_cache": False}
-        if trim:
-            answer = (labels != -100).any(0).nonzero()
-            first = int(answer[0]) if len(answer) else labels.shape[1] - 1
-            kwargs["logits_to_keep"] = labels.shape[1] - first + 1
+        positions = None
+        if trim:  # the positions predicting an answer token in some row: the LM head is applied there only
+            positions = (labels[:, 1:] != -100).any(0).nonzero().flatten()
+            kwargs["logits_to_keep"] = positions.to(device)
         with eval_mode(model), torch.inference_mode():
             logits = model(**inputs, **kwargs).logits
         results = []
-        for ids, probs, entropies in answer_token_stats(logits, labels.to(logits.device)):
+        for ids, probs, entropies in answer_token_stats(logits, labels.to(logits.device), positions):
             pieces, offsets, text = token_pieces(tokenizer, ids)
             results.append(TokenScores(ids, pieces, offsets, text, probs, entropies))
         return results

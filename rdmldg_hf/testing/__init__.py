@@ -1,5 +1,6 @@
-"""What tests and benchmarks of rdmldg_hf (and of code built on it) use: tiny offline models."""
+"""What tests and benchmarks of rdmldg_hf (and of code built on it) use: tiny offline models, an LM-head probe."""
 
+from .lm_head import LMHeadCalls
 from .tiny_models import (
     ARCHITECTURES,
     TINY_PRESETS,
@@ -12,6 +13,7 @@ from .tiny_models import (
 )
 
 __all__ = [
+    "LMHeadCalls",
     "ARCHITECTURES",
     "TINY_PRESETS",
     "TinyModelSpec",

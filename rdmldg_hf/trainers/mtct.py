@@ -27,9 +27,16 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import BENCHMARKS, Benchmark, display_name, get_benchmark, normalize_name
-from ..data.holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, split_holdout
+from ..protocol.holdout import (
+    DEFAULT_HOLDOUT_FRACTION,
+    DEFAULT_HOLDOUT_SEED,
+    DEFAULT_HOLDOUT_STYLE,
+    HOLDOUT_STYLES,
+    check_holdout_style,
+    split_holdout,
+)
 from ..data.training_rows import INDEX_COLUMN, MODES, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
-from ..models import RunConfig, register_processors
+from ..models import RunConfig, check_lora_covers_both_towers, register_processors
 from ..prompts import PROMPT_VERSION
 from .losses import NORMALIZATIONS, batch_normalizer, mtct_loss
 
@@ -102,6 +109,14 @@ class MTCTConfig(SFTConfig):
         },
     )
     holdout_seed: int = field(default=DEFAULT_HOLDOUT_SEED, metadata={"help": "Seed of the in/out split."})
+    holdout_style: str = field(
+        default=DEFAULT_HOLDOUT_STYLE,
+        metadata={
+            "help": "Which images the in/out split holds out: 'hash' (seeded hash of image_id, order-independent) "
+            "or 'domainbed' (DomainBed's own split, image for image; the seed is its trial_seed).",
+            "choices": list(HOLDOUT_STYLES),
+        },
+    )
     bf16: bool | None = field(
         default=None,
         metadata={"help": "bf16 mixed precision. Unset: on where the GPU supports it, off on CPU."},
@@ -116,6 +131,7 @@ class MTCTConfig(SFTConfig):
             )
         if not 0.0 <= self.mixed_reasoning_ratio <= 1.0:
             raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {self.mixed_reasoning_ratio!r}.")
+        check_holdout_style(self.holdout_style)
         if self.bf16 is None and not self.fp16:
             self.bf16 = _default_bf16()
         if _no_accelerator():
@@ -161,6 +177,7 @@ class MTCTData:
                 "reasoning_normalization": args.reasoning_normalization,
                 "holdout_fraction": args.holdout_fraction,
                 "holdout_seed": args.holdout_seed,
+                "holdout_style": args.holdout_style,
                 "images": self.stats.images,
                 "classification_rows": self.stats.classification_rows,
                 "reasoning_rows": self.stats.reasoning_rows,
@@ -230,6 +247,7 @@ def prepare_mtct_data(
     if needs_domain and "domain" not in dataset.column_names:
         raise ValueError(f"test_domain/holdout need a 'domain' column; the dataset has {dataset.column_names}.")
     present = sorted(set(dataset["domain"])) if "domain" in dataset.column_names else []
+    environments = list(benchmark.domains) if benchmark else present  # DomainBed's environment indices
     if args.test_domain is not None:
         test = normalize_name(args.test_domain)
         valid = sorted(set(present) | set(benchmark.domains if benchmark else ()))
@@ -241,7 +259,9 @@ def prepare_mtct_data(
             raise ValueError(f"No training images left after holding out {test!r}.")
     held_out = None
     if args.holdout_fraction > 0:
-        dataset, held_out = split_holdout(dataset, args.holdout_fraction, args.holdout_seed)
+        dataset, held_out = split_holdout(
+            dataset, args.holdout_fraction, args.holdout_seed, args.holdout_style, environments
+        )
     train, stats = build_units(dataset, args.mode, args.mixed_reasoning_ratio, args.seed)
     logger.info(stats.summary())
     if eval_dataset is not None:
@@ -349,6 +369,8 @@ class MTCTTrainer(SFTTrainer):
             peft_config=peft_config,
             **kwargs,
         )
+        if peft_config is not None:  # the paper's LoRA: both towers, never the language model alone unnoticed
+            check_lora_covers_both_towers(self.model)
 
     # The collator needs the unit columns; TRL's default keeps only prompt/completion/image(s).
     def _set_signature_columns_if_needed(self) -> None:

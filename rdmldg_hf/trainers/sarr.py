@@ -38,8 +38,9 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark, normalize_name
-from ..data.holdout import split_holdout
+from ..protocol.holdout import split_holdout
 from ..generation import GenerationBackend, GenerationSettings, ModelBackend, process_state
+from ..locking import FolderLock
 from ..models import RUN_CONFIG_NAME, RunConfig
 from ..prompts import PROMPT_VERSION
 from .mtct import MTCTConfig, MTCTTrainer
@@ -152,7 +153,8 @@ _RUN_FIELDS = (
     "num_rounds", "mtct_stage", "fallback", "round_init", "round_num_train_epochs", "round_max_steps", "relabel_batch_size", "relabel_max_new_tokens",
     "relabel_num_candidates", "relabel_temperature", "relabel_top_p", "strict_chains", "mode",
     "mixed_reasoning_ratio", "cls_weight", "reasoning_weight", "reasoning_normalization", "benchmark",
-    "test_domain", "holdout_fraction", "holdout_seed", "learning_rate", "num_train_epochs", "max_steps",
+    "test_domain", "holdout_fraction", "holdout_seed", "holdout_style", "learning_rate", "num_train_epochs",
+    "max_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
     "weight_decay", "seed", "max_length",
 )
@@ -314,6 +316,8 @@ class SARRTrainer:
         self.backend, self.stage_callback, self.callbacks = backend, stage_callback, callbacks
         self.model = model
         self.dist = process_state()
+        # One SARR run per output folder: a second process stops here, before any work (see rdmldg_hf.locking).
+        self._output_lock = FolderLock(args.output_dir, "SARR run").acquire() if self.dist.is_main_process else None
         dataset = _merge(train_dataset)
         self.benchmark = _find_benchmark(dataset, args.benchmark)
         if args.mtct_stage and "reasoning" not in dataset.column_names:
@@ -325,11 +329,14 @@ class SARRTrainer:
         if "reasoning" not in dataset.column_names:
             dataset = dataset.add_column("reasoning", [None] * len(dataset), feature=Value("string"))
         self.test_rows: Dataset | None = None
+        environments = list(self.benchmark.domains)  # DomainBed's environment indices, held-out domain included
         if args.test_domain is not None:
             test = self.benchmark.domain(args.test_domain)
             self.test_rows = dataset.filter(lambda d: d == test, input_columns="domain")
             dataset = dataset.filter(lambda d: d != test, input_columns="domain")
-        self.train_rows, self.val_rows = split_holdout(dataset, args.holdout_fraction, args.holdout_seed)
+        self.train_rows, self.val_rows = split_holdout(
+            dataset, args.holdout_fraction, args.holdout_seed, args.holdout_style, environments
+        )
         if len(self.train_rows) == 0:
             raise ValueError("No training images left after holding out the test domain and the validation part.")
         self.stages = (["mtct"] if args.mtct_stage else []) + [f"round-{k}" for k in range(1, args.num_rounds + 1)]
@@ -470,7 +477,25 @@ class SARRTrainer:
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_state()  # trainer_state.json (the loss log) even when checkpointing is off
         trainer.save_model(str(stage_dir / "final"))
+        self._record_run_split(stage_dir / "final")
         return trainer.accelerator.unwrap_model(trainer.model), _losses(trainer.state.log_history)
+
+    def _holdout_record(self) -> dict[str, Any]:
+        """The run's holdout (each stage trains on rows already split, with holdout_fraction 0)."""
+        return {
+            "holdout_fraction": self.args.holdout_fraction,
+            "holdout_seed": self.args.holdout_seed,
+            "holdout_style": self.args.holdout_style,
+        }
+
+    def _record_run_split(self, folder: Path) -> None:
+        """Make a stage's ``rdmldg_config.json`` record the run's held-out domain and holdout, not the stage's."""
+        if not self.dist.is_main_process or not (folder / RUN_CONFIG_NAME).is_file():
+            return
+        run = RunConfig.load(folder)
+        run.test_domain = self.args.test_domain and normalize_name(self.args.test_domain)
+        run.settings.update(self._holdout_record())
+        run.save(folder)
 
     def _load_stage_model(self, name: str) -> torch.nn.Module:
         """The weights a finished stage saved, on the base model."""
@@ -505,6 +530,7 @@ class SARRTrainer:
             run = RunConfig.load(final) if final and (Path(final) / RUN_CONFIG_NAME).exists() else None
             settings = dict(run.settings) if run else {}
             settings.update(
+                **self._holdout_record(),
                 num_rounds=self.args.num_rounds,
                 mtct_stage=self.args.mtct_stage,
                 fallback=self.args.fallback,
