@@ -27,13 +27,12 @@ from teacher_bench_utils import BENCHMARK, write_images
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.schema import SourceImage
 from rdmldg_hf.teacher.batch import BatchLimits, BatchReport, collect_batches, write_shards
-from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
 from rdmldg_hf.teacher.client import make_client
-from rdmldg_hf.teacher.loopback import chat_completion
 from rdmldg_hf.teacher.pipeline import TeacherRun
 from rdmldg_hf.teacher.requests import custom_id, wire_id
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
+from rdmldg_hf.testing import LoopbackBatchServer, chat_completion
 
 SETTINGS = TeacherSettings(sampling=SamplingSettings(model="gpt-4o", candidates=4, image_max_side=32),
                            base_url="http://127.0.0.1:9/v1", progress=False)

@@ -38,7 +38,7 @@ def write_images(root: Path, count: int, size: int = 96, seed: int = 0) -> list[
 def teacher_server(delay: float) -> Iterator[str]:
     """Base URL of a loopback teacher process answering every request after ``delay`` seconds."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "rdmldg_hf.teacher.loopback", "--delay", str(delay), "--conclusion", "giraffe"],
+        [sys.executable, "-m", "rdmldg_hf.testing.loopback", "--delay", str(delay), "--conclusion", "giraffe"],
         stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -1,34 +1,32 @@
-"""The ``rdmldg`` command: one subcommand per capability, each defined in its own module.
+"""The ``rdmldg`` command: dispatches to one module per subcommand in :mod:`rdmldg_hf.commands`.
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` and keeps
-heavy imports inside ``run`` so that ``rdmldg --help`` stays fast.
+heavy imports inside ``run``: only the requested subcommand's module is imported, so that
+``rdmldg --help`` stays fast (tests/test_cli.py checks it).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from typing import Sequence
 
+from .commands import CommandError
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("rdmldg_hf.data.build_command", "Build DomainBed-Reasoning from DomainBed image folders (or the embedded benchmark)."),
-    "batches": ("rdmldg_hf.teacher.batches_command", "Status of the OpenAI Batch API jobs of a build."),
-    "eval": ("rdmldg_hf.evaluation.eval_command", "Evaluate a model, adapter or API model on held-out domains."),
-    "push": ("rdmldg_hf.evaluation.push_command", "Push a trained adapter with its model card to the Hub."),
-    "analyze": ("rdmldg_hf.analysis_command", "Token-probability, entropy and loss-curve analyses and plots."),
+    "build": (
+        "rdmldg_hf.commands.build",
+        "Build DomainBed-Reasoning from DomainBed image folders (or the embedded benchmark).",
+    ),
+    "batches": ("rdmldg_hf.commands.batches", "Status of the OpenAI Batch API jobs of a build."),
+    "eval": ("rdmldg_hf.commands.eval", "Evaluate a model, adapter or API model on held-out domains."),
+    "push": ("rdmldg_hf.commands.push", "Push a trained adapter with its model card to the Hub."),
+    "train": ("rdmldg_hf.commands.train", "Train with MTCT or the whole method (SARR) from a YAML config."),
+    "analyze": ("rdmldg_hf.commands.analyze", "Token-probability, entropy and loss-curve analyses and plots."),
 }
-
-
-class CommandError(Exception):
-    """An error the user can act on: printed without a traceback, exit code 2."""
-
-
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def _requested(argv: Sequence[str]) -> str | None:
@@ -43,8 +41,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     requested = _requested(argv)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        if not _available(module_name):
-            continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if requested == name:
             module = importlib.import_module(module_name)

@@ -3,7 +3,7 @@
 One processor call per batch, left padding, KV cache, greedy by default (sampling with
 ``num_candidates`` outputs per prompt optional). Generation goes through a small backend
 protocol (:class:`GenerationBackend`) so tests can script model outputs
-(:class:`ScriptedBackend`) while real runs use :class:`ModelBackend`.
+(:class:`rdmldg_hf.testing.ScriptedBackend`) while real runs use :class:`ModelBackend`.
 
 Under ``accelerate launch`` with N processes, :func:`run_batches` forms the batches once,
 globally, and deals whole batches to processes in turn; results are gathered with
@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import torch
+from datasets import Column
 
 __all__ = [
     "Messages",
     "GenerationSettings",
     "GenerationBackend",
     "ModelBackend",
-    "ScriptedBackend",
     "as_backend",
     "batch_indices",
     "run_batches",
@@ -160,29 +160,9 @@ class ModelBackend:
         return [[text.strip() for text in texts[i * k : (i + 1) * k]] for i in range(len(messages_batch))]
 
 
-class ScriptedBackend:
-    """A backend whose outputs come from a function, for tests and dry runs.
-
-    ``reply(messages, image)`` returns one text or a list of texts (one per candidate;
-    a single text is repeated). Every call is recorded in ``calls`` as the batch size.
-    """
-
-    def __init__(self, reply: Callable[[Messages, Any], str | Sequence[str]]):
-        self.reply = reply
-        self.calls: list[int] = []
-
-    def generate_texts(
-        self, messages_batch: Sequence[Messages], images: Sequence[Any], settings: GenerationSettings, batch_index: int = 0
-    ) -> list[list[str]]:
-        self.calls.append(len(messages_batch))
-        outputs = []
-        for messages, image in zip(messages_batch, images):
-            texts = self.reply(messages, image)
-            texts = [texts] * settings.num_candidates if isinstance(texts, str) else list(texts)
-            if len(texts) != settings.num_candidates:
-                raise ValueError(f"Scripted reply gave {len(texts)} texts; {settings.num_candidates} expected.")
-            outputs.append(texts)
-        return outputs
+def _take(images: Sequence[Any], indices: list[int]) -> list[Any]:
+    """``images[i]`` for each index: one read of a datasets ``Column`` (it takes a list), else one at a time."""
+    return list(images[indices]) if isinstance(images, Column) else [images[i] for i in indices]
 
 
 def as_backend(model_or_backend: Any, processor: Any = None) -> GenerationBackend:
@@ -278,6 +258,7 @@ def generate(
     backend = as_backend(model, processor)
 
     def one_batch(indices: list[int], batch_index: int) -> list[list[str]]:
-        return backend.generate_texts([messages_batch[i] for i in indices], [images[i] for i in indices], settings, batch_index)
+        messages = [messages_batch[i] for i in indices]
+        return backend.generate_texts(messages, _take(images, indices), settings, batch_index)
 
     return run_batches(one_batch, len(images), settings.batch_size, done=done, on_batch=on_batch)

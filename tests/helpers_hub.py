@@ -197,7 +197,8 @@ class FakeHub:
     """Intercepts huggingface_hub at the commit boundary: repos are local folders under ``root``.
 
     Patches ``HfApi.create_repo``, ``repo_info``, ``list_repo_files``, ``preupload_lfs_files``
-    and ``create_commit`` (which applies additions and deletions to ``root/<repo_id>``), and the
+    and ``create_commit`` (which applies additions and deletions to ``root/<repo_id>``), routes
+    ``upload_folder`` through them (YAML of a README checked locally, no Xet pipeline), and the
     filesystem ``DatasetDict.push_to_hub`` reads the repo's README through. ``commits`` records
     ``(repo_id, [paths added], [paths deleted])``; ``created`` records ``create_repo`` calls.
     """
@@ -212,9 +213,10 @@ class FakeHub:
 
     def __enter__(self) -> "FakeHub":
         import datasets.dataset_dict as dataset_dict
+        import huggingface_hub.hf_api
         from fsspec.implementations.dirfs import DirFileSystem
         from fsspec.implementations.local import LocalFileSystem
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
         from huggingface_hub.hf_api import CommitInfo, RepoUrl
         from huggingface_hub.utils import RepositoryNotFoundError
 
@@ -273,7 +275,14 @@ class FakeHub:
         patch.setattr(HfApi, "repo_info", repo_info)
         patch.setattr(HfApi, "list_repo_files", list_repo_files)
         patch.setattr(HfApi, "preupload_lfs_files", preupload_lfs_files)
+        def validate_yaml(api, content, **kwargs):  # the Hub's /api/validate-yaml, checked here by parsing it
+            DatasetCard(content).data
+
         patch.setattr(HfApi, "create_commit", create_commit)
+        # upload_folder: the card's YAML is checked locally, and without the Xet pipeline (which needs the Hub's
+        # storage) it uploads through preupload_lfs_files and create_commit, intercepted above.
+        patch.setattr(HfApi, "_validate_yaml", validate_yaml)
+        patch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
         patch.setattr(dataset_dict, "HfFileSystem", lambda **kwargs: None)
         patch.setattr(dataset_dict, "DirFileSystem", repo_filesystem)
         return self

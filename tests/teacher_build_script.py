@@ -4,7 +4,7 @@ without importing the other subcommands (quicker to start)."""
 import argparse
 import sys
 
-from rdmldg_hf.data import build_command
+from rdmldg_hf.commands import build as build_command
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="rdmldg build")

@@ -24,7 +24,7 @@ from PIL import Image
 from rdmldg_hf.benchmarks import Benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.schema import SourceImage
-from rdmldg_hf.teacher.loopback import chat_completion
+from rdmldg_hf.testing import chat_completion
 
 RED_STEP, GREEN_STEP, BLUE_STEP = 20, 60, 8
 

@@ -170,3 +170,18 @@ def test_losses_from_a_written_log(tmp_path, capsys):
         assert [r["round"] for r in manifest["summary"]["rounds"]] == ["round-2"]
     assert main(["analyze", "losses", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "No run folder" in capsys.readouterr().err
+
+
+def test_default_dataset_is_built_once_under_the_hubs_home(tmp_path, monkeypatch, capsys):
+    """Without --dataset the embedded benchmark is built into huggingface_hub's HF_HOME (XDG rules included)."""
+    from datasets import load_dataset
+    from huggingface_hub import constants
+
+    from rdmldg_hf.commands import analyze
+
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf-home"))
+    folder = analyze._embedded_dataset()
+    assert Path(folder) == tmp_path / "hf-home" / "rdmldg" / "embedded-rotdigits"
+    assert "Built the embedded benchmark" in capsys.readouterr().out
+    assert analyze._embedded_dataset() == folder and capsys.readouterr().out == ""  # found, not rebuilt
+    assert set(load_dataset(folder, "rotdigits")) == {"rot0", "rot30", "rot60", "rot90"}

@@ -1,7 +1,6 @@
 """``rdmldg build`` end to end: DomainBed folders, chains, reports, bad input, interruption, push."""
 
 import json
-import types
 
 import pytest
 from datasets import load_dataset
@@ -10,7 +9,8 @@ from helpers_hub import FakeHub, make_domainbed_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.cli import main
-from rdmldg_hf.data import build_command, hub_layout
+from rdmldg_hf.commands import build as build_command
+from rdmldg_hf.data import hub_layout
 from rdmldg_hf.data.schema import ChainRecord
 
 VLCS = get_benchmark("vlcs")
@@ -174,15 +174,16 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
         assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--push-to-hub", "me/dbr", "--private") == 0
         assert hub.created == [{"repo_id": "me/dbr", "private": True, "repo_type": "dataset"}]
         (_, added, deleted), = hub.commits
-        assert added[-1] == "README.md" and "vlcs/caltech101-00000-of-00001.parquet" in added and not deleted
+        assert {"README.md", "vlcs/caltech101-00000-of-00001.parquet"} <= set(added) and not deleted
         remote = hub.repo("me/dbr")
         pushed = load_dataset(str(remote), "vlcs", split="caltech101")
         assert pushed["image_id"] == load_dataset(str(out), "vlcs", split="caltech101")["image_id"]
         assert "me/dbr" in (remote / "README.md").read_text()
-        # a rebuild with more shards replaces the old shard in the same commit
+        # a rebuild with more shards replaces the old shard in the same commit; files outside data folders stay
+        (remote / "notes.md").write_text("kept")
         assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--max-shard-size", "300", "--push-to-hub", "me/dbr") == 0
         _, added, deleted = hub.commits[-1]
-        assert "vlcs/caltech101-00000-of-00001.parquet" in deleted
+        assert "vlcs/caltech101-00000-of-00001.parquet" in deleted and (remote / "notes.md").is_file()
         assert len(load_dataset(str(remote), "vlcs", split="caltech101")) == 4
         # a folder lacking the repo's vlcs config would drop it from the card: refused
         other = ("--out", tmp_path / "other", "--config-name", "vlcs-copy", "--push-to-hub", "me/dbr")
@@ -197,15 +198,11 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
 def test_teacher_hook_supplies_the_chains(tmp_path, vlcs_root, monkeypatch):
     seen = {}
 
-    def add_teacher_arguments(parser):
-        parser.add_argument("--teacher")
-
     def teacher_chains(args, benchmark, images, out_dir):
         seen.update(benchmark=benchmark.name, images=len(images), out_dir=out_dir)
         return {images[0].image_id: ChainRecord(reasoning=chain("bird"), chain_source=args.teacher)}
 
-    fake = types.SimpleNamespace(add_teacher_arguments=add_teacher_arguments, teacher_chains=teacher_chains)
-    monkeypatch.setattr(build_command, "_teacher_cli", lambda: fake)
+    monkeypatch.setattr(build_command.teacher_arguments, "teacher_chains", teacher_chains)
     out = tmp_path / "out"
     assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--teacher", "gpt-4o") == 0
     assert seen == {"benchmark": "vlcs", "images": 16, "out_dir": str(out)}

@@ -14,14 +14,12 @@ from rdmldg_hf.data.pixel_limit import OversizedImageError
 from rdmldg_hf.data.schema import SourceImage
 from rdmldg_hf.evaluation.classifier import DGClassifier
 from rdmldg_hf.evaluation.predict import decode_images
-from rdmldg_hf.generation import ScriptedBackend
 from rdmldg_hf.models import RunConfig
 from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.teacher.images import encode_image
-from rdmldg_hf.teacher.loopback import LoopbackServer
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
-from rdmldg_hf.testing.oversized import oversized_png
+from rdmldg_hf.testing import LoopbackServer, ScriptedBackend, oversized_png
 from teacher_fakes import pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")

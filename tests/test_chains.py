@@ -18,7 +18,7 @@ from rdmldg_hf.chains import (
     resolve_conclusion,
 )
 from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.generation import ScriptedBackend
+from rdmldg_hf.testing import ScriptedBackend
 
 DIGITS = get_benchmark("rotdigits").class_names
 

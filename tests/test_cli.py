@@ -1,5 +1,6 @@
 """The rdmldg command: subcommand dispatch, lazy imports, user errors."""
 
+import json
 import subprocess
 import sys
 
@@ -22,9 +23,16 @@ def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_only_the_requested_subcommand_is_imported():
+    """`rdmldg --help` imports no subcommand module; `rdmldg NAME` imports NAME's alone."""
     code = (
-        "import sys; from rdmldg_hf.cli import build_parser; build_parser(['build']);"
-        "print(sorted(m for m in sys.modules if m.startswith('rdmldg_hf.') and m.endswith('_command')))"
+        "import json, sys; from rdmldg_hf.cli import SUBCOMMANDS, build_parser; loaded = {}\n"
+        "for argv in ([], *([name] for name in SUBCOMMANDS)):\n"
+        "    build_parser(argv)\n"
+        "    loaded[' '.join(argv)] = sorted(m for m in sys.modules if m.startswith('rdmldg_hf.commands.'))\n"
+        "    for m in loaded[' '.join(argv)]: del sys.modules[m]\n"
+        "print(json.dumps(loaded))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['rdmldg_hf.data.build_command']"
+    loaded = json.loads(out)
+    assert loaded.pop("") == []
+    assert loaded == {name: [module] for name, (module, _) in SUBCOMMANDS.items()}

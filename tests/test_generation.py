@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from PIL import Image
+from sarr_support import CLASSES, tiny_rows
 
 from rdmldg_hf.generation import (
     GenerationSettings,
-    ScriptedBackend,
     batch_indices,
     generate,
     run_batches,
 )
 from rdmldg_hf.models import load_model_and_processor
-from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.prompts import prompt_messages
-from sarr_support import CLASSES, tiny_rows
+from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,17 @@ def test_scripted_generation_keeps_order_and_batches():
     out = generate(backend, None, [[]] * 10, list(range(10)), settings)
     assert out == [[f"a{i}", f"b{i}"] for i in range(10)]
     assert backend.calls == [4, 4, 2]
+
+
+def test_a_dataset_image_column_is_read_once_per_batch(monkeypatch):
+    rows = Dataset.from_dict({"image": [Image.new("RGB", (i + 1, 1)) for i in range(5)]})
+    column = rows.cast_column("image", ImageFeature())["image"]  # datasets' lazy Column, as relabel passes it
+    reads = []
+    read = Dataset.__getitem__
+    monkeypatch.setattr(Dataset, "__getitem__", lambda self, key: reads.append(key) or read(self, key))
+    backend = ScriptedBackend(lambda messages, image: str(image.size[0]))
+    out = generate(backend, None, [[]] * 5, column, GenerationSettings(batch_size=2))
+    assert out == [[str(i + 1)] for i in range(5)] and reads == [[0, 1], [2, 3], [4]]
 
 
 def test_generate_needs_one_image_per_prompt():

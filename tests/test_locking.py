@@ -13,7 +13,7 @@ import pytest
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.locking import FolderBusyError, FolderLock, lock_path
-from rdmldg_hf.teacher.loopback import LoopbackServer
+from rdmldg_hf.testing import LoopbackServer
 from teacher_fakes import built_rows, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")

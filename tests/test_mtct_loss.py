@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from mtct_support import config, load_tiny, tiny_dataset
 
-from mtct_support import load_tiny, tiny_dataset, config
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING
 from rdmldg_hf.trainers import MTCTTrainer, mtct_loss
+from rdmldg_hf.trainers.losses import NamedSums, loss_metrics
 
 B = 4  # images in the fixed batch; image 1 has no chain
 
@@ -121,3 +122,24 @@ def test_loss_function_on_synthetic_log_probs():
     assert weighted.item() == pytest.approx(3.0)
     with pytest.raises(ValueError, match="per_sequence"):
         mtct_loss(log_probs, mask, task, normalizer, "per_batch")
+
+
+def test_logged_loss_parts_by_name():
+    log_probs = -torch.tensor([[1.0, 2.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0]])
+    mask = log_probs != 0
+    task = torch.tensor([CLASSIFICATION, REASONING, REASONING])
+    result = mtct_loss(log_probs, mask, task, torch.tensor([2.0, 2.0, 6.0]))
+    top1 = torch.tensor([[True, False, False, False], [True, True, True, False], [False, False, False, False]])
+    sums = NamedSums()
+    for _ in range(2):  # two logging steps' worth: sums add up, the metrics are unchanged
+        sums.add(result.stats(top1, mask, entropy=torch.full((3, 4), 0.5)))
+    metrics = loss_metrics(sums.totals())
+    assert metrics == pytest.approx({
+        "cls_loss": 3.0, "reasoning_loss": (4 / 4 + 4 / 2) / 2, "cls_token_accuracy": 1 / 2,
+        "reasoning_token_accuracy": 3 / 6, "mean_token_accuracy": 4 / 8, "entropy": 0.5,
+    })
+    sums.reset()
+    sums.add(mtct_loss(log_probs[1:], mask[1:], task[1:], torch.tensor([1.0, 2.0, 6.0])).stats())
+    assert "cls_loss" not in loss_metrics(sums.totals()) and "cls_token_accuracy" not in loss_metrics(sums.totals())
+    with pytest.raises(ValueError, match="same names"):
+        sums.add({"cls_nll": torch.tensor(1.0)})

@@ -20,10 +20,10 @@ from rdmldg_hf.cli import main as rdmldg_main
 from rdmldg_hf.data.schema import dataset_features
 from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics
 from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.generation import GenerationSettings, ScriptedBackend
+from rdmldg_hf.generation import GenerationSettings
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.scoring import answer_token_ids, score_classes
-from rdmldg_hf.testing import build_tiny_model
+from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
 from rdmldg_hf.trainers.relabel import build_round_dataset, relabel
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -11,10 +11,9 @@ from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.adaptation import RequestRefused, refused_parameter
 from rdmldg_hf.teacher.batch import BatchLimits, generate_chains_batch
-from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
-from rdmldg_hf.teacher.loopback import LoopbackServer, Scripted
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings, store_key
+from rdmldg_hf.testing import LoopbackBatchServer, LoopbackServer, Scripted
 from teacher_fakes import pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")

@@ -12,11 +12,11 @@ from datasets import load_dataset
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.batch import BatchLimits, generate_chains_batch, write_shards
-from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
 from rdmldg_hf.teacher.client import make_client
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
+from rdmldg_hf.testing import LoopbackBatchServer
 from teacher_fakes import pixel_teacher, sent_id, write_images
 
 PACS = get_benchmark("pacs")

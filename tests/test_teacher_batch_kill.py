@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
-from rdmldg_hf.teacher.batch_loopback import LoopbackBatchServer
+from rdmldg_hf.testing import LoopbackBatchServer
 from teacher_fakes import built_rows, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")

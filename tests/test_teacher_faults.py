@@ -10,10 +10,10 @@ import httpx2
 import pytest
 
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.teacher.loopback import chat_completion
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.retry import TeacherConfigError
 from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings
+from rdmldg_hf.testing import chat_completion
 from teacher_fakes import (
     RecordedSleep, ScriptedTransport, chain, fail, pixel_teacher, raw, seen, status, texts, write_images,
 )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
-from rdmldg_hf.teacher.loopback import LoopbackServer
 from rdmldg_hf.teacher.rejection import decide
 from rdmldg_hf.teacher.store import Reply
+from rdmldg_hf.testing import LoopbackServer
 from teacher_fakes import built_rows, identity, pixel_teacher, seen, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")

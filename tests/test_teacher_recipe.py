@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.teacher.loopback import LoopbackServer
+from rdmldg_hf.testing import LoopbackServer
 from teacher_fakes import pixel_teacher, write_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_the_paper_config_sets_the_teacher_options():
 def test_unknown_config_keys_are_named(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("benchmark: pacs\nout: x\ncandidate: 3\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match=rf"{config}.*candidate; .*did you mean 'candidates'"):
         recipe().parse_args(["--config", str(config)])
 
 

@@ -15,6 +15,7 @@ that loads as if complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -502,23 +503,26 @@ def push_folder(
     token: str | None = None,
     commit_message: str = "Upload DomainBed-Reasoning",
 ) -> str:
-    """Push a built folder to a Hub dataset repo in one commit; returns the commit URL.
+    """Push a built folder to a Hub dataset repo with ``HfApi.upload_folder``; returns the commit URL.
 
-    The repo is created if missing. Remote files inside the folder's data directories that
-    the folder no longer holds (shards of an older build) are deleted in the same commit,
-    as ``push_to_hub`` does. The token comes from ``token`` or the usual HF sources
+    The repo is created if missing. Remote files in the folder's data directories that the folder
+    no longer holds (shards of an older build) are deleted in the same upload (``delete_patterns``),
+    as ``push_to_hub`` does. One commit, unless huggingface_hub splits a very large folder into
+    several (its resumable Xet upload). The token comes from ``token`` or the usual HF sources
     (``HF_TOKEN``, ``hf auth login``) and is never printed.
+
+    Raises:
+        FileNotFoundError: the folder holds no README.md (it was not built).
+        ValueError: the repo holds configs the folder lacks (their data would vanish from the card).
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import HfApi
 
     root = Path(folder)
-    readme = root / datasets_config.REPOCARD_FILENAME
-    if not readme.is_file():
+    if not (root / datasets_config.REPOCARD_FILENAME).is_file():
         raise FileNotFoundError(f"{str(folder)!r} holds no README.md; build it with `rdmldg build` before pushing.")
     check_repo_id(repo_id)
     api = HfApi(token=token, library_name="rdmldg_hf")
     repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
-    local = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     data_dirs = _data_dirs(root)
     remote = api.list_repo_files(repo_id, repo_type="dataset")
     remote_only = sorted({p.split("/", 1)[0] for p in remote if p.endswith(".parquet") and "/" in p} - data_dirs)
@@ -529,15 +533,11 @@ def push_folder(
             f"(huggingface_hub.snapshot_download(repo_id={repo_id!r}, repo_type='dataset', local_dir=...)), "
             f"build into that folder, then push it."
         )
-    deletions = [
-        CommitOperationDelete(path_in_repo=path)
-        for path in remote
-        if path.split("/", 1)[0] in data_dirs and "/" in path and path not in local
-    ]
-    # README last, so that a reader never sees a card describing files not yet there.
-    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(root / path)) for path in local if path != "README.md"]
-    additions.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(readme)))
-    info = api.create_commit(
-        repo_id, operations=[*additions, *deletions], commit_message=commit_message, repo_type="dataset"
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=root,
+        repo_type="dataset",
+        commit_message=commit_message,
+        delete_patterns=[f"{glob.escape(name)}/*" for name in sorted(data_dirs)],
     )
     return str(getattr(info, "commit_url", info))

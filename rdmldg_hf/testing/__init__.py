@@ -1,25 +1,64 @@
-"""What tests and benchmarks of rdmldg_hf (and of code built on it) use: tiny offline models, an LM-head probe."""
+"""The way to test code that uses rdmldg_hf (and rdmldg_hf itself): offline stand-ins for models and servers.
 
-from .lm_head import LMHeadCalls
-from .tiny_models import (
-    ARCHITECTURES,
-    TINY_PRESETS,
-    TinyModelSpec,
-    build_tiny_model,
-    chat_template,
-    llava_from_language_model,
-    project_corpus,
-    train_tokenizer,
-)
+* :func:`build_tiny_model` -- a tiny model of each supported architecture (``ARCHITECTURES``) with its
+  processor and chat template, written to a folder, built offline in seconds;
+* :class:`ScriptedBackend` -- generation whose outputs come from a function, accepted wherever rdmldg_hf
+  generates with a model (relabeling, evaluation, ``SARRTrainer(backend=...)``);
+* :class:`LoopbackServer` -- an OpenAI-compatible chat-completions server on 127.0.0.1 with scripted
+  replies, for the teacher (``rdmldg build --teacher ... --base-url server.base_url``);
+  :class:`LoopbackBatchServer` adds the files and batches endpoints of the Batch API mode;
+* :class:`LMHeadCalls` -- counts the rows the LM head computes; :func:`oversized_png` -- a tiny file
+  whose header claims a huge image.
 
-__all__ = [
-    "LMHeadCalls",
-    "ARCHITECTURES",
-    "TINY_PRESETS",
-    "TinyModelSpec",
-    "build_tiny_model",
-    "chat_template",
-    "llava_from_language_model",
-    "project_corpus",
-    "train_tokenizer",
-]
+Example::
+
+    from rdmldg_hf.chains import render_chain
+    from rdmldg_hf.testing import LoopbackServer, ScriptedBackend, build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", "qwen2_vl", preset="test")
+    chain = render_chain("Name the animal.", "A dog.", "Four legs, fur.", "Nothing contradicts it.", "dog")
+    backend = ScriptedBackend(lambda messages, image: chain)        # instead of a model that generates
+    with LoopbackServer(lambda body: [chain] * body.get("n", 1)) as teacher:
+        ...  # point the code under test at teacher.base_url
+
+Names are imported on first use, so that a test needing only the loopback server does not import
+transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule defining it
+_EXPORTS: dict[str, str] = {
+    "ARCHITECTURES": "tiny_models",
+    "TINY_PRESETS": "tiny_models",
+    "TinyModelSpec": "tiny_models",
+    "build_tiny_model": "tiny_models",
+    "chat_template": "tiny_models",
+    "llava_from_language_model": "tiny_models",
+    "project_corpus": "tiny_models",
+    "train_tokenizer": "tiny_models",
+    "ScriptedBackend": "scripted_backend",
+    "LoopbackServer": "loopback",
+    "Scripted": "loopback",
+    "chat_completion": "loopback",
+    "LoopbackBatchServer": "batch_loopback",
+    "LMHeadCalls": "lm_head",
+    "oversized_png": "oversized",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -262,7 +262,7 @@ class TinyModelSpec:
 
 
 TINY_PRESETS: dict[str, TinyModelSpec] = {
-    # The measured prototype of ENVIRONMENT.md: 16 image tokens, ~0.9M parameters.
+    # The measured CPU prototype: 16 image tokens, ~0.9M parameters.
     "embedded": TinyModelSpec(),
     # For unit tests: a few ten-thousand parameters, same token layout.
     "test": TinyModelSpec(

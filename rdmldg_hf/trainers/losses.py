@@ -1,4 +1,4 @@
-"""The MTCT loss (METHOD.md section 4) from per-token log-probabilities.
+"""The MTCT loss (RD-MLDG, arXiv 2602.23777) from per-token log-probabilities, and its logged parts.
 
 For a global batch of B units (images, in paired mode) with classification rows c and
 reasoning rows r of T_r answer tokens::
@@ -17,12 +17,13 @@ missing chain contributed zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
 
 from ..data.training_rows import CLASSIFICATION, REASONING
 
-__all__ = ["NORMALIZATIONS", "MTCTLoss", "mtct_loss", "batch_normalizer"]
+__all__ = ["NORMALIZATIONS", "MTCTLoss", "mtct_loss", "batch_normalizer", "loss_metrics", "NamedSums"]
 
 NORMALIZATIONS: tuple[str, ...] = ("per_sequence", "per_token")
 
@@ -37,23 +38,88 @@ class MTCTLoss:
     is_cls: torch.Tensor
     is_reasoning: torch.Tensor
 
-    def stats(self, is_top1: torch.Tensor | None = None, label_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Detached sums for logging: [cls NLL, cls rows, reasoning per-token NLL, reasoning rows,
-        cls correct tokens, cls tokens, reasoning correct tokens, reasoning tokens]."""
+    def stats(
+        self,
+        is_top1: torch.Tensor | None = None,
+        label_mask: torch.Tensor | None = None,
+        entropy: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Detached sums for logging, by name (the inputs of :func:`loss_metrics`).
+
+        ``is_top1`` marks answer tokens predicted right and ``entropy`` is the per-token entropy, both
+        shaped like ``label_mask``; without them the correct-token and entropy sums are zero.
+        """
         with torch.no_grad():
             nll, tokens = self.row_nll.detach().float(), self.row_tokens.float()
             cls, rea = self.is_cls.float(), self.is_reasoning.float()
-            per_token = nll / tokens.clamp(min=1)
+            zero = torch.zeros((), device=nll.device)
+            correct = torch.zeros_like(tokens)
             if is_top1 is not None:
                 correct = (is_top1.bool() & label_mask.bool()).sum(-1).float()
-            else:
-                correct = torch.zeros_like(tokens)
-            return torch.stack(
-                [
-                    (nll * cls).sum(), cls.sum(), (per_token * rea).sum(), rea.sum(),
-                    (correct * cls).sum(), (tokens * cls).sum(), (correct * rea).sum(), (tokens * rea).sum(),
-                ]
-            )
+            return {
+                "cls_nll": (nll * cls).sum(),
+                "cls_rows": cls.sum(),
+                "reasoning_nll": (nll / tokens.clamp(min=1) * rea).sum(),  # per-token NLL of each chain
+                "reasoning_rows": rea.sum(),
+                "cls_correct": (correct * cls).sum(),
+                "cls_tokens": (tokens * cls).sum(),
+                "reasoning_correct": (correct * rea).sum(),
+                "reasoning_tokens": (tokens * rea).sum(),
+                "entropy": (entropy * label_mask).sum().float() if entropy is not None else zero,
+            }
+
+
+def loss_metrics(sums: Mapping[str, float]) -> dict[str, float]:
+    """The logged metrics from :meth:`MTCTLoss.stats` sums (over steps and processes).
+
+    ``cls_loss`` is the mean NLL of a classification answer, ``reasoning_loss`` the mean per-token
+    NLL of a chain; token accuracies and the entropy are over answer tokens. A metric whose rows
+    are absent is left out.
+    """
+    answer_tokens = sums["cls_tokens"] + sums["reasoning_tokens"]
+    metrics = {
+        "cls_loss": _ratio(sums["cls_nll"], sums["cls_rows"]),
+        "reasoning_loss": _ratio(sums["reasoning_nll"], sums["reasoning_rows"]),
+        "cls_token_accuracy": _ratio(sums["cls_correct"], sums["cls_tokens"]),
+        "reasoning_token_accuracy": _ratio(sums["reasoning_correct"], sums["reasoning_tokens"]),
+        "mean_token_accuracy": (sums["cls_correct"] + sums["reasoning_correct"]) / max(answer_tokens, 1),
+        "entropy": sums["entropy"] / max(answer_tokens, 1),
+    }
+    return {name: value for name, value in metrics.items() if value is not None}
+
+
+def _ratio(total: float, count: float) -> float | None:
+    return total / count if count else None
+
+
+class NamedSums:
+    """Named scalar sums accumulated on the device between logging steps, read back in one sync."""
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] = ()
+        self._values: torch.Tensor | None = None
+
+    def add(
+        self, sums: Mapping[str, torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
+        """Add ``sums`` (each name every time); ``reduce`` (e.g. a sum over processes) sees them as one tensor."""
+        names = tuple(sums)
+        if self._values is not None and names != self._names:
+            raise ValueError(f"Sums named {names} added to sums named {self._names}; give the same names each step.")
+        device = next(iter(sums.values())).device
+        values = torch.stack([sums[name].detach().float().reshape(()).to(device) for name in names])
+        if reduce is not None:
+            values = reduce(values)
+        self._names = names
+        self._values = values if self._values is None else self._values.to(values.device) + values
+
+    def totals(self) -> dict[str, float]:
+        """The sums so far, by name (empty before the first :meth:`add`)."""
+        return {} if self._values is None else dict(zip(self._names, self._values.tolist()))
+
+    def reset(self) -> None:
+        """Start again from zero."""
+        self._names, self._values = (), None
 
 
 def batch_normalizer(task: torch.Tensor, labels: torch.Tensor, num_units: int | torch.Tensor) -> torch.Tensor:

@@ -36,26 +36,12 @@ __all__ = [
     "ImageVerdict",
     "RoundStats",
     "RelabelStore",
-    "ColumnView",
     "relabel",
     "judge",
     "build_round_dataset",
 ]
 
 FALLBACK_POLICIES: tuple[str, ...] = ("teacher", "cls_only", "drop")
-
-
-class ColumnView(Sequence[Any]):
-    """One column of a dataset read row by row (images decode only when a batch needs them)."""
-
-    def __init__(self, dataset: Dataset, column: str):
-        self.dataset, self.column = dataset, column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
-        return self.dataset[int(index)][self.column]
 
 
 class RelabelStore:
@@ -133,7 +119,8 @@ def relabel(
             store.append(batch_index, [image_ids[i] for i in indices], outputs)
 
     messages = [prompt_messages("reasoning", class_names)] * len(dataset)
-    return generate(backend, None, messages, ColumnView(dataset, "image"), settings, done=done, on_batch=write)
+    images = dataset["image"]  # datasets' lazy Column: an image decodes when its batch needs it
+    return generate(backend, None, messages, images, settings, done=done, on_batch=write)
 
 
 @dataclass(frozen=True)

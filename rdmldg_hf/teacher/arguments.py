@@ -1,6 +1,6 @@
-"""Teacher options of ``rdmldg build`` and the call the builder makes.
+"""The teacher's argument group of ``rdmldg build`` and the call the builder makes.
 
-The builder calls :func:`add_teacher_arguments` in its ``add_arguments`` and, when
+:mod:`rdmldg_hf.commands.build` calls :func:`add_teacher_arguments` in its ``add_arguments`` and, when
 ``args.teacher`` is set, :func:`teacher_chains` in its ``run``; the mapping it returns
 fills the dataset's chain columns, and its ``.summary`` belongs in the build summary and
 the card's creation section.

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.hub_layout import DEFAULT_REPO_ID
-    from .sharing import push_adapter
+    from ..evaluation.sharing import push_adapter
 
     url = push_adapter(
         args.adapter,

@@ -14,7 +14,6 @@ and ``manifest.json``, and prints where they are.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +95,7 @@ def _label(path: str) -> str:
 
 
 def _run_config(paths: list[str]) -> Any:
-    from .models import RUN_CONFIG_NAME, RunConfig
+    from ..models import RUN_CONFIG_NAME, RunConfig
 
     for path in reversed(paths):
         if path != BASE and (Path(path) / RUN_CONFIG_NAME).is_file():
@@ -119,7 +118,7 @@ def _device(name: str) -> str:
 
 def _loaders(base: str | None, checkpoints: list[str], labels: list[str] | None, device: str) -> list[tuple[str, Any]]:
     """``(label, loader)`` per checkpoint: ``base``, an adapter folder (on ``base``) or a full model folder."""
-    from .models import load_model_and_processor
+    from ..models import load_model_and_processor
 
     names = labels or [_label(c) for c in checkpoints]
     if len(names) != len(checkpoints):
@@ -151,22 +150,22 @@ def _is_adapter(path: str) -> bool:
 
 
 def _embedded_dataset() -> str:
-    from .benchmarks import EMBEDDED_BENCHMARK
-    from .data.build import build_dataset
+    from huggingface_hub import constants
 
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    folder = home / "rdmldg" / f"embedded-{EMBEDDED_BENCHMARK}"
-    if not (folder / "README.md").is_file():
-        print(f"Building the embedded benchmark into {folder} (once).")
-        build_dataset(EMBEDDED_BENCHMARK, folder)
+    from ..benchmarks import EMBEDDED_BENCHMARK
+    from ..data.build import build_embedded_once
+
+    folder = Path(constants.HF_HOME) / "rdmldg" / f"embedded-{EMBEDDED_BENCHMARK}"
+    if build_embedded_once(folder) is not None:
+        print(f"Built the embedded benchmark into {folder} (once).")
     return str(folder)
 
 
 def _data(args: argparse.Namespace, run: Any):
     from datasets import load_dataset
 
-    from .analysis.reports import load_analysis_data
-    from .benchmarks import EMBEDDED_BENCHMARK
+    from ..analysis.reports import load_analysis_data
+    from ..benchmarks import EMBEDDED_BENCHMARK
 
     source = args.dataset or _embedded_dataset()
     config = args.config or (run.benchmark if run is not None and run.benchmark else EMBEDDED_BENCHMARK)
@@ -196,13 +195,13 @@ def _training_images(data: Any, args: argparse.Namespace) -> Any:
 
 
 def _generation(args: argparse.Namespace):
-    from .generation import GenerationSettings
+    from ..generation import GenerationSettings
 
     return GenerationSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .analysis import reports
+    from ..analysis import reports
 
     out = Path(args.out)
     if args.analysis == "losses":

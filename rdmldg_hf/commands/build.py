@@ -8,22 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 from typing import Any
 
 from ..benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
-
-_TEACHER_CLI = "rdmldg_hf.teacher.cli"
-
-
-def _teacher_cli() -> Any | None:
-    """The teacher's CLI hooks, when the teacher package provides them."""
-    try:
-        found = importlib.util.find_spec(_TEACHER_CLI) is not None
-    except ModuleNotFoundError:
-        found = False
-    return importlib.import_module(_TEACHER_CLI) if found else None
+from ..teacher import arguments as teacher_arguments
 
 
 def _shard_size(value: str) -> int | str:
@@ -75,9 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")
-    teacher = _teacher_cli()
-    if teacher is not None:
-        teacher.add_teacher_arguments(parser)
+    teacher_arguments.add_teacher_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     The whole build (teacher included) holds the output folder's lock: a second build of the
     same ``--out`` stops at once, naming this one's process id.
     """
-    from ..cli import CommandError
     from ..locking import FolderBusyError, FolderLock
+    from . import CommandError
 
     stops: tuple[type[Exception], ...] = (FolderBusyError,)
-    if getattr(args, "teacher", None):
+    if args.teacher:
         from ..teacher.retry import TeacherConfigError
 
         stops += (TeacherConfigError,)  # the server refused the key, model or a request: its message, no traceback
@@ -105,8 +91,8 @@ def _build(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..benchmarks import get_benchmark
-    from .build import build_dataset
-    from .hub_layout import DEFAULT_REPO_ID, check_repo_id
+    from ..data.build import build_dataset
+    from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
 
     benchmark = get_benchmark(args.benchmark)
     if args.private and not args.push_to_hub:
@@ -119,14 +105,14 @@ def _build(args: argparse.Namespace) -> int:
     chains: Any = args.chains
     exclude: Any = args.exclude or ()
     report: dict[str, Any] = {}
-    if getattr(args, "teacher", None):
+    if args.teacher:
         if args.chains:
             raise ValueError("Give either --chains FILE or --teacher MODEL, not both.")
-        from .build import resolve_images
+        from ..data.build import resolve_images
 
         images = resolve_images(benchmark, args.images, args.class_map, args.domain_map, exclude=exclude)
         exclude = ()  # applied to the scanned images the teacher and the build share
-        chains = _teacher_cli().teacher_chains(args, benchmark, images.images, args.out)
+        chains = teacher_arguments.teacher_chains(args, benchmark, images.images, args.out)
         report["teacher"] = getattr(chains, "summary", None) or {"model": args.teacher}
     summary = build_dataset(
         benchmark,
@@ -144,7 +130,7 @@ def _build(args: argparse.Namespace) -> int:
     )
     print(summary.format())
     if args.push_to_hub:
-        from .hub_layout import push_folder
+        from ..data.hub_layout import push_folder
 
         commit = push_folder(args.out, args.push_to_hub, private=args.private)
         print(f"Pushed {args.out} to https://huggingface.co/datasets/{args.push_to_hub} ({commit}).")

@@ -10,8 +10,8 @@ choice texts (wrapped into a chat completion) or a :class:`Scripted` raw respons
 As a separate process (prints its base URL, answers every request with ``n`` copies of
 one five-stage chain)::
 
-    python -m rdmldg_hf.teacher.loopback --delay 0.1 --conclusion giraffe
-    python -m rdmldg_hf.teacher.loopback --refuse max_tokens temperature top_p   # like a reasoning model
+    python -m rdmldg_hf.testing.loopback --delay 0.1 --conclusion giraffe
+    python -m rdmldg_hf.testing.loopback --refuse max_tokens temperature top_p   # like a reasoning model
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def batch_status(store_root: Path) -> list[dict[str, Any]]:
     """Per store (teacher, prompt, benchmark, sampling): its batches, requests pending, tokens and cost."""
-    from .accounting import estimate_cost, price_for
-    from .store import TeacherStore
+    from ..teacher.accounting import estimate_cost, price_for
+    from ..teacher.store import TeacherStore
 
     stores = []
     for folder in sorted(path for path in store_root.iterdir() if (path / TeacherStore.SETTINGS).is_file()):
@@ -49,7 +49,7 @@ def batch_status(store_root: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import default_store_root
+    from ..teacher.arguments import default_store_root
 
     root = Path(args.teacher_store) if args.teacher_store else default_store_root(args.out)
     if not root.is_dir():

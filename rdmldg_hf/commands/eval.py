@@ -33,8 +33,8 @@ PARTS = {"whole": "whole domain", "in": "in part", "out": "out part (validation)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .icl import STRATEGIES
-    from .predict import MODES
+    from ..evaluation.icl import STRATEGIES
+    from ..evaluation.predict import MODES
 
     what = parser.add_argument_group("what to evaluate (an adapter, a model, or an API model)")
     what.add_argument("--model", help="Base or full model (folder or Hub id); with --adapter, replaces the adapter's base.")
@@ -163,13 +163,11 @@ def _beside(output: Path, name: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from datasets import load_dataset
 
-    from ..protocol.lodo import check_domains
-    from .classifier import DGClassifier
-    from .icl import ICLSettings
-    from .predict import PREDICTIONS_NAME, write_predictions
-    from .protocol import (
-        check_same_benchmark, evaluate_rows, find_benchmark, merge_domains, score_predictions, undecoded,
-    )
+    from ..protocol import check_domains, find_benchmark, merge_domains
+    from ..evaluation.classifier import DGClassifier
+    from ..evaluation.icl import ICLSettings
+    from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
+    from ..evaluation.protocol import check_same_benchmark, evaluate_rows, score_predictions, undecoded
 
     _check_sources(args)
     dataset = load_dataset(args.dataset, args.config)
@@ -185,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "adapter": args.adapter, "api": args.api, **about,
     }
     if args.api:
-        from .api import api_settings, predict_api
+        from ..evaluation.api import api_settings, predict_api
 
         store = args.store or (str(Path(args.output).with_suffix("")) + ".api-store" if args.output else "rdmldg-eval-store")
         settings = api_settings(args.api, args.base_url, concurrency=args.concurrency, api_key_env=args.api_key_env,

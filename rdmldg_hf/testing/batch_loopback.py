@@ -1,6 +1,6 @@
 """A loopback server of the OpenAI files and batches endpoints the Batch API mode calls.
 
-Adds to :class:`~rdmldg_hf.teacher.loopback.LoopbackServer`: ``POST /v1/files`` (multipart
+Adds to :class:`~rdmldg_hf.testing.loopback.LoopbackServer`: ``POST /v1/files`` (multipart
 upload), ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches`` and
 ``GET /v1/batches/{id}``. Each retrieve moves a batch one step: ``validating`` ->
 ``in_progress`` -> a final status (``completed`` unless ``outcome`` says otherwise); on
