@@ -28,6 +28,7 @@ from sarr_support import CLASSES, tiny_rows  # noqa: E402
 
 from rdmldg_hf.generation import GenerationSettings, ModelBackend, process_state  # noqa: E402
 from rdmldg_hf.models import load_model_and_processor  # noqa: E402
+from rdmldg_hf.protocol import lodo_split  # noqa: E402
 from rdmldg_hf.trainers import relabel as relabel_module  # noqa: E402
 
 ROWS_PER_DOMAIN = 4
@@ -64,7 +65,6 @@ def run_sarr(out_dir: str, model_dir: str, kill: str | None, rounds: int) -> Non
     args = SARRConfig(
         output_dir=out_dir,
         num_rounds=rounds,
-        test_domain="rot30",
         max_steps=4,
         round_max_steps=4,
         per_device_train_batch_size=4,
@@ -81,8 +81,10 @@ def run_sarr(out_dir: str, model_dir: str, kill: str | None, rounds: int) -> Non
     )
     if kill == "relabel":
         kill_during_relabel()
+    split = lodo_split(tiny_rows(ROWS_PER_DOMAIN), "rot30")
     trainer = SARRTrainer(
-        model, args, tiny_rows(ROWS_PER_DOMAIN), processor, callbacks=[KillAfterSave()] if kill == "train" else None
+        model, args, train_dataset=split.train, eval_dataset=split.validation, processing_class=processor,
+        split_record=split.record(), callbacks=[KillAfterSave()] if kill == "train" else None,
     )
     trainer.train()
     trainer.save_model()

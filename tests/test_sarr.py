@@ -7,9 +7,9 @@ import json
 import pytest
 from datasets import load_dataset
 
-from rdmldg_hf.generation import ScriptedBackend
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
-from rdmldg_hf.testing import build_tiny_model
+from rdmldg_hf.protocol import lodo_split
+from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
 from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
 
@@ -20,13 +20,23 @@ def rows():
 
 
 @pytest.fixture(scope="module")
+def split(rows):
+    return lodo_split(rows, "rot30", holdout_fraction=0.0)  # 4 images per domain: nothing held out at 0.2 either
+
+
+def sarr(model, processor, split, args, **kwargs) -> SARRTrainer:
+    return SARRTrainer(model, args, train_dataset=split.train, processing_class=processor,
+                       split_record=split.record(), **kwargs)
+
+
+@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), preset="test", phrase_tokens=True, vocab_size=1024)
 
 
 def config(out, **overrides) -> SARRConfig:
     settings = dict(
-        output_dir=str(out), num_rounds=1, test_domain="rot30", max_steps=2, per_device_train_batch_size=4,
+        output_dir=str(out), num_rounds=1, max_steps=2, per_device_train_batch_size=4,
         relabel_batch_size=4, relabel_max_new_tokens=8, save_strategy="no", report_to="none",
         activation_checkpointing=False, bf16=False, disable_tqdm=True, logging_steps=1,
     )
@@ -52,21 +62,21 @@ def test_bad_settings_are_refused(tmp_path, overrides, message):
 def test_mtct_stage_needs_chains(tmp_path, rows, model_dir):
     model, processor = load_model_and_processor(model_dir)
     with pytest.raises(ValueError, match="no 'reasoning' column"):
-        SARRTrainer(model, config(tmp_path), rows.remove_columns("reasoning"), processor)
+        SARRTrainer(model, config(tmp_path), rows.remove_columns("reasoning"), processing_class=processor)
 
 
-def test_scripted_round_trains_on_the_kept_chains_and_refuses_another_run(tmp_path, rows, model_dir):
+def test_scripted_round_trains_on_the_kept_chains_and_refuses_another_run(tmp_path, rows, split, model_dir):
     model, processor = load_model_and_processor(model_dir)
     train = [r for r in rows if r["domain"] != "rot30"]
     right = {r["image_id"] for r in train[::2]}
     replies = {r["image_id"]: chain_for(CLASSES[r["label"]] if r["image_id"] in right else "a cloud") for r in train}
     backend = ScriptedBackend(scripted_reply(rows, replies))
     calls = []
-    trainer = SARRTrainer(
-        model, config(tmp_path, fallback="drop"), rows, processor, backend=backend,
+    trainer = sarr(
+        model, processor, split, config(tmp_path, fallback="drop"), backend=backend,
         stage_callback=lambda stage, m: calls.append(stage) or {"seen": stage},
     )
-    assert len(trainer.train_rows) == 12 and len(trainer.test_rows) == 4  # holdout of 4 per domain: 0
+    assert len(trainer.train_dataset) == 12 and trainer.eval_dataset is None
     results = trainer.train()
     trainer.save_model()
     assert [r.name for r in results] == ["mtct", "round-1"] and calls == ["mtct", "round-1"]
@@ -78,24 +88,29 @@ def test_scripted_round_trains_on_the_kept_chains_and_refuses_another_run(tmp_pa
     assert {row["image_id"] for row in saved_rows} == right
     assert all(row["reasoning"] == replies[row["image_id"]] for row in saved_rows)
     assert {row["chain_source"] for row in saved_rows} == {f"{model_dir.name}@sarr-r1"}
-    assert json.loads((tmp_path / "rdmldg_config.json").read_text())["method"] == "sarr"
+    record = json.loads((tmp_path / "rdmldg_config.json").read_text())
+    assert (record["method"], record["test_domain"], record["settings"]["holdout_fraction"]) == ("sarr", "rot30", 0)
 
     # Same command again: nothing is redone.
-    again = SARRTrainer(model, config(tmp_path, fallback="drop"), rows, processor, backend=ScriptedBackend(lambda m, i: 1 / 0))
+    failing = ScriptedBackend(lambda m, i: 1 / 0)
+    again = sarr(model, processor, split, config(tmp_path, fallback="drop"), backend=failing)
     assert [r.metrics for r in again.train()] == [{"seen": "mtct"}, {"seen": "round-1"}]
-    # Another run's settings: refused, unless told to overwrite or resume.
+    # Another run's settings, or another split: refused, unless told to overwrite or resume.
     with pytest.raises(ValueError, match=r"holds another SARR run .*differs in: fallback.*--overwrite.*--resume"):
-        SARRTrainer(model, config(tmp_path, fallback="teacher"), rows, processor)
-    resumed = SARRTrainer(model, config(tmp_path, fallback="teacher", resume_run=True), rows, processor)
-    assert resumed.state.is_done("round-1")
-    fresh = SARRTrainer(model, config(tmp_path, fallback="cls_only", overwrite_output_dir=True), rows, processor)
-    assert not fresh.state.is_done("mtct") and not (tmp_path / "dataset").exists()
+        sarr(model, processor, split, config(tmp_path, fallback="teacher"))
+    other_split = lodo_split(rows, "rot60", holdout_fraction=0.0)
+    with pytest.raises(ValueError, match=r"differs in: dataset, split\b"):
+        sarr(model, processor, other_split, config(tmp_path, fallback="drop"))
+    resumed = sarr(model, processor, split, config(tmp_path, fallback="teacher", resume_run=True))
+    assert resumed.run_state.is_done("round-1")
+    fresh = sarr(model, processor, split, config(tmp_path, fallback="cls_only", overwrite_output_dir=True))
+    assert not fresh.run_state.is_done("mtct") and not (tmp_path / "dataset").exists()
 
 
-def test_restart_rounds_with_a_fresh_adapter(tmp_path, rows, model_dir):
+def test_restart_rounds_with_a_fresh_adapter(tmp_path, split, model_dir):
     model, processor = load_model_and_processor(model_dir)
-    trainer = SARRTrainer(
-        model, config(tmp_path, round_init="restart", mtct_stage=False, num_rounds=2), rows, processor,
+    trainer = sarr(
+        model, processor, split, config(tmp_path, round_init="restart", mtct_stage=False, num_rounds=2),
         peft_config=default_lora_config(r=2), backend=ScriptedBackend(lambda m, i: "no chain"),
     )
     results = trainer.train()

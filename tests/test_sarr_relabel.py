@@ -8,9 +8,10 @@ import pytest
 from datasets import load_dataset
 
 from rdmldg_hf.data.hub_layout import write_config
-from rdmldg_hf.generation import GenerationSettings, ScriptedBackend
+from rdmldg_hf.generation import GenerationSettings
 from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.trainers.relabel import RelabelStore, build_round_dataset, judge, relabel
+from rdmldg_hf.testing import ScriptedBackend
 from sarr_support import BENCHMARK, CLASSES, chain_for, scripted_reply, tiny_rows
 
 SOURCE = "tiny@sarr-r1"
@@ -83,9 +84,15 @@ def test_round_keeps_exactly_the_right_chains_and_applies_the_fallback(rows, fal
     assert stats.training_chains == len(right) + (len(wrong) if fallback == "teacher" else 0)
     key = {"teacher": "teacher", "cls_only": "cls_only", "drop": "dropped"}[fallback]
     assert stats.fallbacks == {key: len(wrong)}
-    assert stats.invalid_format_rate == pytest.approx(sum(expected[i] in ("garbage", "right_broken") for i in expected) / len(rows))
-    assert stats.no_class_rate == pytest.approx(sum(expected[i] in ("garbage", "no_class") for i in expected) / len(rows))
-    per_domain = {d: sum(expected[i] == "right" for i in rows["image_id"] if i.startswith(d)) / 3 for d in ("rot0", "rot60", "rot90")}
+
+    def rate(*kinds: str) -> float:
+        return sum(expected[i] in kinds for i in expected) / len(rows)
+
+    assert stats.invalid_format_rate == pytest.approx(rate("garbage", "right_broken"))
+    assert stats.no_class_rate == pytest.approx(rate("garbage", "no_class"))
+    ids = rows["image_id"]
+    domains = ("rot0", "rot60", "rot90")
+    per_domain = {d: sum(expected[i] == "right" for i in ids if i.startswith(d)) / 3 for d in domains}
     assert stats.acceptance_per_domain == pytest.approx(per_domain)
     assert set(stats.acceptance_per_class) == {CLASSES[y] for y in rows["label"]}
 

@@ -37,7 +37,8 @@ def run(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedPr
 def relabel_outputs(out: Path) -> dict[str, dict[int, list]]:
     result: dict[str, dict[int, list]] = {}
     for stage in STAGES[1:]:
-        lines = [json.loads(line) for path in sorted((out / "relabel" / stage).glob("part-*.jsonl")) for line in path.read_text().splitlines()]
+        parts = sorted((out / "relabel" / stage).glob("part-*.jsonl"))
+        lines = [json.loads(line) for path in parts for line in path.read_text().splitlines()]
         batches = [line["batch"] for line in lines]
         assert len(batches) == len(set(batches)), f"{stage}: a relabel batch was generated twice: {batches}"
         result[stage] = {line["batch"]: line["outputs"] for line in lines}
@@ -62,7 +63,8 @@ def test_killed_twice_in_round_2_resumes_to_the_same_result(tmp_path, model_dir,
     out = tmp_path / "run"
     killed = run(str(out), model_dir, "--kill", "relabel", "--rounds", ROUNDS)
     assert killed.returncode == -signal.SIGKILL
-    written = [json.loads(line)["batch"] for line in (out / "relabel" / "round-2" / "part-0.jsonl").read_text().splitlines()]
+    part = out / "relabel" / "round-2" / "part-0.jsonl"
+    written = [json.loads(line)["batch"] for line in part.read_text().splitlines()]
     assert written == [0, 1]
     killed = run(str(out), model_dir, "--kill", "train", "--rounds", ROUNDS)
     assert killed.returncode == -signal.SIGKILL
@@ -75,7 +77,8 @@ def test_killed_twice_in_round_2_resumes_to_the_same_result(tmp_path, model_dir,
     assert done == Counter(STAGES)  # every stage trained to the end exactly once
     relabeled = Counter(e["stage"] for e in state["events"] if e["event"] == "relabel recorded")
     assert relabeled == Counter(STAGES[1:])
-    starts = [e["event"] for e in state["events"] if e["stage"] == "round-2" and e["event"].startswith("training started")]
+    round_2 = [e["event"] for e in state["events"] if e["stage"] == "round-2"]
+    starts = [event for event in round_2 if event.startswith("training started")]
     assert starts == ["training started (checkpoint: none)", "training started (checkpoint: checkpoint-2)"]
     resumed = [e["event"] for e in state["events"] if e["stage"] == "run"]
     assert resumed == ["started", "resumed after round-1", "resumed after round-1"]
@@ -86,7 +89,8 @@ def test_killed_twice_in_round_2_resumes_to_the_same_result(tmp_path, model_dir,
         assert all((mine[k] == theirs[k]).all() for k in theirs), f"{stage} weights differ after resume"
     for k in range(1, len(STAGES)):
         ours = json.loads((out / "dataset" / "reports" / f"rotdigits-sarr-r{k}.json").read_text())["splits"]
-        assert ours == json.loads((reference / "dataset" / "reports" / f"rotdigits-sarr-r{k}.json").read_text())["splits"]
+        theirs = json.loads((reference / "dataset" / "reports" / f"rotdigits-sarr-r{k}.json").read_text())["splits"]
+        assert ours == theirs
     config = json.loads((out / "rdmldg_config.json").read_text())
     assert config["method"] == "sarr" and len(config["settings"]["rounds"]) == len(STAGES) - 1
 
@@ -106,5 +110,6 @@ def test_two_process_relabel_equals_one_process(tmp_path, model_dir):
     assert two["outputs"] == one["outputs"] and len(one["outputs"]) == 16
     parts = sorted(p.name for p in (tmp_path / "two" / "store").glob("part-*.jsonl"))
     assert parts == ["part-0.jsonl", "part-1.jsonl"]
-    batches = [json.loads(line)["batch"] for p in parts for line in (tmp_path / "two" / "store" / p).read_text().splitlines()]
+    store = tmp_path / "two" / "store"
+    batches = [json.loads(line)["batch"] for p in parts for line in (store / p).read_text().splitlines()]
     assert sorted(batches) == list(range(6))  # 16 images in batches of 3: each batch once, none lost

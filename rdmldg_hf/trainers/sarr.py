@@ -1,16 +1,26 @@
-"""SARR: Self-Aligned Reasoning Regularization (METHOD.md section 5, Algorithm 1).
+"""SARR: Self-Aligned Reasoning Regularization (RD-MLDG, arXiv 2602.23777, Algorithm 1), with a Trainer's surface.
 
-    model <- MTCT on teacher chains                      (stage "mtct", optional)
+    model <- MTCT on teacher chains                      (stage "mtct", optional; round 0 in the logs)
     for k in 1..N:                                        (stages "round-1" ... "round-N")
         relabel: the model writes a chain for every training image (reasoning question)
         keep a chain only if it is well formed and its conclusion is the image's class;
         the other images follow the fallback policy (teacher chain / classification only / drop)
         model <- MTCT on the round's rows (continuing from the last weights, or from the base)
 
-Every stage trains with :class:`~rdmldg_hf.trainers.mtct.MTCTTrainer` (TRL's loop, PEFT,
-accelerate) in ``<output_dir>/stages/<stage>``. Relabeling uses batched generation spread
-over the accelerate processes (:mod:`rdmldg_hf.trainers.relabel`). Each round's rows are
-saved as config ``<benchmark>-sarr-r<k>`` of a Hub-layout dataset folder.
+    splits = lodo_split(load_dataset(path, "officehome"), test_domain="art")
+    trainer = SARRTrainer(model, SARRConfig(output_dir="out", num_rounds=3), train_dataset=splits.train,
+                          eval_dataset=splits.validation, processing_class=processor,
+                          peft_config=default_lora_config(), split_record=splits.record())
+    trainer.train()          # MTCT stage + 3 rounds, resumable
+    trainer.push_to_hub()    # adapter + card to the model repo, round datasets as configs of "<repo>-rounds"
+
+The trainer trains on the rows it is given (split them with :mod:`rdmldg_hf.protocol`). Every stage
+trains with :class:`~rdmldg_hf.trainers.mtct.MTCTTrainer` (TRL's loop, PEFT, accelerate) in
+``<output_dir>/stages/<stage>``; what ``report_to`` and the callbacks' ``on_log`` see is one stream:
+``step`` keeps counting across stages and every log carries ``round``. Callbacks with
+``on_round_begin``/``on_round_end`` hear the round boundaries (:mod:`.sarr_callbacks`). Relabeling
+and each round's rows: :mod:`.sarr_rounds`; the stage store and resume: :mod:`.sarr_state`; the
+summary and the model card (TRL's): :mod:`.sarr_report`.
 
 Resume: ``<output_dir>/sarr_state.json`` records what is done. Rerunning the same command
 after a kill (SIGKILL included) skips finished stages, reads relabel outputs already
@@ -22,42 +32,37 @@ checkpoint. A folder holding another run's state is refused unless ``overwrite_o
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
-import shutil
-import time
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
-from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from datasets import Dataset, DatasetDict, Value
+from transformers import TrainerControl, TrainerState, set_seed
+from transformers.integrations import get_reporting_integration_callbacks
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark, normalize_name
-from ..protocol.holdout import split_holdout
 from ..generation import GenerationBackend, GenerationSettings, ModelBackend, process_state
 from ..locking import FolderLock
 from ..models import RUN_CONFIG_NAME, RunConfig
 from ..prompts import PROMPT_VERSION
+from ..protocol import find_benchmark, merge_domains
 from .mtct import MTCTConfig, MTCTTrainer
-from .relabel import FALLBACK_POLICIES, RelabelStore, build_round_dataset, relabel
+from .relabel import FALLBACK_POLICIES
+from .sarr_callbacks import call_round_event
+from .sarr_report import results_summary, sarr_model_card
+from .sarr_rounds import RoundBuilder, round_config_name
+from .sarr_state import STATE_FILE, SARRState, StageResult, dataset_digest, stage_losses
 
-__all__ = ["SARRConfig", "SARRTrainer", "SARRState", "ROUND_INITS", "STATE_FILE", "round_config_name"]
+__all__ = ["SARRConfig", "SARRTrainer", "ROUND_INITS", "round_config_name"]
 
 logger = logging.getLogger(__name__)
 
 ROUND_INITS: tuple[str, ...] = ("continue", "restart")
-STATE_FILE = "sarr_state.json"
-_STATE_FORMAT = 1
-
-
-def round_config_name(benchmark: str, round_index: int) -> str:
-    """Dataset config name of a round's rows: ``officehome-sarr-r2``."""
-    return f"{benchmark}-sarr-r{round_index}"
 
 
 @dataclass
@@ -100,7 +105,8 @@ class SARRConfig(MTCTConfig):
     relabel_batch_size: int = field(default=16, metadata={"help": "Images per generation batch when relabeling."})
     relabel_max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per chain."})
     relabel_num_candidates: int = field(
-        default=1, metadata={"help": "Chains sampled per image; the first correct one is kept (>1 needs a temperature)."}
+        default=1,
+        metadata={"help": "Chains sampled per image; the first correct one is kept (>1 needs a temperature)."},
     )
     relabel_temperature: float = field(
         default=0.0, metadata={"help": "Sampling temperature of relabeling; 0 means greedy decoding (the default)."}
@@ -119,7 +125,10 @@ class SARRConfig(MTCTConfig):
     )
     resume_run: bool = field(
         default=False,
-        metadata={"help": "Continue the run found in output_dir even if its settings differ.", "aliases": ["--resume"]},
+        metadata={
+            "help": "Continue the run found in output_dir even if its settings differ.",
+            "aliases": ["--resume"],
+        },
     )
 
     def __post_init__(self) -> None:
@@ -130,7 +139,9 @@ class SARRConfig(MTCTConfig):
         if self.round_init not in ROUND_INITS:
             raise ValueError(f"Unknown round_init {self.round_init!r}. Valid: {', '.join(ROUND_INITS)}.")
         if self.mode == "cls_only":
-            raise ValueError("SARR trains on self-written chains; mode='cls_only' has no reasoning rows. Use 'paired'.")
+            raise ValueError(
+                "SARR trains on self-written chains; mode='cls_only' has no reasoning rows. Use 'paired'."
+            )
         super().__post_init__()
         self.relabel_settings()  # validate now, not after the MTCT stage
 
@@ -150,136 +161,37 @@ class SARRConfig(MTCTConfig):
 
 # Settings that change what a run computes (a rerun with other values is another run).
 _RUN_FIELDS = (
-    "num_rounds", "mtct_stage", "fallback", "round_init", "round_num_train_epochs", "round_max_steps", "relabel_batch_size", "relabel_max_new_tokens",
-    "relabel_num_candidates", "relabel_temperature", "relabel_top_p", "strict_chains", "mode",
-    "mixed_reasoning_ratio", "cls_weight", "reasoning_weight", "reasoning_normalization", "benchmark",
-    "test_domain", "holdout_fraction", "holdout_seed", "holdout_style", "learning_rate", "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
-    "weight_decay", "seed", "max_length",
+    "num_rounds", "mtct_stage", "fallback", "round_init", "round_num_train_epochs", "round_max_steps",
+    "relabel_batch_size", "relabel_max_new_tokens", "relabel_num_candidates", "relabel_temperature", "relabel_top_p",
+    "strict_chains", "mode", "mixed_reasoning_ratio", "cls_weight", "reasoning_weight", "reasoning_normalization",
+    "benchmark", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "max_length",
 )
 
 
-class SARRState:
-    """The run's progress in ``<output_dir>/sarr_state.json`` (written by the main process only).
-
-    ``stages[name]`` holds ``relabel`` (round statistics) once relabeling is done and
-    ``done`` with the stage's results once it is trained; ``events`` is the log of
-    everything started and finished, in order, across restarts.
-    """
-
-    def __init__(self, output_dir: str | os.PathLike, run: Mapping[str, Any], is_main: bool = True):
-        self.path = Path(output_dir) / STATE_FILE
-        self.is_main = is_main
-        self.data: dict[str, Any] = {"format": _STATE_FORMAT, "run": dict(run), "stages": {}, "events": []}
-
-    @classmethod
-    def open(
-        cls, output_dir: str | os.PathLike, run: Mapping[str, Any], overwrite: bool, resume: bool, is_main: bool = True
-    ) -> "SARRState":
-        """The state of ``output_dir``: the same run's (to resume), or a new one.
-
-        Raises:
-            ValueError: the folder holds another run's state and neither ``overwrite`` nor ``resume`` is set.
-        """
-        state = cls(output_dir, run, is_main)
-        if not state.path.exists():
-            return state
-        found = json.loads(state.path.read_text())
-        differs = sorted(k for k in set(found.get("run", {})) | set(run) if found.get("run", {}).get(k) != run.get(k))
-        if differs and not (overwrite or resume):
-            raise ValueError(
-                f"{str(output_dir)!r} holds another SARR run ({STATE_FILE} differs in: {', '.join(differs)}). "
-                "Pass --overwrite to replace it, --resume to continue it anyway, or choose another output_dir."
-            )
-        if differs and overwrite:
-            if is_main:
-                shutil.rmtree(output_dir)
-            return state
-        state.data = found
-        if differs:
-            state.data["run"] = dict(run)
-            state.event("run", "resumed with changed settings: " + ", ".join(differs))
-        return state
-
-    def stage(self, name: str) -> dict[str, Any]:
-        return self.data["stages"].setdefault(name, {})
-
-    def is_done(self, name: str) -> bool:
-        return "done" in self.data["stages"].get(name, {})
-
-    def event(self, stage: str, what: str) -> None:
-        self.data["events"].append({"stage": stage, "event": what, "time": round(time.time(), 3)})
-        self.save()
-
-    def update(self, name: str, key: str, value: Any) -> None:
-        self.stage(name)[key] = value
-        self.event(name, f"{key} recorded")
-
-    def save(self) -> None:
-        if not self.is_main:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, self.path)
+def _jsonable(value: Any) -> Any:
+    """JSON of a run fingerprint: sets sorted (PEFT's target_modules), anything else as its string."""
+    return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
 
 
-@dataclass
-class StageResult:
-    """One trained stage: where it is saved, its training losses and any extra metrics."""
+class _StageTrainer(MTCTTrainer):
+    """An ``MTCTTrainer`` whose logs carry ``round`` and reach the callbacks (``report_to`` included) at the run's
+    step: the stage's plus the earlier stages'. Its own ``trainer_state.json`` keeps the stage's steps."""
 
-    name: str
-    model_dir: str
-    losses: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    relabel: dict[str, Any] | None = None
+    def __init__(self, *args: Any, step_offset: int = 0, sarr_round: int = 0, **kwargs: Any):
+        self.step_offset, self.sarr_round = step_offset, sarr_round
+        super().__init__(*args, **kwargs)
 
-
-def _merge(dataset: Dataset | DatasetDict) -> Dataset:
-    if isinstance(dataset, DatasetDict):
-        return concatenate_datasets([dataset[split] for split in dataset])
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"train_dataset must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}.")
-    return dataset
-
-
-def _find_benchmark(dataset: Dataset, name: str | None) -> Benchmark:
-    if name is not None:
-        return get_benchmark(name)
-    feature = dataset.features.get("label")
-    if isinstance(feature, ClassLabel):
-        for benchmark in BENCHMARKS.values():
-            if list(benchmark.classes) == list(feature.names):
-                return benchmark
-    raise ValueError(
-        "SARR saves each round in a registry benchmark's schema, but the dataset's label classes match no "
-        f"benchmark ({', '.join(BENCHMARKS)}): set benchmark=..."
-    )
-
-
-def _digest(dataset: Dataset) -> str:
-    h = hashlib.sha256()
-    for column in ("image_id", "label", "domain", "reasoning"):
-        if column in dataset.column_names:
-            h.update(json.dumps(list(dataset[column])).encode())
-    return h.hexdigest()[:16]
-
-
-def _losses(log_history: list[dict[str, Any]]) -> dict[str, Any]:
-    """First and last logged training losses of a stage (and the final train_loss)."""
-    keys = ("loss", "cls_loss", "reasoning_loss", "mean_token_accuracy")
-    logged = [entry for entry in log_history if "loss" in entry]
-    out: dict[str, Any] = {"steps": log_history[-1].get("step") if log_history else 0}
-    for key in keys:
-        values = [entry[key] for entry in logged if key in entry]
-        if values:
-            out[f"first_{key}"], out[f"last_{key}"] = values[0], values[-1]
-    for entry in log_history:
-        for key in ("train_loss", "train_runtime"):
-            if key in entry:
-                out[key] = entry[key]
-    return out
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        logs["round"] = self.sarr_round
+        logged = len(self.state.log_history)
+        self.state.global_step += self.step_offset  # what every on_log (report_to) sees
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.state.global_step -= self.step_offset
+            for entry in self.state.log_history[logged:]:
+                entry["step"] = self.state.global_step
 
 
 class SARRTrainer:
@@ -287,72 +199,93 @@ class SARRTrainer:
 
     Args:
         model: the base vision-language model (a loaded model).
-        args: :class:`SARRConfig`.
-        train_dataset: the benchmark as it loads (``Dataset`` or ``DatasetDict`` of domain splits);
-            ``test_domain`` and the validation holdout are taken out here, once, for every stage.
+        args: :class:`SARRConfig` (its ``MTCTConfig`` part applies to every stage).
+        train_dataset: the training rows (``Dataset`` or ``DatasetDict`` of domain splits), e.g.
+            ``lodo_split(...).train``; relabeled every round.
+        eval_dataset: validation rows (e.g. ``lodo_split(...).validation``), evaluated by each stage's
+            trainer when ``eval_strategy`` is set; None for none.
         processing_class: the model's processor.
         peft_config: a PEFT config (e.g. :func:`rdmldg_hf.models.default_lora_config`) or None for
             full fine-tuning.
+        split_record: how the rows were split (``LodoSplit.record()``), for ``rdmldg_config.json`` of
+            every stage and of the final model; part of the run's identity.
         backend: generation backend for relabeling (default: the model being trained).
         stage_callback: ``fn(stage_name, model) -> dict`` run after each stage (e.g. evaluation);
             its result is stored with the stage, so a resumed run does not recompute it.
-        callbacks: ``transformers.TrainerCallback`` objects given to every stage's trainer.
+        callbacks: ``transformers.TrainerCallback`` objects (or classes) given to every stage's
+            trainer; those with ``on_round_begin``/``on_round_end`` also hear round boundaries
+            (:class:`~rdmldg_hf.trainers.sarr_callbacks.SARRCallback`).
     """
+
+    _tag_names = ["trl", "rdmldg", "mtct", "sarr"]
+    _name = "SARR"
+    _paper = MTCTTrainer._paper
 
     def __init__(
         self,
         model: torch.nn.Module,
         args: SARRConfig,
         train_dataset: Dataset | DatasetDict,
-        processing_class: Any,
+        eval_dataset: Dataset | DatasetDict | None = None,
+        processing_class: Any = None,
         peft_config: Any = None,
+        *,
+        split_record: Mapping[str, Any] | None = None,
         backend: GenerationBackend | None = None,
         stage_callback: Callable[[str, torch.nn.Module], dict[str, Any]] | None = None,
         callbacks: list[Any] | None = None,
     ):
         if not isinstance(args, SARRConfig):
             raise TypeError(f"args must be a SARRConfig, got {type(args).__name__}.")
-        self.args, self.processor, self.peft_config = args, processing_class, peft_config
-        self.backend, self.stage_callback, self.callbacks = backend, stage_callback, callbacks
+        self.args, self.processing_class, self.peft_config = args, processing_class, peft_config
+        self.backend, self.stage_callback = backend, stage_callback
+        # report_to's integrations are made once, here, and given to every stage: one stream (one TensorBoard
+        # folder, one W&B run) across stages, at the run's step.
+        reporters = get_reporting_integration_callbacks(args.report_to)
+        given = [*reporters, *(callbacks or [])]
+        self.callbacks = [callback() if isinstance(callback, type) else callback for callback in given]
         self.model = model
         self.dist = process_state()
         # One SARR run per output folder: a second process stops here, before any work (see rdmldg_hf.locking).
         self._output_lock = FolderLock(args.output_dir, "SARR run").acquire() if self.dist.is_main_process else None
-        dataset = _merge(train_dataset)
-        self.benchmark = _find_benchmark(dataset, args.benchmark)
-        if args.mtct_stage and "reasoning" not in dataset.column_names:
+        rows = merge_domains(train_dataset)
+        self.benchmark = find_benchmark(rows, args.benchmark)
+        if args.mtct_stage and "reasoning" not in rows.column_names:
             raise ValueError(
                 f"The MTCT stage trains on the dataset's chains, but it has no 'reasoning' column "
-                f"({', '.join(dataset.column_names)}). Import chains first (rdmldg build --chains FILE) "
+                f"({', '.join(rows.column_names)}). Import chains first (rdmldg build --chains FILE) "
                 "or set mtct_stage=False."
             )
-        if "reasoning" not in dataset.column_names:
-            dataset = dataset.add_column("reasoning", [None] * len(dataset), feature=Value("string"))
-        self.test_rows: Dataset | None = None
-        environments = list(self.benchmark.domains)  # DomainBed's environment indices, held-out domain included
-        if args.test_domain is not None:
-            test = self.benchmark.domain(args.test_domain)
-            self.test_rows = dataset.filter(lambda d: d == test, input_columns="domain")
-            dataset = dataset.filter(lambda d: d != test, input_columns="domain")
-        self.train_rows, self.val_rows = split_holdout(
-            dataset, args.holdout_fraction, args.holdout_seed, args.holdout_style, environments
-        )
-        if len(self.train_rows) == 0:
-            raise ValueError("No training images left after holding out the test domain and the validation part.")
+        if "reasoning" not in rows.column_names:
+            rows = rows.add_column("reasoning", [None] * len(rows), feature=Value("string"))
+        if len(rows) == 0:
+            raise ValueError("train_dataset holds no rows: SARR needs training images to relabel.")
+        self.train_dataset = rows
+        self.eval_dataset = merge_domains(eval_dataset) if eval_dataset is not None else None
+        self.split_record = dict(split_record or {})
         self.stages = (["mtct"] if args.mtct_stage else []) + [f"round-{k}" for k in range(1, args.num_rounds + 1)]
         self.output_dir = Path(args.output_dir)
-        self.dataset_dir = Path(args.round_dataset_dir or self.output_dir / "dataset")
         self.base_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "model")
+        self.rounds = RoundBuilder(
+            rows, self.benchmark, args.relabel_settings(), args.fallback, args.strict_chains, self.model_name,
+            self.output_dir / "relabel", Path(args.round_dataset_dir or self.output_dir / "dataset"),
+        )
         run = {k: getattr(args, k) for k in _RUN_FIELDS}
-        run.update(base_model=self.base_name, dataset=_digest(dataset), peft=_peft_summary(peft_config))
-        self.state = SARRState.open(
-            self.output_dir, run, args.overwrite_output_dir, args.resume_run, is_main=self.dist.is_main_process
+        peft = peft_config.to_dict() if peft_config is not None else None
+        run.update(base_model=self.base_name, dataset=dataset_digest(rows), peft=peft, split=self.split_record)
+        self.run_state = SARRState.open(
+            self.output_dir,
+            json.loads(json.dumps(run, default=_jsonable)),
+            args.overwrite_output_dir,
+            args.resume_run,
+            is_main=self.dist.is_main_process,
         )
         self.dist.wait_for_everyone()
         self._base_state = None
         if args.round_init == "restart" and peft_config is None:
             self._base_state = copy.deepcopy(model.state_dict())
-        self.results: list[StageResult] = []
+        self.state, self.control = TrainerState(), TrainerControl()
+        self.stage_results: list[StageResult] = []
 
     # ------------------------------------------------------------------ stages
 
@@ -361,83 +294,112 @@ class SARRTrainer:
         """Short model name used in ``chain_source`` (``"<model>@sarr-r<k>"``)."""
         return Path(self.base_name).name if os.path.isdir(self.base_name) else self.base_name
 
+    @property
+    def is_adapter(self) -> bool:
+        """Whether the model trained is a PEFT adapter on the base model."""
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
     def stage_dir(self, name: str) -> Path:
         return self.output_dir / "stages" / name
 
-    def train(self) -> list[StageResult]:
-        """Run (or resume) every stage; returns one :class:`StageResult` per stage."""
-        done = [name for name in self.stages if self.state.is_done(name)]
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> list[StageResult]:
+        """Run (or resume) every stage; returns one :class:`StageResult` per stage (also in ``stage_results``).
+
+        Args:
+            resume_from_checkpoint: None resumes what ``output_dir`` records (finished stages are skipped,
+                an unfinished one continues from its last checkpoint); True does the same but fails when there is
+                nothing to resume; a path ``<output_dir>/stages/<stage>/checkpoint-<N>`` resumes that stage from it.
+
+        Raises:
+            ValueError: True with nothing to resume, or a path that is not a checkpoint of an unfinished stage
+                whose earlier stages are done.
+        """
+        start_stage, start_checkpoint = self._resume_point(resume_from_checkpoint)
+        done = [name for name in self.stages if self.run_state.is_done(name)]
         if done:
             self.model = self._load_stage_model(done[-1])
             logger.info("SARR resumes after %s (done: %s)", done[-1], ", ".join(done))
-        self.state.event("run", "started" if not done else f"resumed after {done[-1]}")
+        self.run_state.event("run", "started" if not done else f"resumed after {done[-1]}")
+        self.state, self.stage_results = TrainerState(), []
         for index, name in enumerate(self.stages):
-            if self.state.is_done(name):
-                self.results.append(self._stage_result(name))
+            round_index = 0 if name == "mtct" else int(name.split("-")[1])
+            if self.run_state.is_done(name):
+                self._finish_stage(self.run_state.result(name), self._logged(name))
                 continue
-            data = self.train_rows if name == "mtct" else self._relabel_round(int(name.split("-")[1]))
+            self.control = call_round_event(
+                self.callbacks, "on_round_begin", self.args, self.state, self.control,
+                round=round_index, stage=name, model=self.model,
+            )
+            data = self.train_dataset if name == "mtct" else self._relabel_round(round_index)
             if name != "mtct" and self.args.round_init == "restart":
                 self.model = self._fresh_model()
             set_seed(self.args.seed + index)
-            self.model, losses = self._train_stage(name, data)
+            checkpoint = start_checkpoint if name == start_stage else None
+            self.model, trainer_state = self._train_stage(name, data, round_index, checkpoint)
             metrics = self.stage_callback(name, self.model) if self.stage_callback else {}
-            self.state.update(name, "done", {"model_dir": str(self.stage_dir(name) / "final"), "losses": losses, "metrics": metrics})
-            self.results.append(self._stage_result(name))
+            record = {
+                "model_dir": str(self.stage_dir(name) / "final"),
+                "losses": stage_losses(trainer_state.log_history, trainer_state.global_step),
+                "metrics": metrics,
+            }
+            self.run_state.update(name, "done", record)
+            self._finish_stage(self.run_state.result(name), trainer_state.log_history)
+            self.control = call_round_event(
+                self.callbacks, "on_round_end", self.args, self.state, self.control, round=round_index, stage=name,
+                model=self.model, relabel=self.stage_results[-1].relabel, metrics=metrics,
+            )
         self.dist.wait_for_everyone()
-        return self.results
+        return self.stage_results
 
-    def _stage_result(self, name: str) -> StageResult:
-        info = self.state.stage(name)
-        done = info["done"]
-        return StageResult(name, done["model_dir"], done["losses"], done.get("metrics", {}), info.get("relabel"))
+    def _resume_point(self, resume_from_checkpoint: str | bool | None) -> tuple[str | None, str | None]:
+        """The stage and checkpoint to resume from explicitly (None, None: each stage's last checkpoint)."""
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return None, None
+        if resume_from_checkpoint is True:
+            if not self.run_state.data["events"]:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {str(self.output_dir)!r} holds no SARR run to resume "
+                    f"(no {STATE_FILE}). Leave resume_from_checkpoint unset to start one."
+                )
+            return None, None
+        path = Path(resume_from_checkpoint).resolve()
+        stage = path.parent.name
+        expected = f"{self.stage_dir('<stage>')}/{PREFIX_CHECKPOINT_DIR}-<N>"
+        is_checkpoint = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", path.name)
+        if path.parent != self.stage_dir(stage).resolve() or not is_checkpoint:
+            raise ValueError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r} is not a stage checkpoint "
+                             f"of this run; expected {expected} (stages: {', '.join(self.stages)}).")
+        if stage not in self.stages or self.run_state.is_done(stage) or not path.is_dir():
+            raise ValueError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: stage {stage!r} has no such "
+                             "checkpoint, or is already done.")
+        missing = [name for name in self.stages[: self.stages.index(stage)] if not self.run_state.is_done(name)]
+        if missing:
+            raise ValueError(
+                f"Cannot resume {stage!r} from {path.name}: earlier stages are not done ({', '.join(missing)})."
+            )
+        return stage, str(path)
+
+    def _logged(self, name: str) -> list[dict[str, Any]]:
+        """The log history a finished stage saved (``trainer_state.json``), as every log stream saw it."""
+        path = self.stage_dir(name) / "trainer_state.json"
+        return TrainerState.load_from_json(str(path)).log_history if path.is_file() else []
+
+    def _finish_stage(self, result: StageResult, log_history: list[dict[str, Any]]) -> None:
+        """Count a finished stage into the run's state: its logs at the run's steps, its steps, its result."""
+        offset = self.state.global_step
+        self.state.log_history.extend({**entry, "step": entry["step"] + offset} for entry in log_history)
+        self.state.global_step += int(result.losses.get("steps") or 0)
+        self.state.max_steps = self.state.global_step
+        self.stage_results.append(result)
 
     def _relabel_round(self, k: int) -> Dataset:
         """Relabel the training images with the current model and build round ``k``'s rows."""
-        name = f"round-{k}"
-        self.state.event(name, "relabel started")
-        backend = self.backend or ModelBackend(self.model, self.processor)
-        store = RelabelStore(self.output_dir / "relabel" / name, self.dist.process_index)
-        settings = self.args.relabel_settings()
-        start = time.time()
-        outputs = relabel(backend, self.train_rows, self.benchmark.class_names, settings, store)
-        seconds = time.time() - start
-        rows, stats = build_round_dataset(
-            self.train_rows,
-            outputs,
-            k,
-            self.args.fallback,
-            f"{self.model_name}@sarr-r{k}",
-            self.benchmark,
-            self.benchmark.class_aliases,
-            self.args.strict_chains,
-        )
-        if "relabel" not in self.state.stage(name):
-            record = stats.to_dict()
-            record["seconds"] = round(seconds, 2)
-            record["dataset_config"] = round_config_name(self.benchmark.name, k)
-            if self.dist.is_main_process:
-                self._save_round(k, rows)
-            self.state.update(name, "relabel", record)
-        self.dist.wait_for_everyone()
-        logger.info("SARR %s: %d/%d chains accepted (%.1f%%)", name, stats.accepted, stats.images, 100 * stats.acceptance)
-        return rows
-
-    def _save_round(self, k: int, rows: Dataset) -> None:
-        from ..data.hub_layout import write_config
-
-        domains = sorted(set(rows["domain"]))
-        splits = {d: rows.filter(lambda x, d=d: x == d, input_columns="domain") for d in domains}
-        write_config(
-            self.dataset_dir,
-            round_config_name(self.benchmark.name, k),
-            splits,
-            self.benchmark,
-            description=f"SARR round {k}: chains written by {self.model_name} for its own training images "
-            f"(fallback {self.args.fallback!r}).",
-        )
+        backend = self.backend or ModelBackend(self.model, self.processing_class)
+        return self.rounds.build(k, backend, self.run_state)
 
     def _stage_args(self, name: str) -> SARRConfig:
-        # Rows are already selected: no test domain or holdout inside the stage.
         length = {}
         if name != "mtct" and self.args.round_max_steps is not None:
             length["max_steps"] = self.args.round_max_steps
@@ -447,59 +409,47 @@ class SARRTrainer:
             self.args,
             **length,
             output_dir=str(self.stage_dir(name)),
-            test_domain=None,
-            holdout_fraction=0.0,
             run_name=f"{self.args.run_name or 'sarr'}-{name}",
             overwrite_output_dir=False,
             resume_run=False,
+            push_to_hub=False,  # the run pushes once, from push_to_hub()
+            report_to="none",  # the run's reporters are among self.callbacks
         )
 
-    def _train_stage(self, name: str, data: Dataset) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def _train_stage(
+        self, name: str, data: Dataset, round_index: int, checkpoint: str | None
+    ) -> tuple[torch.nn.Module, TrainerState]:
         from peft import PeftModel
 
         stage_dir = self.stage_dir(name)
-        checkpoint = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
-        self.state.event(name, f"training started (checkpoint: {Path(checkpoint).name if checkpoint else 'none'})")
+        if checkpoint is None and stage_dir.is_dir():
+            checkpoint = get_last_checkpoint(str(stage_dir))
+        self.run_state.event(name, f"training started (checkpoint: {Path(checkpoint).name if checkpoint else 'none'})")
         if checkpoint and not isinstance(self.model, PeftModel):
             # The Trainer reloads full weights by raw state-dict keys (strict=False), which silently misses
             # checkpoints saved in a converted key layout (LLaVA, ...): load them the from_pretrained way.
             self.model = type(self.model).from_pretrained(checkpoint)
-        evaluate = self.args.eval_strategy != "no" and len(self.val_rows) > 0
-        trainer = MTCTTrainer(
+        evaluate = self.args.eval_strategy != "no" and self.eval_dataset is not None and len(self.eval_dataset) > 0
+        trainer = _StageTrainer(
             model=self.model,
             args=self._stage_args(name),
             train_dataset=data,
-            eval_dataset=self.val_rows if evaluate else None,
-            processing_class=self.processor,
+            eval_dataset=self.eval_dataset if evaluate else None,
+            processing_class=self.processing_class,
             peft_config=None if isinstance(self.model, PeftModel) else self.peft_config,
             callbacks=self.callbacks,
+            split_record=self.split_record,
+            step_offset=self.state.global_step,
+            sarr_round=round_index,
         )
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_state()  # trainer_state.json (the loss log) even when checkpointing is off
         trainer.save_model(str(stage_dir / "final"))
-        self._record_run_split(stage_dir / "final")
-        return trainer.accelerator.unwrap_model(trainer.model), _losses(trainer.state.log_history)
-
-    def _holdout_record(self) -> dict[str, Any]:
-        """The run's holdout (each stage trains on rows already split, with holdout_fraction 0)."""
-        return {
-            "holdout_fraction": self.args.holdout_fraction,
-            "holdout_seed": self.args.holdout_seed,
-            "holdout_style": self.args.holdout_style,
-        }
-
-    def _record_run_split(self, folder: Path) -> None:
-        """Make a stage's ``rdmldg_config.json`` record the run's held-out domain and holdout, not the stage's."""
-        if not self.dist.is_main_process or not (folder / RUN_CONFIG_NAME).is_file():
-            return
-        run = RunConfig.load(folder)
-        run.test_domain = self.args.test_domain and normalize_name(self.args.test_domain)
-        run.settings.update(self._holdout_record())
-        run.save(folder)
+        return trainer.accelerator.unwrap_model(trainer.model), trainer.state
 
     def _load_stage_model(self, name: str) -> torch.nn.Module:
         """The weights a finished stage saved, on the base model."""
-        final = self.state.stage(name)["done"]["model_dir"]
+        final = self.run_state.stage(name)["done"]["model_dir"]
         if self.peft_config is not None:
             from peft import PeftModel
 
@@ -520,34 +470,32 @@ class SARRTrainer:
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
         """Save the final model (adapter or weights) and processor, with ``rdmldg_config.json`` (method ``sarr``)."""
-        from peft import PeftModel
-
         out = Path(output_dir or self.output_dir)
         if self.dist.is_main_process:
             self.model.save_pretrained(out)
-            self.processor.save_pretrained(out)
-            final = self.results[-1].model_dir if self.results else None
+            self.processing_class.save_pretrained(out)
+            final = self.stage_results[-1].model_dir if self.stage_results else None
             run = RunConfig.load(final) if final and (Path(final) / RUN_CONFIG_NAME).exists() else None
             settings = dict(run.settings) if run else {}
+            settings.update({k: v for k, v in self.split_record.items() if k != "test_domain"})
             settings.update(
-                **self._holdout_record(),
                 num_rounds=self.args.num_rounds,
                 mtct_stage=self.args.mtct_stage,
                 fallback=self.args.fallback,
                 round_init=self.args.round_init,
                 relabel=self.args.relabel_settings().to_dict(),
-                rounds=[r.relabel for r in self.results if r.relabel],
+                rounds=[r.relabel for r in self.stage_results if r.relabel],
             )
             RunConfig(
                 method="sarr",
                 benchmark=self.benchmark.name,
                 classes=list(self.benchmark.classes),
                 class_names=list(self.benchmark.class_names),
-                domains=sorted(set(self.train_rows["domain"])),
-                test_domain=self.args.test_domain and normalize_name(self.args.test_domain),
+                domains=sorted(set(self.train_dataset["domain"])),
+                test_domain=self.split_record.get("test_domain"),
                 prompt_version=PROMPT_VERSION,
                 base_model=self.base_name,
-                adapter=isinstance(self.model, PeftModel),
+                adapter=self.is_adapter,
                 settings=settings,
             ).save(out)
         self.dist.wait_for_everyone()
@@ -555,99 +503,69 @@ class SARRTrainer:
 
     def results_summary(self, stages: list[StageResult], wall_seconds: float | None = None) -> dict[str, Any]:
         """Per stage: relabel figures, losses and metrics; the final metrics; where the time went."""
-        from peft import PeftModel
+        return results_summary(self, stages, wall_seconds)
 
-        rows = [{"stage": r.name, "relabel": r.relabel, "losses": r.losses, "metrics": r.metrics} for r in stages]
-        return {
-            "method": "sarr",
-            "benchmark": self.benchmark.name,
-            "test_domain": self.args.test_domain and normalize_name(self.args.test_domain),
-            "chance": 1 / self.benchmark.num_classes,
-            "base_model": self.base_name,
-            "adapter": isinstance(self.model, PeftModel),
-            "prompt_version": PROMPT_VERSION,
-            "images": {
-                "train": len(self.train_rows),
-                "source_holdout": len(self.val_rows),
-                "heldout": len(self.test_rows) if self.test_rows is not None else 0,
-            },
-            "stages": rows,
-            "final": rows[-1]["metrics"] if rows else {},
-            "timing": {
-                "wall_seconds": wall_seconds,
-                "relabel_seconds": sum((r.relabel or {}).get("seconds", 0.0) for r in stages),
-                "training_seconds": sum(r.losses.get("train_runtime", 0.0) for r in stages),
-                "evaluation_seconds": sum(r.metrics.get("eval_seconds", 0.0) for r in stages),
-            },
-        }
+    def _hub_model_id(self) -> str:
+        return self.args.hub_model_id or Path(self.args.output_dir).absolute().name
 
-    def create_model_card(self, results: Mapping[str, Any], dataset_name: str | None = None):
-        """A ``huggingface_hub.ModelCard`` with ``base_model``, ``library_name`` and a ``model-index`` of accuracies."""
-        from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-        name = f"rdmldg-sarr-{self.model_name}-{self.benchmark.name}" + (
-            f"-{results['test_domain']}" if results.get("test_domain") else ""
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ) -> None:
+        """Write ``<output_dir>/README.md``: TRL's model card (trainer ``SARR``, the paper, tags), every stage's
+        acceptance and accuracies, and a ``model-index`` of the final stage's accuracies."""
+        if not self.dist.is_main_process:
+            return
+        hub_model_id = self._hub_model_id()
+        card = sarr_model_card(
+            self, model_name or hub_model_id.split("/")[-1], hub_model_id, dataset_name,
+            [tags] if isinstance(tags, str) else list(tags or []),
         )
-        evals = []
-        for key, split, what in (
-            ("heldout_direct", results.get("test_domain"), "held-out domain, direct answer"),
-            ("heldout_reasoning", results.get("test_domain"), "held-out domain, reasoning answer"),
-            ("source_holdout_direct", "source-holdout", "source domains' holdout, direct answer"),
-        ):
-            value = results.get("final", {}).get(key)
-            if value is not None and split:
-                evals.append(
-                    EvalResult(
-                        task_type="image-classification",
-                        dataset_type=dataset_name or "rdmldg/domainbed-reasoning",
-                        dataset_name=f"{self.benchmark.title} ({what})",
-                        dataset_config=self.benchmark.name,
-                        dataset_split=split,
-                        metric_type="accuracy",
-                        metric_name=f"accuracy ({what})",
-                        metric_value=round(value, 4),
-                    )
-                )
-        data = ModelCardData(
-            model_name=name,
-            base_model=self.base_name if not os.path.isdir(self.base_name) else None,
-            library_name="peft" if results.get("adapter") else "transformers",
-            pipeline_tag="image-text-to-text",
-            tags=["rdmldg", "sarr", "mtct", "domain-generalization", "reasoning"],
-            eval_results=evals or None,
+        card.save(self.output_dir / "README.md")
+
+    def push_to_hub(
+        self,
+        commit_message: str = "End of training",
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **card_kwargs: Any,
+    ) -> Any:
+        """Push the final model, its card and ``rdmldg_config.json`` to ``args.hub_model_id`` (default: the
+        output folder's name), and the round datasets (one config per round) to the dataset repo
+        ``<hub_model_id>-rounds``; returns the model commit's ``CommitInfo`` (None off the main process).
+
+        ``card_kwargs`` (``model_name``, ``dataset_name``, ``tags``) go to :meth:`create_model_card`. The token
+        is ``token``, ``args.hub_token`` or the usual Hugging Face login; it is never printed.
+
+        Raises:
+            ValueError: before training (nothing to push).
+        """
+        from huggingface_hub import HfApi
+
+        from ..data.hub_layout import push_folder
+
+        if not self.stage_results:
+            raise ValueError("Nothing to push yet: call train() first (it resumes a finished run at no cost).")
+        out = self.save_model()
+        if not self.dist.is_main_process:
+            self.dist.wait_for_everyone()
+            return None
+        token = token if token is not None else self.args.hub_token
+        private = private if private is not None else self.args.hub_private_repo
+        api = HfApi(token=token, library_name="rdmldg_hf")
+        repo_id = api.create_repo(self._hub_model_id(), private=private, exist_ok=True).repo_id
+        if self.rounds.dataset_dir.is_dir():
+            push_folder(self.rounds.dataset_dir, f"{repo_id}-rounds", private=private, token=token,
+                        commit_message=f"SARR round datasets of {repo_id}")
+        self.create_model_card(**card_kwargs)
+        inside = [p.relative_to(out.resolve()).as_posix() + "/" for p in (self.rounds.dataset_dir.resolve(),)
+                  if p.is_relative_to(out.resolve())]
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=out,
+            commit_message=commit_message,
+            revision=revision if revision is not None else self.args.hub_revision,
+            ignore_patterns=["_*", ".*", f"{PREFIX_CHECKPOINT_DIR}-*", "stages/", "relabel/", *inside],
         )
-        lines = [
-            f"Fine-tuned with RD-MLDG (MTCT, then {self.args.num_rounds} SARR rounds of self-relabeling) on "
-            f"{self.benchmark.title}, holding out domain `{results.get('test_domain')}`.",
-            "",
-            f"- base model: `{self.base_name}`; {'LoRA adapter' if results.get('adapter') else 'full weights'}",
-            f"- fallback for rejected self-chains: `{self.args.fallback}`; rounds start from: `{self.args.round_init}`",
-            f"- prompt version: `{PROMPT_VERSION}` (see `rdmldg_config.json`)",
-            "",
-            "| stage | acceptance | held-out direct | held-out reasoning | source-holdout direct |",
-            "|---|---|---|---|---|",
-        ]
-        for stage in results.get("stages", []):
-            metrics, relabel = stage["metrics"], stage.get("relabel") or {}
-            cells = [relabel.get("acceptance"), metrics.get("heldout_direct"), metrics.get("heldout_reasoning"), metrics.get("source_holdout_direct")]
-            lines.append(f"| {stage['stage']} | " + " | ".join("-" if c is None else f"{100 * c:.1f}%" for c in cells) + " |")
-        lines += ["", f"Chance: {100 * results.get('chance', 0):.0f}%. Each round's training rows are in `dataset/` "
-                  "(configs `<benchmark>-sarr-r<k>`, loadable with `datasets.load_dataset`)."]
-        return ModelCard.from_template(data, template_str=_CARD_TEMPLATE, model_name=name, body="\n".join(lines))
-
-
-_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-{{ body }}
-"""
-
-
-def _peft_summary(peft_config: Any) -> dict[str, Any] | None:
-    if peft_config is None:
-        return None
-    keys = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules")
-    return {k: str(getattr(peft_config, k, None)) for k in keys}
+        self.dist.wait_for_everyone()
+        return info
