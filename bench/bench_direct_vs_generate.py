@@ -38,6 +38,7 @@ def main() -> None:
     from rdmldg_hf.data.build import build_dataset
     from rdmldg_hf.evaluation.predict import predict
     from rdmldg_hf.models import load_model_and_processor
+    from rdmldg_hf.protocol import lodo_split
     from rdmldg_hf.testing import build_tiny_model
     from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
@@ -66,11 +67,12 @@ def main() -> None:
 
     compare("zero-shot (untrained tiny model)")
     config = MTCTConfig(
-        output_dir=str(work / "train"), mode="cls_only", test_domain="rot30", holdout_fraction=0.0,
+        output_dir=str(work / "train"), mode="cls_only",
         max_steps=args.train_steps, per_device_train_batch_size=16, learning_rate=2e-3, report_to="none",
         save_strategy="no", activation_checkpointing=False, disable_tqdm=True, logging_steps=args.train_steps,
     )
-    MTCTTrainer(model, args=config, train_dataset=dataset, processing_class=processor).train()
+    train = lodo_split(dataset, "rot30", holdout_fraction=0.0).train
+    MTCTTrainer(model, args=config, train_dataset=train, processing_class=processor).train()
     compare(f"after {args.train_steps} steps on labels (answers a class name and stops)")
 
 if __name__ == "__main__":

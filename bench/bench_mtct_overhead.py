@@ -117,7 +117,7 @@ def bench(name: str, images: int, batch: int, steps: int, rounds: int, work: Pat
     rows = build_training_rows(dataset, BENCHMARK.class_names, "paired").select_columns(["image", "prompt", "completion"])
     mtct_timer, sft_timer = StepTimer(), StepTimer()
     mtct = MTCTTrainer(
-        copy.deepcopy(model), args=MTCTConfig(**common(work, batch, steps), holdout_fraction=0.0),
+        copy.deepcopy(model), args=MTCTConfig(**common(work, batch, steps)),
         train_dataset=dataset, processing_class=processor, peft_config=copy.deepcopy(lora), callbacks=[mtct_timer],
     )
     sft = SFTTrainer(

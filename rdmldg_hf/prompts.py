@@ -56,7 +56,7 @@ def _options(class_names: Sequence[str]) -> str:
 
 
 def classification_question(class_names: Sequence[str]) -> str:
-    """The direct classification question with the class options (METHOD.md section 3)."""
+    """The direct classification question with the class options (Zhang et al., arXiv 2402.06599)."""
     return _CLASSIFICATION.format(options=_options(class_names))
 
 

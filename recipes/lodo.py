@@ -9,66 +9,32 @@ the whole held-out domain. Writes results.json and results.md (the paper's table
     # some rows or domains only; a killed run resumes with its next unfinished pair
     accelerate launch recipes/lodo.py --config ... --methods labels_only mtct --test_domains rot30
 
-The YAML holds :class:`rdmldg_hf.evaluation.lodo.LodoConfig` fields; ``training`` is passed to
-every method's MTCTConfig (SARRConfig for sarr/full, plus the ``sarr`` section), ``tiny_sizes`` to
-:class:`rdmldg_hf.testing.TinyModelSpec`; a field that none of them reads is an error naming it and the file.
+Every :class:`rdmldg_hf.evaluation.lodo.LodoConfig` field can be given in the YAML or on the
+command line (the command line wins; the sections ``training`` (MTCTConfig fields of every
+method), ``sarr`` (SARRConfig fields of the sarr/full rows) and ``tiny_sizes``
+(:class:`rdmldg_hf.testing.TinyModelSpec`) as JSON there). A field that nothing reads, at the top
+level or in a section, is an error naming it and the file.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import fields
-from typing import Any
 
-import yaml
 from accelerate import PartialState
 
-from rdmldg_hf.evaluation.lodo import METHODS, LodoConfig, LodoRunner
-from rdmldg_hf.recipe_setup import unknown_fields_error
-from rdmldg_hf.testing import TinyModelSpec
-from rdmldg_hf.trainers import MTCTConfig
-from rdmldg_hf.trainers.sarr import SARRConfig
+from rdmldg_hf.evaluation.lodo import LodoConfig, LodoRunner
+from rdmldg_hf.recipe_setup import parse_recipe_args
 
 
-# The YAML's sections and the fields each may hold.
-SECTION_FIELDS = {"training": MTCTConfig, "sarr": SARRConfig, "tiny_sizes": TinyModelSpec}
-
-
-def check_config_fields(config_path: str, values: dict[str, Any]) -> None:
-    """Refuse a field no one reads, at the top level or in a section, naming it and the file."""
-    sections = [(None, values, LodoConfig)]
-    sections += [(name, values.get(name) or {}, kind) for name, kind in SECTION_FIELDS.items()]
-    for section, given, kind in sections:
-        valid = {f.name for f in fields(kind)}
-        unknown = [key for key in given if key not in valid]
-        if unknown:
-            raise unknown_fields_error(config_path, unknown, valid, section)
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[LodoConfig, bool]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="YAML file of LodoConfig fields (default: all defaults).")
-    parser.add_argument("--output_dir", help="Override output_dir.")
-    parser.add_argument("--test_domains", nargs="+", help="Override the held-out domains.")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="Override the methods (ablation rows).")
-    parser.add_argument("--overwrite", action="store_true", help="Start again in an output_dir holding other settings.")
-    args = parser.parse_args(argv)
-    values = {}
-    if args.config:
-        with open(args.config, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        check_config_fields(args.config, values)
-    for key in ("output_dir", "test_domains", "methods"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    return LodoConfig.from_dict(values), args.overwrite
+def parse_args(argv: list[str] | None = None) -> LodoConfig:
+    """The run's settings from ``argv`` (default: the command line) and its ``--config`` YAML."""
+    (config,) = parse_recipe_args((LodoConfig,), argv, description=__doc__.split("\n\n")[0])
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config, overwrite = parse_args(argv)
-    runner = LodoRunner(config, overwrite=overwrite)
+    runner = LodoRunner(parse_args(argv))
     runner.run()
     if PartialState().is_main_process:
         print((runner.out / "results.md").read_text())

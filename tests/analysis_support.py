@@ -19,6 +19,7 @@ from mtct_support import config, load_tiny
 from rdmldg_hf.data.build import build_dataset
 from rdmldg_hf.data.embedded import embedded_source_images
 from rdmldg_hf.models import default_lora_config
+from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
 
 PER_DOMAIN = 6
@@ -40,18 +41,20 @@ def dataset_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def run_dir() -> Path:
     """Two short MTCT stages with LoRA (the second continues the first), saved SARR-style."""
-    dataset = load_dataset(str(dataset_dir()), "rotdigits")
+    splits = lodo_split(load_dataset(str(dataset_dir()), "rotdigits"), "rot30", holdout_fraction=0.0)
     root = Path(tempfile.mkdtemp(prefix="rdmldg-analysis-run-"))
     model, processor = load_tiny()
     for stage in ("mtct", "round-1"):
         stage_dir = root / "stages" / stage
         args = config(
             stage_dir, max_steps=4, per_device_train_batch_size=6, learning_rate=1e-2, logging_steps=1,
-            test_domain="rot30", holdout_fraction=0.0,
         )
         peft = default_lora_config(r=4) if stage == "mtct" else None
         torch.manual_seed(0)
-        trainer = MTCTTrainer(model, args=args, train_dataset=dataset, processing_class=processor, peft_config=peft)
+        trainer = MTCTTrainer(
+            model, args=args, train_dataset=splits.train, processing_class=processor, peft_config=peft,
+            split_record=splits.record(),
+        )
         trainer.train()
         trainer.save_model(str(stage_dir / "final"))
         trainer.save_state()

@@ -13,6 +13,7 @@ from datasets import Dataset
 from mtct_support import config, load_tiny, tiny_dataset, tiny_model_dir
 from rdmldg_hf.data.build import build_dataset
 from rdmldg_hf.models import default_lora_config
+from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
 
 BASE_REPO = "rdmldg-tests/tiny-base"
@@ -26,9 +27,11 @@ def trained_adapter(architecture: str = "llava") -> Path:
     """
     out = Path(tempfile.mkdtemp(prefix=f"rdmldg-eval-adapter-{architecture}-"))
     model, processor = load_tiny(architecture)
-    args = config(out / "train", max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3, test_domain="rot30")
+    args = config(out / "train", max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3)
+    splits = lodo_split(tiny_dataset(24), "rot30", holdout_fraction=0.0)
     trainer = MTCTTrainer(
-        model, args=args, train_dataset=tiny_dataset(24), processing_class=processor, peft_config=default_lora_config(r=4)
+        model, args=args, train_dataset=splits.train, eval_dataset=splits.validation, processing_class=processor,
+        peft_config=default_lora_config(r=4), split_record=splits.record(),
     )
     trainer.train()
     trainer.save_model(str(out / "adapter"))
@@ -61,4 +64,6 @@ def rows(n: int = 16) -> Dataset:
     return tiny_dataset(n)
 
 
-__all__ = ["BASE_REPO", "trained_adapter", "adapter_copy", "png", "embedded_folder", "rows", "tiny_model_dir", "load_tiny"]
+__all__ = [
+    "BASE_REPO", "trained_adapter", "adapter_copy", "png", "embedded_folder", "rows", "tiny_model_dir", "load_tiny",
+]

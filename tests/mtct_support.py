@@ -86,7 +86,7 @@ def load_tiny(architecture: str = "llava"):
 
 
 def config(tmp_path, **overrides) -> MTCTConfig:
-    """A CPU config for tests: no checkpointing, no saving, no reporting, holdout off."""
+    """A CPU config for tests: no checkpointing, no saving, no reporting."""
     values = dict(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -94,7 +94,6 @@ def config(tmp_path, **overrides) -> MTCTConfig:
         activation_checkpointing=False,
         report_to="none",
         save_strategy="no",
-        holdout_fraction=0.0,
         logging_steps=1,
         max_steps=1,
         train_sampling_strategy="sequential",

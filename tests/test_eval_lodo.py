@@ -22,9 +22,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "lodo.py"
 def _settings(tmp_path: Path, data: Path) -> dict:
     return {
         "output_dir": str(tmp_path / "lodo"),
-        "dataset": str(data),
-        "config": "rotdigits",
-        "model": str(tiny_model_dir()),
+        "dataset_name": str(data),
+        "dataset_config": "rotdigits",
+        "model_name_or_path": str(tiny_model_dir()),
         "test_domains": ["rot30"],
         "methods": ["labels_only", "mtct", "full"],
         "eval_modes": {"mtct": ["direct"], "full": ["direct", "reasoning"]},
@@ -70,7 +70,8 @@ def test_lodo_rows_selection_tables_and_resume(tmp_path, monkeypatch, capsys):
     assert "| Method | rot30 | Avg |" in table and "## Prediction mode: reasoning" in table
     acc = round(100 * labels["test"]["direct"]["accuracy"], 2)
     assert f"| Labels only | {acc:.2f} | {acc:.2f} |" in table
-    assert results["table"]["direct"]["mtct"]["rot30"] == round(100 * runs["mtct"]["rot30"]["test"]["direct"]["accuracy"], 2)
+    mtct_accuracy = runs["mtct"]["rot30"]["test"]["direct"]["accuracy"]
+    assert results["table"]["direct"]["mtct"]["rot30"] == round(100 * mtct_accuracy, 2)
 
     # Rerun: finished pairs are skipped; other settings are refused.
     monkeypatch.setattr(LodoRunner, "run_pair", lambda *a: pytest.fail("a finished pair was trained again"))

@@ -4,6 +4,7 @@ import pytest
 from datasets import Value
 
 from mtct_support import config, load_tiny, tiny_dataset
+from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
 
@@ -30,9 +31,14 @@ def test_reasoning_only_without_any_chain(tmp_path, tiny):
         _make(tmp_path, tiny, tiny_dataset(4, without_chain=(0, 1, 2, 3)), mode="reasoning_only")
 
 
-def test_unknown_test_domain_lists_domains(tmp_path, tiny):
-    with pytest.raises(ValueError, match="Unknown test_domain 'rot45'. Valid domains: rot0, rot30, rot60, rot90"):
-        _make(tmp_path, tiny, tiny_dataset(8), test_domain="rot45")
+def test_splitting_is_not_the_trainers_job(tmp_path):
+    """The held-out domain and the holdout are chosen where the data is split (rdmldg_hf.protocol), and an
+    unknown held-out domain is named there with the valid ones."""
+    for field in ("test_domain", "holdout_fraction", "holdout_seed", "holdout_style"):
+        with pytest.raises(TypeError, match=field):
+            MTCTConfig(output_dir=str(tmp_path), **{field: None})
+    with pytest.raises(ValueError, match="Domain 'rot45' is not in the dataset. Its domains: rot0, rot30, rot60"):
+        lodo_split(tiny_dataset(8), "rot45")
 
 
 def test_labels_outside_the_class_list(tmp_path, tiny):

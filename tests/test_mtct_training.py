@@ -7,6 +7,7 @@ from transformers import AutoModelForImageTextToText
 from mtct_support import config, load_tiny, tiny_dataset, tiny_model_dir
 from rdmldg_hf.models import RunConfig, default_lora_config, load_model_and_processor
 from rdmldg_hf.prompts import PROMPT_VERSION
+from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
 
 
@@ -14,9 +15,13 @@ def _train(tmp_path, peft_config=None, architecture="llava", **overrides):
     model, processor = load_tiny(architecture)
     args = config(
         tmp_path, max_steps=12, per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=4,
-        test_domain="rot30", holdout_fraction=0.25, eval_strategy="no", **overrides,
+        eval_strategy="no", **overrides,
     )
-    trainer = MTCTTrainer(model, args=args, train_dataset=tiny_dataset(32), processing_class=processor, peft_config=peft_config)
+    splits = lodo_split(tiny_dataset(32), "rot30", holdout_fraction=0.25)
+    trainer = MTCTTrainer(
+        model, args=args, train_dataset=splits.train, eval_dataset=splits.validation, processing_class=processor,
+        peft_config=peft_config, split_record=splits.record(),
+    )
     trainer.train()
     return trainer
 
@@ -44,6 +49,8 @@ def _assert_run_config(path, adapter):
     assert run.test_domain == "rot30" and run.domains == ["rot0", "rot60", "rot90"]
     assert run.class_names[3] == "three" and run.prompt_version == PROMPT_VERSION
     assert run.settings["mode"] == "paired" and run.settings["holdout_fraction"] == 0.25
+    assert (run.settings["holdout_seed"], run.settings["holdout_style"]) == (0, "hash")
+    assert "test_domain" not in run.settings
 
 
 @pytest.mark.parametrize("architecture", ["llava", "qwen2_vl"])
@@ -90,3 +97,20 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
         assert log_a[key] == pytest.approx(log_b[key], rel=1e-5)
     for name, value in weights_a.items():
         torch.testing.assert_close(weights_b[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_the_trainer_trains_and_evaluates_on_the_rows_it_is_given(tmp_path):
+    """No domain or holdout is taken out inside the trainer: every given row is a unit; without a split record
+    the run records no held-out domain and no holdout."""
+    model, processor = load_tiny()
+    rows = tiny_dataset(12)
+    trainer = MTCTTrainer(
+        model, args=config(tmp_path), train_dataset=rows, eval_dataset=tiny_dataset(5, seed=1),
+        processing_class=processor,
+    )
+    assert len(trainer.train_dataset) == 12 and len(trainer.eval_dataset) == 5
+    assert sorted(trainer.train_dataset["image_id"]) == sorted(rows["image_id"])
+    assert trainer.mtct_data.domains == ["rot0", "rot30", "rot60", "rot90"]
+    trainer.save_model()
+    run = RunConfig.load(tmp_path)
+    assert run.test_domain is None and not {"holdout_fraction", "holdout_seed", "holdout_style"} & set(run.settings)

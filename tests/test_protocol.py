@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from rdmldg_hf.protocol import (
     stratified_sample,
 )
 from rdmldg_hf.protocol.subsets import class_quotas
+from rdmldg_hf.recipe_setup import parse_recipe_args
 
 PACS = get_benchmark("pacs")
 
@@ -114,7 +116,7 @@ def test_subsets_are_stratified_seeded_samples_drawn_after_the_holdout():
     rows = _class_by_class({0: 30, 1: 20, 2: 10})
     sample = stratified_sample(rows, 12, seed=0)
     for domain in ("rot0", "rot30"):
-        labels = Counter(l for l, d in zip(sample["label"], sample["domain"]) if d == domain)
+        labels = Counter(label for label, d in zip(sample["label"], sample["domain"]) if d == domain)
         assert labels == {0: 6, 1: 4, 2: 2}  # the domain's class shares, not the first 12 rows (class 0 only)
     again = stratified_sample(rows.shuffle(seed=1), 12, seed=0)
     assert set(again["image_id"]) == set(sample["image_id"])  # row order does not matter
@@ -164,3 +166,34 @@ def test_selection_rule_and_the_selector_keep_the_best_checkpoint():
 def test_lodo_settings_are_checked(values, message):
     with pytest.raises(ValueError, match=message):
         LodoConfig.from_dict(values)
+
+
+def test_a_split_records_how_it_was_made_and_may_hold_out_no_domain(tmp_path):
+    rows = _rows_of(_pacs_folder(tmp_path))
+    by_domain = rows.to_pandas().groupby("domain").size().to_dict()
+    split = lodo_split(rows, "sketch", 0.25, 3, holdout_style="domainbed", test_split="in")
+    assert split.record() == {
+        "test_domain": "sketch", "holdout_fraction": 0.25, "holdout_seed": 3, "holdout_style": "domainbed",
+        "test_split": "in", "max_train_images_per_domain": None, "sample_seed": 0,
+    }
+    assert "sketch" not in set(split.train["domain"]) | set(split.validation["domain"])
+    everything = lodo_split(rows, None, 0.25)  # no held-out domain: every domain trains, nothing is tested
+    assert everything.record()["test_domain"] is None and len(everything.test) == 0
+    assert everything.train_domains == sorted(by_domain)
+    assert len(everything.train) + len(everything.validation) == len(rows)
+    assert Counter(everything.validation["domain"]) == {d: int(n * 0.25) for d, n in by_domain.items()}
+
+
+def test_lodo_config_reads_its_sections_and_steps_from_the_command_line(tmp_path):
+    (config,) = parse_recipe_args((LodoConfig,), [
+        "--dataset_name", "data", "--model_name_or_path", "m", "--select_every", "5",
+        "--training", '{"max_steps": 3}', "--sarr", '{"num_rounds": 2}', "--overwrite",
+    ])
+    assert (config.dataset_name, config.model_name_or_path, config.dataset_config) == ("data", "m", "rotdigits")
+    assert config.select_every == 5 and config.training == {"max_steps": 3} and config.sarr == {"num_rounds": 2}
+    assert config.overwrite and "overwrite" not in config.fingerprint() and config.tiny_sizes == {}
+    assert all(f.metadata.get("help") for f in fields(LodoConfig))
+    with pytest.raises(ValueError, match=r"section 'sarr' num_round; .*did you mean 'num_rounds'"):
+        LodoConfig.from_dict({"sarr": {"num_round": 2}})
+    with pytest.raises(ValueError, match=r"Unknown field\(s\) dataset; .*did you mean 'dataset_name'"):
+        LodoConfig.from_dict({"dataset": "data"})

@@ -14,7 +14,7 @@ from trl import ModelConfig, TrlParser
 
 from analysis_support import dataset_dir
 from mtct_support import tiny_model_dir
-from rdmldg_hf import analysis_command
+from rdmldg_hf.commands import analyze as analyze_command
 from rdmldg_hf.evaluation.lodo import LodoConfig, LodoRunner
 from rdmldg_hf.models import RunConfig, load_model_and_processor
 from rdmldg_hf.protocol import split_holdout
@@ -34,7 +34,7 @@ def _analysis_source_ids(run_dir: Path) -> set[str]:
     args = argparse.Namespace(
         dataset=str(dataset_dir()), config=None, domains=None, test_domain=None, max_images=None, seed=0
     )
-    data = analysis_command._data(args, RunConfig.load(run_dir))
+    data = analyze_command._data(args, RunConfig.load(run_dir))
     return {image_id for image_id, group in zip(data.image_ids, data.groups) if group == "source"}
 
 
@@ -119,9 +119,9 @@ def test_sarr_recipe_records_the_runs_holdout_and_writes_predictions(tmp_path):
 def test_lodo_domainbed_protocol_records_selection_and_predictions(tmp_path):
     settings = {
         "output_dir": str(tmp_path / "lodo"),
-        "dataset": str(dataset_dir()),
-        "config": "rotdigits",
-        "model": str(tiny_model_dir()),
+        "dataset_name": str(dataset_dir()),
+        "dataset_config": "rotdigits",
+        "model_name_or_path": str(tiny_model_dir()),
         "test_domains": ["rot30"],
         "methods": ["labels_only"],
         "max_train_images_per_domain": 4,
@@ -151,7 +151,8 @@ def test_lodo_domainbed_protocol_records_selection_and_predictions(tmp_path):
     assert record["validation_accuracy"] == best
     assert record["selected"] == next(h["checkpoint"] for h in history if h["validation_accuracy"] == best)
     model, processor = load_model_and_processor(model_dir)
-    train, validation, test = runner.split("rot30")
+    split = runner.split("rot30")
+    train, validation, test = split.train, split.validation, split.test
     assert len(train) == 12 and len(validation) == 3
     assert runner._validate(model, processor, validation, "direct") == pytest.approx(best)  # the restored weights
 

@@ -23,7 +23,7 @@ from .domainbed import ScanResult, SkippedFile, load_class_map, load_domain_map,
 from .hub_layout import DEFAULT_REPO_ID, ConfigSummary, write_config
 from .schema import ChainRecord, SourceImage, dataset_features
 
-__all__ = ["BuildSummary", "build_dataset", "resolve_images", "source_rows"]
+__all__ = ["BuildSummary", "build_dataset", "build_embedded_once", "resolve_images", "source_rows"]
 
 # Rows per Arrow record batch while streaming images into the cache (bounds memory).
 _WRITER_BATCH_SIZE = 100
@@ -243,3 +243,18 @@ def build_dataset(
         excluded=scan.excluded,
         exclude_unmatched=list(scan.exclude_unmatched),
     )
+
+
+def build_embedded_once(out_dir: str | os.PathLike) -> BuildSummary | None:
+    """Build the embedded benchmark into ``out_dir`` unless it holds it already; returns the summary when built.
+
+    Under ``accelerate launch`` the main process builds while the others wait, then every process finds it.
+    """
+    from ..benchmarks import EMBEDDED_BENCHMARK
+    from ..generation import process_state
+
+    state, summary = process_state(), None
+    with state.main_process_first():
+        if state.is_main_process and not (Path(out_dir) / EMBEDDED_BENCHMARK).is_dir():
+            summary = build_dataset(EMBEDDED_BENCHMARK, out_dir)
+    return summary

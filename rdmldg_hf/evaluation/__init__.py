@@ -7,7 +7,9 @@
 * :mod:`.protocol` -- benchmark checks and scoring with the ``evaluate`` metric
   of :mod:`.dg_metric` (``metric/metric.py``, loadable offline with ``evaluate.load``);
 * :mod:`.lodo` -- the ablation runner of ``recipes/lodo.py`` (results.json, results.md);
+* :mod:`.stages` -- accuracy after each training stage, a run's results.json and its summary table;
 * :mod:`.classifier` -- ``DGClassifier.from_pretrained(folder or repo id)``;
-* :mod:`.sharing` -- ``push_adapter``: adapter, ``rdmldg_config.json``, results and a model card;
-* ``eval_command`` / ``push_command`` -- ``rdmldg eval`` and ``rdmldg push``.
+* :mod:`.sharing` -- ``push_adapter``: adapter, ``rdmldg_config.json``, results and a model card.
+
+``rdmldg eval`` and ``rdmldg push`` live in :mod:`rdmldg_hf.commands`.
 """

@@ -1,4 +1,4 @@
-"""The leave-one-domain-out ablation: every method of METHOD.md section 7, once per held-out domain.
+"""The leave-one-domain-out ablation: every ablation row of the paper (arXiv 2602.23777), once per held-out domain.
 
 For each (method, held-out domain) the runner trains on the in-part of the other domains,
 selects the checkpoint by training-domain validation (the unweighted mean of their out-part
@@ -42,21 +42,38 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import TrainerCallback
 
-from ..benchmarks import Benchmark, get_benchmark
+from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
 from ..locking import FolderLock
 from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
-from ..protocol.holdout import (
+from ..protocol import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_HOLDOUT_SEED,
     DEFAULT_HOLDOUT_STYLE,
+    DEFAULT_SAMPLE_SEED,
+    DEFAULT_SELECTION_RULE,
+    HOLDOUT_STYLES,
+    SELECTION_RULES,
+    TEST_SPLITS,
+    CheckpointSelector,
+    LodoSplit,
+    check_domains,
     check_holdout_style,
+    check_selection_rule,
+    check_test_split,
+    describe_rows,
+    find_benchmark,
+    lodo_split,
+    sample_record,
+    selection_score,
+    stratified_sample,
 )
-from ..protocol.lodo import check_domains, check_test_split, lodo_split
-from ..protocol.selection import DEFAULT_SELECTION_RULE, CheckpointSelector, check_selection_rule, selection_score
-from ..protocol.subsets import DEFAULT_SAMPLE_SEED, describe_rows, sample_record, stratified_sample
+from ..recipe_setup import unknown_fields_error
+from ..testing import TinyModelSpec
+from ..trainers import MTCTConfig
+from ..trainers.sarr import SARRConfig
 from .predict import PREDICTIONS_NAME, check_mode, write_predictions
-from .protocol import EvalOutcome, evaluate_rows, find_benchmark
+from .protocol import EvalOutcome, evaluate_rows
 from .sharing import RESULTS_NAME
 
 __all__ = ["METHODS", "MethodSpec", "LodoConfig", "LodoRunner", "render_results_md"]
@@ -84,36 +101,101 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+def _section(kind: type, help_text: str) -> Any:
+    return field(
+        default_factory=dict,
+        metadata={"help": f"{help_text}: a mapping of {kind.__name__} fields (JSON on the command line)."},
+    )
+
+
 @dataclass
 class LodoConfig:
-    """Settings of a leave-one-domain-out run (the recipe's YAML)."""
+    """Settings of a leave-one-domain-out run (``recipes/lodo.py``: YAML keys or ``--field value``)."""
 
-    output_dir: str = "outputs/lodo"
-    dataset: str | None = None
-    config: str = "rotdigits"
-    model: str | None = None
-    tiny_preset: str = "embedded"
-    tiny_sizes: dict[str, Any] = field(default_factory=dict)
-    test_domains: list[str] | None = None
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    eval_modes: dict[str, list[str]] = field(default_factory=dict)
-    max_train_images_per_domain: int | None = None
-    reasoning_eval_limit: int | None = None
-    sample_seed: int = DEFAULT_SAMPLE_SEED
-    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
-    holdout_seed: int = DEFAULT_HOLDOUT_SEED
-    holdout_style: str = DEFAULT_HOLDOUT_STYLE
-    test_split: str = "whole"
-    selection_rule: str = DEFAULT_SELECTION_RULE
-    lora_r: int = 8
-    select_every: int | str = "epoch"
-    eval_batch_size: int = 32
-    max_new_tokens: int = 256
-    num_threads: int | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-    sarr: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = field(default="outputs/lodo", metadata={"help": "Folder of results.json, results.md and runs/."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning; unset: the embedded benchmark, built "
+                  "into <output_dir>/dataset."},
+    )
+    dataset_config: str = field(
+        default=EMBEDDED_BENCHMARK,
+        metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Base model (Hub id or folder); unset: a tiny random model built into "
+                  "<output_dir>/base-model."},
+    )
+    tiny_preset: str = field(
+        default="embedded", metadata={"help": "Preset of the tiny model built when model_name_or_path is unset."}
+    )
+    tiny_sizes: dict | str | None = _section(TinyModelSpec, "Sizes overriding the tiny model's preset")
+    test_domains: list[str] | None = field(
+        default=None, metadata={"help": "Domains held out, one pair per method each (default: every domain)."}
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS),
+        metadata={"help": f"Ablation rows to run: {', '.join(METHODS)}.", "choices": list(METHODS)},
+    )
+    eval_modes: dict | str | None = field(
+        default_factory=dict,
+        metadata={"help": "Per method, the prediction modes tested ('direct', 'reasoning'); the first one selects "
+                  "the checkpoint (default: the method's own)."},
+    )
+    max_train_images_per_domain: int | None = field(
+        default=None,
+        metadata={"help": "A stratified sample of this many in-part images per training domain (validation "
+                  "shrinks in proportion); unset: all."},
+    )
+    reasoning_eval_limit: int | None = field(
+        default=None,
+        metadata={"help": "A stratified sample of this many test images per domain in the generating modes; "
+                  "unset: all."},
+    )
+    sample_seed: int = field(default=DEFAULT_SAMPLE_SEED, metadata={"help": "Seed of the stratified samples."})
+    holdout_fraction: float = field(
+        default=DEFAULT_HOLDOUT_FRACTION,
+        metadata={"help": "Per domain, the fraction of images in the out-part (validation of the training domains)."},
+    )
+    holdout_seed: int = field(
+        default=DEFAULT_HOLDOUT_SEED, metadata={"help": "Seed of the in/out split (DomainBed's trial_seed)."}
+    )
+    holdout_style: str = field(
+        default=DEFAULT_HOLDOUT_STYLE,
+        metadata={"help": "'hash' (seeded hash of image_id) or 'domainbed' (DomainBed's own in/out split).",
+                  "choices": list(HOLDOUT_STYLES)},
+    )
+    test_split: str = field(
+        default="whole",
+        metadata={"help": "Test rows: the 'whole' held-out domain, or its 'in' part (what DomainBed reports).",
+                  "choices": list(TEST_SPLITS)},
+    )
+    selection_rule: str = field(
+        default=DEFAULT_SELECTION_RULE,
+        metadata={"help": "Checkpoint selection: 'mean' of the training domains' validation accuracies (DomainBed) "
+                  "or 'pooled' over their images.", "choices": list(SELECTION_RULES)},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank on both towers; 0 trains every weight."})
+    select_every: str = field(  # or an int (a number of steps): parsed as a string on the command line
+        default="epoch",
+        metadata={"help": "Checkpoints compared: 'epoch' (each epoch's end), a number of steps, or 'final'."},
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "Images per batch when scoring and generating."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per answer in reasoning mode."})
+    num_threads: int | None = field(default=None, metadata={"help": "Torch threads (CPU); unset: torch's default."})
+    training: dict | str | None = _section(MTCTConfig, "Training settings of every method")
+    sarr: dict | str | None = _section(SARRConfig, "Further settings of the sarr and full rows")
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start again in an output_dir holding a run with other settings."}
+    )
 
     def __post_init__(self) -> None:
+        for name in ("tiny_sizes", "eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
+            value = getattr(self, name)
+            setattr(self, name, json.loads(value) if isinstance(value, str) else dict(value or {}))
+        if isinstance(self.select_every, str) and self.select_every.isdigit():
+            self.select_every = int(self.select_every)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"Unknown methods {unknown}. Valid methods: {', '.join(METHODS)}.")
@@ -122,6 +204,11 @@ class LodoConfig:
                 raise ValueError(f"eval_modes names unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
             for mode in modes:
                 check_mode(mode)
+        for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig), ("tiny_sizes", TinyModelSpec)):
+            valid = {f.name for f in fields(kind)}
+            wrong = [key for key in getattr(self, section) if key not in valid]
+            if wrong:
+                raise unknown_fields_error(None, wrong, valid, section)
         check_holdout_style(self.holdout_style)
         check_test_split(self.test_split)
         check_selection_rule(self.selection_rule)
@@ -139,10 +226,15 @@ class LodoConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "LodoConfig":
+        """The config of a mapping of its fields.
+
+        Raises:
+            ValueError: naming the fields it does not have, with the closest valid ones.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown LODO settings {unknown}. Valid settings: {', '.join(sorted(known))}.")
+            raise unknown_fields_error(None, unknown, known)
         return cls(**dict(values))
 
     def modes_of(self, method: str) -> list[str]:
@@ -151,7 +243,7 @@ class LodoConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the finished pairs (not the lists of what to run)."""
         values = asdict(self)
-        for key in ("output_dir", "test_domains", "methods", "num_threads", "eval_batch_size"):
+        for key in ("output_dir", "test_domains", "methods", "num_threads", "eval_batch_size", "overwrite"):
             values.pop(key)
         return values
 
@@ -184,7 +276,7 @@ def _write_json(path: Path, data: Any) -> None:
 class LodoRunner:
     """Runs (or resumes) every (method, held-out domain) pair of a :class:`LodoConfig`."""
 
-    def __init__(self, config: LodoConfig, overwrite: bool = False):
+    def __init__(self, config: LodoConfig):
         from accelerate import PartialState
 
         self.config = config
@@ -195,10 +287,10 @@ class LodoRunner:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.results_path = self.out / RESULTS_NAME
-        self.results = self._open_results(overwrite)
+        self.results = self._open_results(config.overwrite)
         self.dataset, self.benchmark = self._load_dataset()
         self.domains = list(self.dataset)
-        self.test_domains = check_domains(config.test_domains, self.domains, config.config)
+        self.test_domains = check_domains(config.test_domains, self.domains, config.dataset_config)
         self.model_path = self._base_model()
 
     # ------------------------------------------------------------------ set-up
@@ -210,7 +302,8 @@ class LodoRunner:
         found = json.loads(self.results_path.read_text())
         if found.get("settings") != fresh["settings"]:
             if not overwrite:
-                differs = sorted(k for k in fresh["settings"] if found.get("settings", {}).get(k) != fresh["settings"][k])
+                earlier = found.get("settings", {})
+                differs = sorted(k for k in fresh["settings"] if earlier.get(k) != fresh["settings"][k])
                 raise ValueError(
                     f"{str(self.out)!r} holds a LODO run with other settings (differs in: {', '.join(differs)}). "
                     "Pass --overwrite to start again there, or choose another output_dir."
@@ -223,22 +316,24 @@ class LodoRunner:
     def _load_dataset(self) -> tuple[DatasetDict, Benchmark]:
         from datasets import load_dataset
 
-        source = self.config.dataset
+        source = self.config.dataset_name
         if source is None:
-            benchmark = get_benchmark(self.config.config)
-            folder = self.out / "dataset"
-            with self.state.main_process_first():
-                if not (folder / benchmark.name).exists() and self.state.is_main_process:
-                    from ..data.build import build_dataset
+            from ..data.build import build_embedded_once
 
-                    build_dataset(benchmark.name, folder)
-            source = str(folder)
-        dataset = load_dataset(source, self.config.config)
+            if self.config.dataset_config != EMBEDDED_BENCHMARK:
+                raise ValueError(
+                    f"dataset_name is unset, so the embedded benchmark {EMBEDDED_BENCHMARK!r} is built, but "
+                    f"dataset_config is {self.config.dataset_config!r}: set dataset_name to a DomainBed-Reasoning "
+                    "folder or Hub id holding that config."
+                )
+            source = str(self.out / "dataset")
+            build_embedded_once(source)
+        dataset = load_dataset(source, self.config.dataset_config)
         return dataset, find_benchmark(dataset)
 
     def _base_model(self) -> str:
-        if self.config.model is not None:
-            return self.config.model
+        if self.config.model_name_or_path is not None:
+            return self.config.model_name_or_path
         from ..testing import build_tiny_model
 
         folder = self.out / "base-model"
@@ -249,14 +344,13 @@ class LodoRunner:
 
     # ------------------------------------------------------------------ one pair
 
-    def split(self, test_domain: str) -> tuple[Dataset, Dataset, Dataset]:
-        """(train in-part, validation out-part, test rows: whole domain or in-part) of a held-out domain."""
-        split = lodo_split(
+    def split(self, test_domain: str) -> LodoSplit:
+        """Train (in-part), validation (out-part) and test rows (whole domain or in-part) of a held-out domain."""
+        return lodo_split(
             self.dataset, test_domain, self.config.holdout_fraction, self.config.holdout_seed,
             self.config.max_train_images_per_domain, holdout_style=self.config.holdout_style,
             test_split=self.config.test_split, sample_seed=self.config.sample_seed,
         )
-        return split.train, split.validation, split.test
 
     def _test_rows(self, rows: Dataset, mode: str) -> tuple[Dataset, dict[str, Any]]:
         """The test rows of ``mode`` and their record (generating modes: a stratified reasoning_eval_limit sample)."""
@@ -279,12 +373,6 @@ class LodoRunner:
             return 0.0
         return selection_score(self._evaluate(model, processor, rows, mode).metrics, self.config.selection_rule)
 
-    def protocol_settings(self) -> dict[str, Any]:
-        """What a pair's ``rdmldg_config.json`` records about its splits and selection (the run's, not a stage's)."""
-        keys = ("holdout_fraction", "holdout_seed", "holdout_style", "test_split", "selection_rule", "select_every",
-                "max_train_images_per_domain", "sample_seed")
-        return {key: getattr(self.config, key) for key in keys}
-
     def _peft_config(self):
         from ..models import default_lora_config
 
@@ -301,7 +389,7 @@ class LodoRunner:
             max_length=None,
         )
         values.update(self.config.training)
-        values.update(mode=spec.mode, benchmark=self.benchmark.name, test_domain=None, holdout_fraction=0.0)
+        values.update(mode=spec.mode, benchmark=self.benchmark.name)
         return values
 
     def run_pair(self, method: str, test_domain: str) -> dict[str, Any]:
@@ -314,24 +402,25 @@ class LodoRunner:
             shutil.rmtree(run_dir, ignore_errors=True)
         self.state.wait_for_everyone()
         began = time.perf_counter()
-        train, validation, test = self.split(test_domain)
+        split = self.split(test_domain)
+        train, validation, test = split.train, split.validation, split.test
         modes = self.config.modes_of(method)
         select_mode = modes[0]
         model, processor = load_model_and_processor(self.model_path)
         selector = CheckpointSelector(lambda m: self._validate(m, processor, validation, select_mode))
         if spec.trainer == "mtct":
-            model, run_config = self._train_mtct(model, processor, spec, run_dir, train, selector)
+            model, run_config = self._train_mtct(model, processor, spec, run_dir, split, selector)
         else:
             start = self._start_model(spec, test_domain, model)
             if start is not None:
                 model = start
                 selector.check(model, f"start ({spec.starts_from})")
-            model, run_config = self._train_sarr(model, processor, spec, run_dir, train, selector, start is None)
+            model, run_config = self._train_sarr(model, processor, spec, run_dir, split, selector, start is None)
         selector.restore(model)
         run_config.method = method
-        run_config.test_domain = test_domain
-        run_config.domains = [d for d in self.domains if d != test_domain]
-        run_config.settings.update(self.protocol_settings())
+        run_config.test_domain, run_config.domains = split.test_domain, list(split.train_domains)
+        run_config.settings.update({key: value for key, value in split.record().items() if key != "test_domain"})
+        run_config.settings.update(selection_rule=self.config.selection_rule, select_every=self.config.select_every)
         run_config.settings["selection"] = {
             "mode": select_mode, "rule": self.config.selection_rule, "checked": selector.history,
             "selected": selector.best_at,
@@ -366,7 +455,8 @@ class LodoRunner:
             _write_json(
                 model_dir / RESULTS_NAME,
                 main.record(
-                    dataset=self.config.dataset or "rdmldg/domainbed-reasoning", config=self.config.config,
+                    dataset=self.config.dataset_name or "rdmldg/domainbed-reasoning",
+                    config=self.config.dataset_config,
                     benchmark=self.benchmark.name, method=method, test_domain=test_domain,
                     validation_accuracy=selector.best, selected=selector.best_at, rows=test_rows[modes[0]][1],
                 ),
@@ -381,17 +471,17 @@ class LodoRunner:
         self.state.wait_for_everyone()
         return record
 
-    def _train_mtct(self, model, processor, spec, run_dir, train, selector):
-        from ..trainers import MTCTConfig, MTCTTrainer
+    def _train_mtct(self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector):
+        from ..trainers import MTCTTrainer
 
         args = MTCTConfig(**self._training_args(spec, run_dir))
         trainer = MTCTTrainer(
-            model, args=args, train_dataset=train, processing_class=processor, peft_config=self._peft_config(),
-            callbacks=[_SelectEvery(selector, self.config.select_every)],
+            model, args=args, train_dataset=split.train, processing_class=processor, peft_config=self._peft_config(),
+            split_record=split.record(), callbacks=[_SelectEvery(selector, self.config.select_every)],
         )
         trainer.train()
         model = trainer.accelerator.unwrap_model(trainer.model)
-        run_config = trainer.mtct_data.run_config(args, self.model_path, adapter=self.config.lora_r > 0)
+        run_config = trainer.mtct_data.run_config(args, self.model_path, self.config.lora_r > 0, split.record())
         return model, run_config
 
     def _start_model(self, spec: MethodSpec, test_domain: str, base: torch.nn.Module) -> torch.nn.Module | None:
@@ -405,14 +495,15 @@ class LodoRunner:
             return PeftModel.from_pretrained(base, done["model_dir"], is_trainable=True)
         return type(base).from_pretrained(done["model_dir"])
 
-    def _train_sarr(self, model, processor, spec, run_dir, train, selector, mtct_stage: bool = True):
-        from ..trainers.sarr import SARRConfig, SARRTrainer
+    def _train_sarr(self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector,
+                    mtct_stage: bool = True):
+        from ..trainers.sarr import SARRTrainer
 
         values = self._training_args(spec, run_dir)
         values.update(self.config.sarr)
         values.update(
-            output_dir=str(run_dir / "train"), overwrite_output_dir=True, round_dataset_dir=str(run_dir / "train" / "dataset"),
-            mtct_stage=mtct_stage,
+            output_dir=str(run_dir / "train"), overwrite_output_dir=True,
+            round_dataset_dir=str(run_dir / "train" / "dataset"), mtct_stage=mtct_stage,
         )
         args = SARRConfig(**values)
 
@@ -420,7 +511,8 @@ class LodoRunner:
             return {"validation_accuracy": selector.check(stage_model, name)}
 
         trainer = SARRTrainer(
-            model, args, train, processing_class=processor, peft_config=self._peft_config(), stage_callback=stage_done
+            model, args, train_dataset=split.train, processing_class=processor, peft_config=self._peft_config(),
+            split_record=split.record(), stage_callback=stage_done,
         )
         results = trainer.train()
         run_config = RunConfig(
@@ -517,16 +609,20 @@ def render_results_md(results: Mapping[str, Any], benchmark: Benchmark) -> str:
             cells = [f"{row[d]:.2f}" if d in row else "-" for d in domains]
             lines.append(f"| {METHODS[method].title} | " + " | ".join(cells) + f" | {row['avg']:.2f} |")
         lines.append("")
-    lines += ["## Runs", "", "| Method | Held out | Train images | Selected | Validation acc. | Invalid (reasoning) | Seconds |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Runs", "",
+        "| Method | Held out | Train images | Selected | Validation acc. | Invalid (reasoning) | Seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method in order:
         for domain in benchmark.domains:
             run = results["runs"][method].get(domain)
             if not run:
                 continue
             invalid = run["test"].get("reasoning", {}).get("invalid_rate")
+            invalid_text = "-" if invalid is None else f"{100 * invalid:.2f}"
             lines.append(
                 f"| {METHODS[method].title} | {domain} | {run['train_images']} | {run['selected']} | "
-                f"{100 * run['validation_accuracy']:.2f} | {'-' if invalid is None else f'{100 * invalid:.2f}'} | {run['seconds']} |"
+                f"{100 * run['validation_accuracy']:.2f} | {invalid_text} | {run['seconds']} |"
             )
     return "\n".join(lines) + "\n"

@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from datasets import ClassLabel, Dataset, DatasetDict, Image, concatenate_datasets
+from datasets import Dataset, Image
 
-from ..benchmarks import BENCHMARKS, Benchmark, get_benchmark
+from ..benchmarks import Benchmark, get_benchmark
 from ..prompts import PROMPT_VERSION
 from .dg_metric import compute_dg_metrics
 from .icl import ICLSettings, build_demos, select_demos
@@ -21,39 +21,11 @@ from .predict import Predictions, check_mode, predict
 
 __all__ = [
     "EvalOutcome",
-    "find_benchmark",
-    "merge_domains",
     "undecoded",
     "check_same_benchmark",
     "score_predictions",
     "evaluate_rows",
 ]
-
-
-def find_benchmark(dataset: Dataset | DatasetDict, name: str | None = None) -> Benchmark:
-    """The registry benchmark whose classes are the dataset's ``label`` classes (or ``name``).
-
-    Raises:
-        ValueError: when the label classes match no benchmark (and no ``name`` is given).
-    """
-    if name is not None:
-        return get_benchmark(name)
-    first = next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset
-    feature = first.features.get("label")
-    if isinstance(feature, ClassLabel):
-        for benchmark in BENCHMARKS.values():
-            if list(benchmark.classes) == list(feature.names):
-                return benchmark
-    raise ValueError(
-        f"The dataset's label classes match no benchmark ({', '.join(BENCHMARKS)}); its label feature is {feature!r}."
-    )
-
-
-def merge_domains(dataset: Dataset | DatasetDict) -> Dataset:
-    """One ``Dataset`` of every domain split (a ``Dataset`` is returned as is)."""
-    if isinstance(dataset, DatasetDict):
-        return concatenate_datasets([dataset[split] for split in dataset])
-    return dataset
 
 
 def undecoded(dataset: Dataset) -> Dataset:

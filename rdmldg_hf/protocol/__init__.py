@@ -4,9 +4,11 @@
 * :mod:`.subsets` -- seeded samples stratified by class and domain, drawn after the holdout;
 * :mod:`.lodo` -- leave-one-domain-out splits (train, validation, test: the whole held-out domain or its in-part);
 * :mod:`.selection` -- training-domain validation: the selection rule and the best-checkpoint selector;
+* :mod:`.domains` -- a benchmark's domain splits as one ``Dataset``, and the benchmark of its labels;
 * :mod:`.choices` -- checking a setting against its valid values.
 """
 
+from .domains import find_benchmark, match_benchmark, merge_domains
 from .holdout import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_HOLDOUT_SEED,
@@ -27,6 +29,9 @@ from .selection import (
 from .subsets import DEFAULT_SAMPLE_SEED, describe_rows, sample_record, stratified_sample
 
 __all__ = [
+    "find_benchmark",
+    "match_benchmark",
+    "merge_domains",
     "DEFAULT_HOLDOUT_FRACTION",
     "DEFAULT_HOLDOUT_SEED",
     "DEFAULT_HOLDOUT_STYLE",

@@ -101,16 +101,10 @@ def imagefolder_order(image_ids: Sequence[str]) -> list[str]:
 
 def holdout_environments(dataset: Dataset) -> list[str]:
     """DomainBed's environment order: the dataset's benchmark's domains (folders sorted), else the domains present."""
-    from datasets import ClassLabel
+    from .domains import match_benchmark
 
-    from ..benchmarks import BENCHMARKS
-
-    feature = dataset.features.get("label")
-    if isinstance(feature, ClassLabel):
-        for benchmark in BENCHMARKS.values():
-            if list(benchmark.classes) == list(feature.names):
-                return list(benchmark.domains)
-    return sorted(set(dataset["domain"]))
+    benchmark = match_benchmark(dataset)
+    return list(benchmark.domains) if benchmark is not None else sorted(set(dataset["domain"]))
 
 
 def _domainbed_out(ids: list[str], fraction: float, seed: int, environment: int) -> list[str]:

@@ -3,7 +3,8 @@
 For a held-out domain ``d``: the holdout (:mod:`.holdout`) splits every domain whole; the
 training rows are the in-part of the other domains, the validation rows their out-part
 (training-domain model selection), and the test rows the whole of ``d`` (``test_split="whole"``,
-the default) or its in-part (``test_split="in"``, what DomainBed reports). Subsets
+the default) or its in-part (``test_split="in"``, what DomainBed reports). Without a held-out
+domain every domain is trained on and the test rows are empty. Subsets
 (``max_train_images_per_domain``) are stratified samples drawn after that split (:mod:`.subsets`),
 so an image is on the same side of the holdout whatever the subset.
 """
@@ -11,10 +12,11 @@ so an image is on the same side of the holdout whatever the subset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..benchmarks import normalize_name
 from .choices import check_choice
+from .domains import merge_domains
 from .holdout import DEFAULT_HOLDOUT_FRACTION, DEFAULT_HOLDOUT_SEED, DEFAULT_HOLDOUT_STYLE, split_holdout
 from .subsets import DEFAULT_SAMPLE_SEED, stratified_sample
 
@@ -60,19 +62,32 @@ def validation_size(train_images: int, holdout_fraction: float) -> int:
 
 @dataclass
 class LodoSplit:
-    """The rows of one held-out domain: train (in-part), validation (out-part), test (whole domain or in-part)."""
+    """The rows of one held-out domain: train (in-part), validation (out-part), test (whole domain or in-part),
+    and the settings that made them (:meth:`record`)."""
 
-    test_domain: str
+    test_domain: str | None
     train_domains: list[str]
     train: Dataset
     validation: Dataset
     test: Dataset
     test_split: str = "whole"
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
+    holdout_seed: int = DEFAULT_HOLDOUT_SEED
+    holdout_style: str = DEFAULT_HOLDOUT_STYLE
+    max_train_images_per_domain: int | None = None
+    sample_seed: int = DEFAULT_SAMPLE_SEED
+
+    def record(self) -> dict[str, Any]:
+        """How the rows were split (JSON-serialisable): what a trained model's ``rdmldg_config.json`` records,
+        so that analyses and evaluation find the same training and validation images again."""
+        keys = ("test_domain", "holdout_fraction", "holdout_seed", "holdout_style", "test_split",
+                "max_train_images_per_domain", "sample_seed")
+        return {key: getattr(self, key) for key in keys}
 
 
 def lodo_split(
     dataset: Dataset | DatasetDict,
-    test_domain: str,
+    test_domain: str | None,
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     holdout_seed: int = DEFAULT_HOLDOUT_SEED,
     max_train_images_per_domain: int | None = None,
@@ -81,27 +96,31 @@ def lodo_split(
     test_split: str = "whole",
     sample_seed: int = DEFAULT_SAMPLE_SEED,
 ) -> LodoSplit:
-    """Split a benchmark for held-out ``test_domain`` (see the module docstring).
+    """Split a benchmark for held-out ``test_domain`` (see the module docstring); None holds out no domain.
 
     ``max_train_images_per_domain`` keeps a stratified sample of that many in-part images per
     training domain and of :func:`validation_size` out-part images (for small CPU runs).
-    """
-    from datasets import DatasetDict, concatenate_datasets
 
+    Raises:
+        ValueError: for an unknown ``test_domain`` (listing the dataset's domains), an unknown ``test_split``
+            or holdout style, or no training image left.
+    """
     check_test_split(test_split)
-    if isinstance(dataset, DatasetDict):
-        domains = list(dataset)
-        rows = concatenate_datasets([dataset[domain] for domain in domains])
-    else:
-        rows, domains = dataset, sorted(set(dataset["domain"]))
-    test = check_domains([test_domain], domains)[0]
+    rows = merge_domains(dataset)
+    domains = list(dataset) if isinstance(dataset, dict) else sorted(set(rows["domain"]))
+    test = check_domains([test_domain], domains)[0] if test_domain is not None else None
     in_part, out_part = split_holdout(rows, holdout_fraction, holdout_seed, holdout_style)
     train = in_part.filter(lambda d: d != test, input_columns="domain")
     validation = out_part.filter(lambda d: d != test, input_columns="domain")
+    if len(train) == 0:
+        raise ValueError(f"No training images left after holding out {test!r} and the validation part.")
     if max_train_images_per_domain:
         train = stratified_sample(train, max_train_images_per_domain, sample_seed)
         size = validation_size(max_train_images_per_domain, holdout_fraction)
         validation = stratified_sample(validation, size, sample_seed) if size and len(validation) else validation
     test_rows = in_part if test_split == "in" else rows
     test_rows = test_rows.filter(lambda d: d == test, input_columns="domain")
-    return LodoSplit(test, [d for d in domains if d != test], train, validation, test_rows, test_split)
+    return LodoSplit(
+        test, [d for d in domains if d != test], train, validation, test_rows, test_split,
+        holdout_fraction, holdout_seed, holdout_style, max_train_images_per_domain, sample_seed,
+    )

@@ -1,56 +1,45 @@
-"""MTCT: Multi-Task Cross-Training (METHOD.md sections 1, 4 and 6).
+"""MTCT: Multi-Task Cross-Training (arXiv 2602.23777).
 
 Every training image is trained with a direct classification target and with a reasoning
 target (its five-stage chain) in the same batch, with the paper's loss
-(:mod:`rdmldg_hf.trainers.losses`). :class:`MTCTTrainer` is an ``SFTTrainer`` that takes
-the dataset as it loads (``image``, ``label``, ``domain``, ``reasoning``, ...), holds out
-the test domain and the validation part, builds the training rows itself, and keeps
-TRL's loop, PEFT adapters and accelerate's distribution.
+(:mod:`rdmldg_hf.trainers.losses`). :class:`MTCTTrainer` is an ``SFTTrainer`` that trains on the
+rows it is given (``image``, ``label``, ``domain``, ``reasoning``, ...), builds the training rows
+itself, and keeps TRL's loop, PEFT adapters and accelerate's distribution. Splitting happens
+before, in :mod:`rdmldg_hf.protocol`:
 
-    trainer = MTCTTrainer(model, args=MTCTConfig(output_dir="out", test_domain="rot30"),
-                          train_dataset=load_dataset(path, "rotdigits"), processing_class=processor,
-                          peft_config=default_lora_config())
+    splits = lodo_split(load_dataset(path, "rotdigits"), test_domain="rot30")
+    trainer = MTCTTrainer(model, args=MTCTConfig(output_dir="out"), train_dataset=splits.train,
+                          eval_dataset=splits.validation, processing_class=processor,
+                          peft_config=default_lora_config(), split_record=splits.record())
     trainer.train()
-    trainer.save_model()   # adapter or model + processor + rdmldg_config.json
+    trainer.save_model()   # adapter or model + processor + rdmldg_config.json (with the split)
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Mapping, Sequence
 
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
+from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from ..benchmarks import BENCHMARKS, Benchmark, display_name, get_benchmark, normalize_name
-from ..protocol.holdout import (
-    DEFAULT_HOLDOUT_FRACTION,
-    DEFAULT_HOLDOUT_SEED,
-    DEFAULT_HOLDOUT_STYLE,
-    HOLDOUT_STYLES,
-    check_holdout_style,
-    split_holdout,
-)
+from ..benchmarks import Benchmark, display_name, get_benchmark
 from ..data.training_rows import INDEX_COLUMN, MODES, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
 from ..models import RunConfig, check_lora_covers_both_towers, register_processors
 from ..prompts import PROMPT_VERSION
-from .losses import NORMALIZATIONS, batch_normalizer, mtct_loss
+from ..protocol.domains import match_benchmark, merge_domains
+from .losses import NORMALIZATIONS, NamedSums, batch_normalizer, loss_metrics, mtct_loss
 
 __all__ = ["MTCTConfig", "MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data"]
 
 logger = logging.getLogger(__name__)
 
 _TASK_KEY, _INDEX_KEY, _UNITS_KEY = "mtct_task", "mtct_image_index", "mtct_num_units"
-_STATS = (
-    "cls_nll", "cls_rows", "reasoning_nll", "reasoning_rows",
-    "cls_correct", "cls_tokens", "reasoning_correct", "reasoning_tokens", "entropy", "tokens",
-)
-
-
 def _default_bf16() -> bool:
     """bf16 where an accelerator supports it, fp32 on CPU."""
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -81,7 +70,9 @@ class MTCTConfig(SFTConfig):
     )
     mixed_reasoning_ratio: float = field(
         default=1.0,
-        metadata={"help": "In 'mixed' mode, the share of images with a chain whose reasoning row is included (seeded)."},
+        metadata={
+            "help": "In 'mixed' mode, the share of images with a chain whose reasoning row is included (seeded)."
+        },
     )
     cls_weight: float = field(default=1.0, metadata={"help": "Weight of the classification term (paper: 1)."})
     reasoning_weight: float = field(default=1.0, metadata={"help": "Weight of the reasoning term (paper: 1)."})
@@ -97,26 +88,6 @@ class MTCTConfig(SFTConfig):
         default=None,
         metadata={"help": "Benchmark of the dataset (e.g. 'officehome'); inferred from the label classes when unset."},
     )
-    test_domain: str | None = field(
-        default=None,
-        metadata={"help": "Domain held out for testing (leave-one-domain-out); the other domains are trained on."},
-    )
-    holdout_fraction: float = field(
-        default=DEFAULT_HOLDOUT_FRACTION,
-        metadata={
-            "help": "Per training domain, the fraction of images kept out of training as validation data "
-            "(DomainBed's deterministic in/out split by image_id). 0 trains on every image."
-        },
-    )
-    holdout_seed: int = field(default=DEFAULT_HOLDOUT_SEED, metadata={"help": "Seed of the in/out split."})
-    holdout_style: str = field(
-        default=DEFAULT_HOLDOUT_STYLE,
-        metadata={
-            "help": "Which images the in/out split holds out: 'hash' (seeded hash of image_id, order-independent) "
-            "or 'domainbed' (DomainBed's own split, image for image; the seed is its trial_seed).",
-            "choices": list(HOLDOUT_STYLES),
-        },
-    )
     bf16: bool | None = field(
         default=None,
         metadata={"help": "bf16 mixed precision. Unset: on where the GPU supports it, off on CPU."},
@@ -127,11 +98,11 @@ class MTCTConfig(SFTConfig):
             raise ValueError(f"Unknown MTCT mode {self.mode!r}. Valid modes: {', '.join(MODES)}.")
         if self.reasoning_normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"Unknown reasoning_normalization {self.reasoning_normalization!r}. Valid: {', '.join(NORMALIZATIONS)}."
+                f"Unknown reasoning_normalization {self.reasoning_normalization!r}. "
+                f"Valid: {', '.join(NORMALIZATIONS)}."
             )
         if not 0.0 <= self.mixed_reasoning_ratio <= 1.0:
             raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {self.mixed_reasoning_ratio!r}.")
-        check_holdout_style(self.holdout_style)
         if self.bf16 is None and not self.fp16:
             self.bf16 = _default_bf16()
         if _no_accelerator():
@@ -140,7 +111,9 @@ class MTCTConfig(SFTConfig):
             self.use_cpu = True
         super().__post_init__()
         if self.loss_type != "nll":
-            raise ValueError(f"MTCT computes its own loss from log-probabilities; loss_type must be 'nll', got {self.loss_type!r}.")
+            raise ValueError(
+                f"MTCT computes its own loss from log-probabilities; loss_type must be 'nll', got {self.loss_type!r}."
+            )
 
 
 # --------------------------------------------------------------------------- data
@@ -158,14 +131,19 @@ class MTCTData:
     domains: list[str]
     stats: UnitStats
 
-    def run_config(self, args: MTCTConfig, base_model: str | None, adapter: bool) -> RunConfig:
+    def run_config(
+        self, args: MTCTConfig, base_model: str | None, adapter: bool, split_record: Mapping[str, Any] | None = None
+    ) -> RunConfig:
+        """What ``rdmldg_config.json`` records: the run's settings and, from ``split_record``
+        (:meth:`rdmldg_hf.protocol.LodoSplit.record`), how its rows were split."""
+        split = dict(split_record or {})
         return RunConfig(
             method="mtct",
             benchmark=self.benchmark.name if self.benchmark else None,
             classes=self.classes,
             class_names=self.class_names,
             domains=self.domains,
-            test_domain=args.test_domain and normalize_name(args.test_domain),
+            test_domain=split.pop("test_domain", None),
             prompt_version=PROMPT_VERSION,
             base_model=base_model,
             adapter=adapter,
@@ -175,9 +153,7 @@ class MTCTData:
                 "cls_weight": args.cls_weight,
                 "reasoning_weight": args.reasoning_weight,
                 "reasoning_normalization": args.reasoning_normalization,
-                "holdout_fraction": args.holdout_fraction,
-                "holdout_seed": args.holdout_seed,
-                "holdout_style": args.holdout_style,
+                **split,
                 "images": self.stats.images,
                 "classification_rows": self.stats.classification_rows,
                 "reasoning_rows": self.stats.reasoning_rows,
@@ -202,18 +178,7 @@ def _label_classes(dataset: Dataset, benchmark: str | None) -> tuple[Benchmark |
         raise ValueError(
             "The 'label' column is not a ClassLabel, so the class names are unknown: set MTCTConfig.benchmark."
         )
-    for candidate in BENCHMARKS.values():
-        if list(candidate.classes) == names:
-            return candidate, names
-    return None, names
-
-
-def _merge_domains(dataset: Dataset | DatasetDict) -> Dataset:
-    if isinstance(dataset, DatasetDict):
-        return concatenate_datasets([dataset[split] for split in dataset])
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"train_dataset must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}.")
-    return dataset
+    return match_benchmark(dataset), names
 
 
 def _check_labels(dataset: Dataset, classes: Sequence[str]) -> None:
@@ -229,48 +194,32 @@ def prepare_mtct_data(
     args: MTCTConfig,
     eval_dataset: Dataset | DatasetDict | None = None,
 ) -> MTCTData:
-    """Check the dataset, hold out ``test_domain`` and the validation part, and build the units.
+    """Check the rows and build the units of ``dataset`` (training) and ``eval_dataset`` (evaluation), as given.
 
-    ``dataset`` is a benchmark as it loads: one ``Dataset`` or a ``DatasetDict`` of domain
-    splits. Without ``eval_dataset``, the out-part of the holdout becomes the eval set.
+    Each is a ``Dataset`` or a ``DatasetDict`` of domain splits (merged); nothing is held out here
+    (split first, with :func:`rdmldg_hf.protocol.lodo_split`).
 
     Raises:
         ValueError: before any training, for a missing ``reasoning`` column in a mode that needs
-            it, an unknown ``test_domain`` (the valid ones are listed), labels outside the class list.
+            it, labels outside the class list, or an empty training set.
     """
-    dataset = _merge_domains(dataset)
+    dataset = merge_domains(dataset)
+    if len(dataset) == 0:
+        raise ValueError("train_dataset has no rows.")
     benchmark, classes = _label_classes(dataset, args.benchmark)
     class_names = list(benchmark.class_names) if benchmark else [display_name(c) for c in classes]
     _check_labels(dataset, classes)
     check_mode(args.mode, dataset)
-    needs_domain = args.test_domain is not None or args.holdout_fraction > 0
-    if needs_domain and "domain" not in dataset.column_names:
-        raise ValueError(f"test_domain/holdout need a 'domain' column; the dataset has {dataset.column_names}.")
-    present = sorted(set(dataset["domain"])) if "domain" in dataset.column_names else []
-    environments = list(benchmark.domains) if benchmark else present  # DomainBed's environment indices
-    if args.test_domain is not None:
-        test = normalize_name(args.test_domain)
-        valid = sorted(set(present) | set(benchmark.domains if benchmark else ()))
-        if test not in valid:
-            raise ValueError(f"Unknown test_domain {args.test_domain!r}. Valid domains: {', '.join(valid)}.")
-        dataset = dataset.filter(lambda d: d != test, input_columns="domain")
-        present = [d for d in present if d != test]
-        if len(dataset) == 0:
-            raise ValueError(f"No training images left after holding out {test!r}.")
-    held_out = None
-    if args.holdout_fraction > 0:
-        dataset, held_out = split_holdout(
-            dataset, args.holdout_fraction, args.holdout_seed, args.holdout_style, environments
-        )
+    domains = sorted(set(dataset["domain"])) if "domain" in dataset.column_names else []
     train, stats = build_units(dataset, args.mode, args.mixed_reasoning_ratio, args.seed)
     logger.info(stats.summary())
-    if eval_dataset is not None:
-        held_out = _merge_domains(eval_dataset)
-        _check_labels(held_out, classes)
     evaluation = None
-    if held_out is not None and len(held_out):
-        evaluation, _ = build_units(held_out, args.mode, args.mixed_reasoning_ratio, args.seed)
-    return MTCTData(train, evaluation, benchmark, classes, class_names, present, stats)
+    if eval_dataset is not None:
+        held_out = merge_domains(eval_dataset)
+        _check_labels(held_out, classes)
+        if len(held_out):
+            evaluation, _ = build_units(held_out, args.mode, args.mixed_reasoning_ratio, args.seed)
+    return MTCTData(train, evaluation, benchmark, classes, class_names, domains, stats)
 
 
 # --------------------------------------------------------------------------- collator
@@ -325,6 +274,20 @@ class MTCTTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "sft", "rdmldg", "mtct"]
+    _name = "MTCT"
+    _paper = {
+        "title": "Reasoning-Driven Multimodal LLMs for Domain Generalization",
+        "id": "2602.23777",
+        "citation": (
+            "@inproceedings{xu2026rdmldg,\n"
+            "    title        = {{Reasoning-Driven Multimodal LLMs for Domain Generalization}},\n"
+            "    author       = {Xu and Wang and Jiang and Li and Cheng and Wang},\n"
+            "    booktitle    = {International Conference on Learning Representations (ICLR)},\n"
+            "    year         = 2026,\n"
+            "    eprint       = {arXiv:2602.23777}\n"
+            "}"
+        ),
+    }
     # compute_loss normalises by the whole optimised batch (all accumulation steps, all processes).
     loss_is_scaled_for_ga = True
 
@@ -336,14 +299,18 @@ class MTCTTrainer(SFTTrainer):
         eval_dataset: Dataset | DatasetDict | None = None,
         processing_class: ProcessorMixin | None = None,
         peft_config: Any = None,
+        *,
+        split_record: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
+        """As ``SFTTrainer``, on the rows given; ``split_record`` (:meth:`rdmldg_hf.protocol.LodoSplit.record`)
+        says how they were split, for ``rdmldg_config.json`` (the held-out domain, the holdout)."""
         if args is None:
             args = MTCTConfig(output_dir="mtct-output")
         elif not isinstance(args, MTCTConfig):
             raise TypeError(f"args must be an MTCTConfig, got {type(args).__name__}.")
         if train_dataset is None:
-            raise ValueError("train_dataset is required: a benchmark dataset with image, label, domain, reasoning.")
+            raise ValueError("train_dataset is required: benchmark rows with image, label, domain, reasoning.")
         if "data_collator" in kwargs:
             raise ValueError("MTCTTrainer builds its own collator; do not pass data_collator.")
         with args.main_process_first(desc="MTCT units"):  # dataset caches are written once
@@ -358,7 +325,8 @@ class MTCTTrainer(SFTTrainer):
                 "(for Qwen2-VL-style models, import rdmldg_hf.models so AutoProcessor loads the real processor)."
             )
         self._base_model_name = model if isinstance(model, str) else model.config._name_or_path
-        self._mtct_stats = {"train": torch.zeros(len(_STATS)), "eval": torch.zeros(len(_STATS))}
+        self.split_record = dict(split_record or {})
+        self._mtct_sums = {"train": NamedSums(), "eval": NamedSums()}  # logged loss parts, by name
         super().__init__(
             model=model,
             args=args,
@@ -415,14 +383,11 @@ class MTCTTrainer(SFTTrainer):
             self.args.reasoning_weight,
         )
         with torch.no_grad():
-            zero = torch.zeros((), device=result.loss.device)
-            entropy = (outputs.entropy * outputs.label_mask).sum().float() if outputs.entropy is not None else zero
-            tokens = inputs["attention_mask"].sum().float() if "attention_mask" in inputs else zero
-            stats = torch.cat([result.stats(outputs.is_top1, outputs.label_mask), entropy.view(1), tokens.view(1)])
-            if self.accelerator.num_processes > 1:
-                stats = self.accelerator.reduce(stats, reduction="sum")
-        # Summed on the device; read (one sync) at logging time.
-        self._mtct_stats[mode] = self._mtct_stats[mode].to(stats.device) + stats
+            sums = result.stats(outputs.is_top1, outputs.label_mask, outputs.entropy)
+            mask = inputs.get("attention_mask")
+            sums["tokens"] = mask.sum() if mask is not None else result.loss.new_zeros(())  # for num_tokens
+            reduce = partial(self.accelerator.reduce, reduction="sum") if self.accelerator.num_processes > 1 else None
+            self._mtct_sums[mode].add(sums, reduce)  # summed on the device; read (one sync) at logging time
         loss = result.loss * scale
         if return_outputs:  # callers that want logits (compute_metrics): one more forward, as in TRL
             with torch.no_grad():
@@ -431,23 +396,15 @@ class MTCTTrainer(SFTTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        s = dict(zip(_STATS, self._mtct_stats[mode].tolist()))
-        if s["cls_rows"] or s["reasoning_rows"]:
-            answer_tokens = s["cls_tokens"] + s["reasoning_tokens"]
-            metrics = {
-                "cls_loss": s["cls_nll"] / s["cls_rows"] if s["cls_rows"] else None,
-                "reasoning_loss": s["reasoning_nll"] / s["reasoning_rows"] if s["reasoning_rows"] else None,
-                "cls_token_accuracy": s["cls_correct"] / s["cls_tokens"] if s["cls_tokens"] else None,
-                "reasoning_token_accuracy": s["reasoning_correct"] / s["reasoning_tokens"] if s["reasoning_tokens"] else None,
-                "mean_token_accuracy": (s["cls_correct"] + s["reasoning_correct"]) / max(answer_tokens, 1),
-                "entropy": s["entropy"] / max(answer_tokens, 1),
-            }
+        sums = self._mtct_sums[mode].totals()
+        if sums.get("cls_rows") or sums.get("reasoning_rows"):
+            metrics = loss_metrics(sums)
             if mode == "train":
-                self._total_train_tokens += int(s["tokens"])
+                self._total_train_tokens += int(sums["tokens"])
                 metrics["num_tokens"] = self._total_train_tokens
             prefix = "eval_" if mode == "eval" else ""
-            logs.update({prefix + k: v for k, v in metrics.items() if v is not None})
-            self._mtct_stats[mode].zero_()
+            logs.update({prefix + k: v for k, v in metrics.items()})
+            self._mtct_sums[mode].reset()
         self._metrics[mode].clear()  # TRL's own per-step metrics are not collected by compute_loss
         super().log(logs, start_time)
 
@@ -459,4 +416,4 @@ class MTCTTrainer(SFTTrainer):
             from peft import PeftModel
 
             adapter = isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
-            self.mtct_data.run_config(self.args, self._base_model_name, adapter).save(output_dir)
+            self.mtct_data.run_config(self.args, self._base_model_name, adapter, self.split_record).save(output_dir)
