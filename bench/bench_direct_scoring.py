@@ -125,8 +125,18 @@ def peak_rss(model_dir: Path, what: str, images: int, threads: int, repeats: int
     """Median over ``repeats`` fresh processes of :func:`peak_rss_child`."""
     values = []
     for _ in range(repeats):
-        command = [sys.executable, __file__, "--peak-rss-child", what, "--model-dir", str(model_dir),
-                   "--images", str(images), "--threads", str(threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--peak-rss-child",
+            what,
+            "--model-dir",
+            str(model_dir),
+            "--images",
+            str(images),
+            "--threads",
+            str(threads),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         values.append(json.loads(output.strip().splitlines()[-1])["peak_above_rss"])
     return sorted(values)[len(values) // 2]
@@ -166,27 +176,37 @@ def main() -> None:
                 model, processor, images, names, "direct-generate", batch_size=batch, max_new_tokens=longest + 1
             )
         times, results = best_times(runs, args.repeats)
-        print(f"--- {benchmark}: {len(names)} names of up to {longest} tokens, {tree.num_nodes} answer-trie tokens "
-              f"after the prompt (best of {args.repeats} alternating runs)")
+        print(
+            f"--- {benchmark}: {len(names)} names of up to {longest} tokens, {tree.num_nodes} answer-trie tokens "
+            f"after the prompt (best of {args.repeats} alternating runs)"
+        )
         print(f"one forward pass:  {len(images) / times['forward']:8.1f} images/s")
-        print(f"direct scoring:    {len(images) / times['direct']:8.1f} images/s -> "
-              f"{times['forward'] / times['direct']:.2f}x a forward pass")
+        print(
+            f"direct scoring:    {len(images) / times['direct']:8.1f} images/s -> "
+            f"{times['forward'] / times['direct']:.2f}x a forward pass"
+        )
         if benchmark == "officehome":
-            print(f"direct-generate ({longest + 1} new tokens): {len(images) / times['generate']:8.1f} images/s -> "
-                  f"direct is {times['generate'] / times['direct']:.2f}x faster")
+            print(
+                f"direct-generate ({longest + 1} new tokens): {len(images) / times['generate']:8.1f} images/s -> "
+                f"direct is {times['generate'] / times['direct']:.2f}x faster"
+            )
             # Once (it is slow), same batches: 16 images x 65 names are 1,040 full sequences (~3 GB peak RSS).
             previous_s, previous = timed(lambda: previous_score_classes(model, processor, images, names, batch))
-            print(f"previous scoring:  {len(images) / previous_s:8.2f} images/s -> direct is "
-                  f"{previous_s / times['direct']:.1f}x faster (a forward pass {previous_s / times['forward']:.1f}x); "
-                  f"largest probability difference {(previous - results['direct']).abs().max():.1e}")
+            print(
+                f"previous scoring:  {len(images) / previous_s:8.2f} images/s -> direct is "
+                f"{previous_s / times['direct']:.1f}x faster (a forward pass {previous_s / times['forward']:.1f}x); "
+                f"largest probability difference {(previous - results['direct']).abs().max():.1e}"
+            )
 
     model.resize_token_embeddings(BIG_VOCABULARY)
     model.save_pretrained(work / "big-vocabulary")
     processor.save_pretrained(work / "big-vocabulary")
     score = peak_rss(work / "big-vocabulary", "score", batch, args.threads)
     forward = peak_rss(work / "big-vocabulary", "forward", batch, args.threads)
-    print(f"--- peak memory, vocabulary {BIG_VOCABULARY:,}, one batch of {batch} OfficeHome prompts "
-          "(median of 3 processes)")
+    print(
+        f"--- peak memory, vocabulary {BIG_VOCABULARY:,}, one batch of {batch} OfficeHome prompts "
+        "(median of 3 processes)"
+    )
     print(f"forward pass (logits_to_keep=1): {forward / 2**20:7.1f} MiB above RSS")
     print(f"direct scoring (65 names):       {score / 2**20:7.1f} MiB above RSS -> {score / forward:.2f}x")
 

@@ -45,7 +45,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rdmldg-bench-direct-"))
     build_dataset("rotdigits", work / "data")
     dataset = load_dataset(str(work / "data"), "rotdigits")
-    model, processor = load_model_and_processor(build_tiny_model(work / "model", preset="embedded", phrase_tokens=True, vocab_size=1536))
+    model, processor = load_model_and_processor(
+        build_tiny_model(work / "model", preset="embedded", phrase_tokens=True, vocab_size=1536)
+    )
     images = dataset["rot30"].select(range(args.images))["image"]
     names = get_benchmark("rotdigits").class_names
     predict(model, processor, images[: args.batch_size], names, "direct", batch_size=args.batch_size)  # warm-up
@@ -67,13 +69,21 @@ def main() -> None:
 
     compare("zero-shot (untrained tiny model)")
     config = MTCTConfig(
-        output_dir=str(work / "train"), mode="cls_only",
-        max_steps=args.train_steps, per_device_train_batch_size=16, learning_rate=2e-3, report_to="none",
-        save_strategy="no", activation_checkpointing=False, disable_tqdm=True, logging_steps=args.train_steps,
+        output_dir=str(work / "train"),
+        mode="cls_only",
+        max_steps=args.train_steps,
+        per_device_train_batch_size=16,
+        learning_rate=2e-3,
+        report_to="none",
+        save_strategy="no",
+        activation_checkpointing=False,
+        disable_tqdm=True,
+        logging_steps=args.train_steps,
     )
     train = lodo_split(dataset, "rot30", holdout_fraction=0.0).train
     MTCTTrainer(model, args=config, train_dataset=train, processing_class=processor).train()
     compare(f"after {args.train_steps} steps on labels (answers a class name and stops)")
+
 
 if __name__ == "__main__":
     main()

@@ -81,8 +81,13 @@ def image_rows(n: int) -> Dataset:
         for i in range(n)
     ]
     features = Features(
-        {"image": Image(), "label": ClassLabel(names=list(BENCHMARK.classes)), "domain": Value("string"),
-         "image_id": Value("string"), "reasoning": Value("string")}
+        {
+            "image": Image(),
+            "label": ClassLabel(names=list(BENCHMARK.classes)),
+            "domain": Value("string"),
+            "image_id": Value("string"),
+            "reasoning": Value("string"),
+        }
     )
     return Dataset.from_list(rows, features=features)
 
@@ -105,24 +110,44 @@ def load_model(name: str, work: Path):
 
 def common(work: Path, batch: int, steps: int) -> dict:
     return dict(
-        output_dir=str(work / "out"), per_device_train_batch_size=batch, max_steps=steps + 1, learning_rate=1e-4,
-        bf16=False, activation_checkpointing=False, report_to="none", save_strategy="no", logging_steps=10**6,
-        train_sampling_strategy="sequential", dataloader_num_workers=0, disable_tqdm=True, max_length=None,
+        output_dir=str(work / "out"),
+        per_device_train_batch_size=batch,
+        max_steps=steps + 1,
+        learning_rate=1e-4,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        train_sampling_strategy="sequential",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        max_length=None,
     )
 
 
 def bench(name: str, images: int, batch: int, steps: int, rounds: int, work: Path) -> tuple[float, float]:
     (model, processor), lora = load_model(name, work)
     dataset = image_rows(images)
-    rows = build_training_rows(dataset, BENCHMARK.class_names, "paired").select_columns(["image", "prompt", "completion"])
+    rows = build_training_rows(dataset, BENCHMARK.class_names, "paired").select_columns(
+        ["image", "prompt", "completion"]
+    )
     mtct_timer, sft_timer = StepTimer(), StepTimer()
     mtct = MTCTTrainer(
-        copy.deepcopy(model), args=MTCTConfig(**common(work, batch, steps)),
-        train_dataset=dataset, processing_class=processor, peft_config=copy.deepcopy(lora), callbacks=[mtct_timer],
+        copy.deepcopy(model),
+        args=MTCTConfig(**common(work, batch, steps)),
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=copy.deepcopy(lora),
+        callbacks=[mtct_timer],
     )
     sft = SFTTrainer(
-        copy.deepcopy(model), args=SFTConfig(**common(work, 2 * batch, steps)),
-        train_dataset=rows, processing_class=processor, peft_config=copy.deepcopy(lora), callbacks=[sft_timer],
+        copy.deepcopy(model),
+        args=SFTConfig(**common(work, 2 * batch, steps)),
+        train_dataset=rows,
+        processing_class=processor,
+        peft_config=copy.deepcopy(lora),
+        callbacks=[sft_timer],
     )
     first = mtct.get_train_dataloader().__iter__().__next__()
     tokens = int(first["attention_mask"].numel())

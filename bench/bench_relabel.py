@@ -43,7 +43,9 @@ def main() -> None:
 
     benchmark = get_benchmark(EMBEDDED_BENCHMARK)
     images = [image for image in embedded_source_images() if image.domain != "rot30"][: args.images]
-    dataset = Dataset.from_list(list(source_rows(images, embedded_chains(images))), features=dataset_features(benchmark))
+    dataset = Dataset.from_list(
+        list(source_rows(images, embedded_chains(images))), features=dataset_features(benchmark)
+    )
     with tempfile.TemporaryDirectory() as folder:
         model, processor = load_model_and_processor(
             build_tiny_model(folder, args.architecture, preset=args.preset, phrase_tokens=True, vocab_size=1536)
@@ -60,8 +62,10 @@ def main() -> None:
         timings[label] = time.perf_counter() - start
 
     (single, batched) = timings
-    print(f"relabel {len(dataset)} images, {args.max_new_tokens} new tokens each, {args.architecture}/{args.preset}, "
-          f"{args.threads} thread(s)")
+    print(
+        f"relabel {len(dataset)} images, {args.max_new_tokens} new tokens each, {args.architecture}/{args.preset}, "
+        f"{args.threads} thread(s)"
+    )
     print(f"{'mode':<16}{'seconds':>10}{'chains/s':>10}")
     for label, seconds in timings.items():
         print(f"{label:<16}{seconds:>10.2f}{len(dataset) / seconds:>10.2f}")

@@ -34,8 +34,11 @@ from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
 from rdmldg_hf.testing import LoopbackBatchServer, chat_completion
 
-SETTINGS = TeacherSettings(sampling=SamplingSettings(model="gpt-4o", candidates=4, image_max_side=32),
-                           base_url="http://127.0.0.1:9/v1", progress=False)
+SETTINGS = TeacherSettings(
+    sampling=SamplingSettings(model="gpt-4o", candidates=4, image_max_side=32),
+    base_url="http://127.0.0.1:9/v1",
+    progress=False,
+)
 
 
 def image_list(images_dir: Path, count: int) -> list[SourceImage]:
@@ -43,7 +46,11 @@ def image_list(images_dir: Path, count: int) -> list[SourceImage]:
     images = []
     for relative in paths:
         domain, class_name, _ = relative.split("/")
-        images.append(SourceImage(relative, BENCHMARK.domain(domain), BENCHMARK.class_index(class_name), str(images_dir / relative)))
+        images.append(
+            SourceImage(
+                relative, BENCHMARK.domain(domain), BENCHMARK.class_index(class_name), str(images_dir / relative)
+            )
+        )
     return images
 
 
@@ -56,19 +63,41 @@ def prepare_child(count: int, images_dir: Path, work: Path) -> None:
     shards = write_shards(images, BENCHMARK, SETTINGS, store, work / "shards", BatchLimits(max_requests=5000))
     _, peak = tracemalloc.get_traced_memory()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"requests": sum(s.requests for s in shards), "peak": peak, "teacher_peak": peak - listed, "rss": rss}))
+    print(
+        json.dumps(
+            {"requests": sum(s.requests for s in shards), "peak": peak, "teacher_peak": peak - listed, "rss": rss}
+        )
+    )
 
 
 def prepare(count: int, images_dir: Path, work: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--prepare-child", str(count), "--images-dir", str(images_dir),
-                          "--work", str(work)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--prepare-child",
+            str(count),
+            "--images-dir",
+            str(images_dir),
+            "--work",
+            str(work),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def collect(count: int, work: Path) -> float:
     """Images per second: download, store and rejection-sample ``count`` batch results."""
-    images = [SourceImage(f"d/c/{i}.png", BENCHMARK.domains[i % 4], i % BENCHMARK.num_classes, data=b"") for i in range(count)]
-    chains = [render_chain("Plan.", "A picture.", "Shape decides.", "Checked.", name) for name in BENCHMARK.class_names]
+    images = [
+        SourceImage(f"d/c/{i}.png", BENCHMARK.domains[i % 4], i % BENCHMARK.num_classes, data=b"")
+        for i in range(count)
+    ]
+    chains = [
+        render_chain("Plan.", "A picture.", "Shape decides.", "Checked.", name) for name in BENCHMARK.class_names
+    ]
     with LoopbackBatchServer(lambda body: [], record=False) as server:
         settings = TeacherSettings(**{**SETTINGS.__dict__, "base_url": server.base_url})
         store = TeacherStore.open(work / "collect-store", BENCHMARK, settings.sampling)
@@ -77,12 +106,21 @@ def collect(count: int, work: Path) -> float:
         lines = []
         for image, request_id in zip(images, sent):
             body = chat_completion([chains[(image.label + k) % len(chains)] for k in range(4)])
-            lines.append(json.dumps({"custom_id": request_id, "error": None,
-                                     "response": {"status_code": 200, "body": body}}))
+            lines.append(
+                json.dumps({"custom_id": request_id, "error": None, "response": {"status_code": 200, "body": body}})
+            )
         output = server._file(("\n".join(lines) + "\n").encode())
-        server.batches["batch_x"] = {"id": "batch_x", "object": "batch", "endpoint": "/v1/chat/completions",
-                                     "input_file_id": "file-in", "completion_window": "24h", "status": "completed",
-                                     "created_at": 0, "output_file_id": output, "error_file_id": None}
+        server.batches["batch_x"] = {
+            "id": "batch_x",
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-in",
+            "completion_window": "24h",
+            "status": "completed",
+            "created_at": 0,
+            "output_file_id": output,
+            "error_file_id": None,
+        }
         store.add_batch("batch_x", "shard", "file-in", keys, sent)
         client = make_client(settings)
 
@@ -115,14 +153,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_images(root / "images", args.large, size=24)
-        results = {count: prepare(count, root / "images", root / f"prepare-{count}") for count in (args.small, args.large)}
+        results = {
+            count: prepare(count, root / "images", root / f"prepare-{count}") for count in (args.small, args.large)
+        }
         for count, result in results.items():
             assert result["requests"] == count, result
-            print(f"prepare {count:>6} images: tracemalloc peak {result['peak'] / 2**20:6.2f} MiB "
-                  f"(batch files {result['teacher_peak'] / 2**20:5.2f} MiB + image list), RSS peak {result['rss'] / 2**20:6.1f} MiB")
+            print(
+                f"prepare {count:>6} images: tracemalloc peak {result['peak'] / 2**20:6.2f} MiB "
+                f"(batch files {result['teacher_peak'] / 2**20:5.2f} MiB + image list), RSS "
+                f"peak {result['rss'] / 2**20:6.1f} MiB"
+            )
         small, large = results[args.small], results[args.large]
-        print(f"ratio {args.large} / {args.small} images: {large['peak'] / small['peak']:.2f}x with the image list, "
-              f"{large['teacher_peak'] / small['teacher_peak']:.2f}x on top of it, RSS {large['rss'] / small['rss']:.2f}x (target <= 1.3x)")
+        print(
+            f"ratio {args.large} / {args.small} images: {large['peak'] / small['peak']:.2f}x with the image list, "
+            f"{large['teacher_peak'] / small['teacher_peak']:.2f}x on top of it, RSS "
+            f"{large['rss'] / small['rss']:.2f}x (target <= 1.3x)"
+        )
         rate = collect(args.large, root)
         print(f"collect + rejection-sample {args.large} results: {rate:,.0f} images/s (target >= 500 on one core)")
 

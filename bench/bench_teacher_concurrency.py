@@ -23,14 +23,16 @@ from teacher_bench_utils import BENCHMARK, teacher_server, write_images
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 
-
 CPU_MS: list[float] = []  # client CPU per image of every run
 
 
 def images_per_second(images, base_url: str, concurrency: int, store: Path) -> float:
     settings = TeacherSettings(
         sampling=SamplingSettings(model="bench-teacher", candidates=4, image_max_side=64),
-        base_url=base_url, concurrency=concurrency, max_rounds=0, progress=False,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_rounds=0,
+        progress=False,
     )
     started, cpu = time.perf_counter(), time.process_time()
     chains = generate_chains(images, BENCHMARK, settings, store)
@@ -53,14 +55,24 @@ def main() -> None:
         rates: dict[int, float] = {1: 0.0, 32: 0.0}
         for repeat in range(args.repeats):
             for concurrency in (1, 32):
-                rate = images_per_second(images[concurrency], base_url, concurrency, root / f"store-{concurrency}-{repeat}")
+                rate = images_per_second(
+                    images[concurrency], base_url, concurrency, root / f"store-{concurrency}-{repeat}"
+                )
                 rates[concurrency] = max(rates[concurrency], rate)
-                print(f"run {repeat + 1}: concurrency {concurrency:>2}: {len(images[concurrency]):>4} images, {rate:7.1f} images/s")
+                print(
+                    f"run {repeat + 1}: concurrency {concurrency:>2}: "
+                    f"{len(images[concurrency]):>4} images, {rate:7.1f} images/s"
+                )
     print(f"best: concurrency 1 {rates[1]:.1f} images/s, concurrency 32 {rates[32]:.1f} images/s")
-    print(f"client CPU per image {min(CPU_MS):.1f}-{max(CPU_MS):.1f} ms; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs (32 requests per 100 ms need about {32 * min(CPU_MS) / 100:.1f} of a free core)")
+    print(
+        f"client CPU per image {min(CPU_MS):.1f}-{max(CPU_MS):.1f} ms; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs (32 requests per 100 ms need about {32 * min(CPU_MS) / 100:.1f} of a free core)"
+    )
     ratio = rates[32] / rates[1]
-    print(f"ratio concurrency 32 / concurrency 1: {ratio:.1f}x (target >= 20x; ideal 32x at {args.delay * 1000:.0f} ms per request)")
+    print(
+        f"ratio concurrency 32 / concurrency 1: {ratio:.1f}x (target >= 20x; ideal 32x "
+        f"at {args.delay * 1000:.0f} ms per request)"
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ def main() -> None:
     tokens = sum(len(s.token_ids) for s in one)
     worst = max(abs(a - b) for x, y in zip(one, batched) for a, b in zip(x.probs, y.probs))
     assert all(x.token_ids == y.token_ids for x, y in zip(one, batched)) and worst < 1e-4, worst
-    print(f"teacher-forced scoring, tiny 'embedded' model, {args.images} images x 2 rows ({tokens} answer tokens), "
-          f"{args.threads} thread(s), best of {args.repeats}")
+    print(
+        f"teacher-forced scoring, tiny 'embedded' model, {args.images} images x 2 rows ({tokens} answer tokens), "
+        f"{args.threads} thread(s), best of {args.repeats}"
+    )
     print(f"  one at a time : {best[1]:8.1f} images/s")
     print(f"  batch of {args.batch_size:<4} : {best[args.batch_size]:8.1f} images/s")
     print(f"  ratio         : {best[args.batch_size] / best[1]:8.2f}x  (max |prob difference| {worst:.1e})")

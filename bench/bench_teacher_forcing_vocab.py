@@ -78,16 +78,22 @@ def main() -> None:
     kept, full = results["answer positions"], results["whole sequence"]
     worst = max(abs(a - b) for x, y in zip(kept, full) for a, b in zip(x.probs, y.probs))
     assert all(x.token_ids == y.token_ids for x, y in zip(kept, full)) and worst < 1e-4, worst
-    print(f"teacher forcing, tiny {args.architecture} with a {VOCAB:,}-entry vocabulary, "
-          f"{args.images} images x 2 rows, batches of {args.batch_size}, {args.threads} thread(s), "
-          f"best of {args.repeats}")
+    print(
+        f"teacher forcing, tiny {args.architecture} with a {VOCAB:,}-entry vocabulary, "
+        f"{args.images} images x 2 rows, batches of {args.batch_size}, {args.threads} thread(s), "
+        f"best of {args.repeats}"
+    )
     for task in TASKS:
         answer, whole = head_rows["answer positions", task], head_rows["whole sequence", task]
-        print(f"  {task:14s} rows: LM head applied to {answer:6d} vs {whole:6d} positions "
-              f"({answer * VOCAB * 4 / 2**20:7.1f} vs {whole * VOCAB * 4 / 2**20:7.1f} MB of float32 logits): "
-              f"{whole / answer:5.1f}x fewer")
-    print(f"  speed: {best['answer positions']:.2f} vs {best['whole sequence']:.2f} images/s, "
-          f"{best['answer positions'] / best['whole sequence']:.2f}x  (max |prob difference| {worst:.1e})")
+        print(
+            f"  {task:14s} rows: LM head applied to {answer:6d} vs {whole:6d} positions "
+            f"({answer * VOCAB * 4 / 2**20:7.1f} vs {whole * VOCAB * 4 / 2**20:7.1f} MB of float32 logits): "
+            f"{whole / answer:5.1f}x fewer"
+        )
+    print(
+        f"  speed: {best['answer positions']:.2f} vs {best['whole sequence']:.2f} images/s, "
+        f"{best['answer positions'] / best['whole sequence']:.2f}x  (max |prob difference| {worst:.1e})"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ def child(count: int, images_dir: Path, base_url: str, concurrency: int, store: 
 
     settings = TeacherSettings(
         sampling=SamplingSettings(model="bench-teacher", candidates=4, image_max_side=96),
-        base_url=base_url, concurrency=concurrency, max_rounds=0, progress=False,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_rounds=0,
+        progress=False,
     )
     first = next(images_dir.rglob("*.png"))
     warm_up = SourceImage("warm-up.png", BENCHMARK.domains[0], 0, str(first))
@@ -44,8 +47,11 @@ def child(count: int, images_dir: Path, base_url: str, concurrency: int, store: 
     images = []
     for relative in paths:
         domain, class_name, _ = relative.split("/")
-        images.append(SourceImage(relative, BENCHMARK.domain(domain), BENCHMARK.class_index(class_name),
-                                  str(images_dir / relative)))
+        images.append(
+            SourceImage(
+                relative, BENCHMARK.domain(domain), BENCHMARK.class_index(class_name), str(images_dir / relative)
+            )
+        )
     del paths
     listed, _ = tracemalloc.get_traced_memory()  # the builder's input: ids and paths, no pixels
     tracemalloc.reset_peak()
@@ -53,15 +59,39 @@ def child(count: int, images_dir: Path, base_url: str, concurrency: int, store: 
     with_chain = sum(chains[image.image_id].reasoning is not None for image in images)
     _, peak = tracemalloc.get_traced_memory()
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"images": len(images), "with_chain": with_chain, "requests": chains.summary["this_run"]["requests"],
-                      "tracemalloc_peak": peak, "teacher_peak": peak - listed, "rss_peak": rss_kib * 1024}))
+    print(
+        json.dumps(
+            {
+                "images": len(images),
+                "with_chain": with_chain,
+                "requests": chains.summary["this_run"]["requests"],
+                "tracemalloc_peak": peak,
+                "teacher_peak": peak - listed,
+                "rss_peak": rss_kib * 1024,
+            }
+        )
+    )
 
 
 def measure(count: int, images_dir: Path, base_url: str, concurrency: int, store: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(count), "--images-dir", str(images_dir), "--base-url", base_url,
-         "--concurrency", str(concurrency), "--store", str(store)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(count),
+            "--images-dir",
+            str(images_dir),
+            "--base-url",
+            base_url,
+            "--concurrency",
+            str(concurrency),
+            "--store",
+            str(store),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -84,13 +114,21 @@ def main() -> None:
         write_images(root / "images", args.large, size=96)
         results = {}
         for count in (args.small, args.large):
-            results[count] = result = measure(count, root / "images", base_url, args.concurrency, root / f"store-{count}")
+            results[count] = result = measure(
+                count, root / "images", base_url, args.concurrency, root / f"store-{count}"
+            )
             assert result["images"] == result["requests"] == count, result
-            print(f"{count:>5} images: tracemalloc peak {result['tracemalloc_peak'] / 2**20:6.2f} MiB "
-                  f"(teacher {result['teacher_peak'] / 2**20:5.2f} MiB + image list), RSS peak {result['rss_peak'] / 2**20:6.1f} MiB")
+            print(
+                f"{count:>5} images: tracemalloc peak {result['tracemalloc_peak'] / 2**20:6.2f} MiB "
+                f"(teacher {result['teacher_peak'] / 2**20:5.2f} MiB + image list), RSS peak "
+                f"{result['rss_peak'] / 2**20:6.1f} MiB"
+            )
     small, large = results[args.small], results[args.large]
-    for key, name in (("tracemalloc_peak", "tracemalloc, image list included"),
-                      ("teacher_peak", "tracemalloc, teacher on top of the image list"), ("rss_peak", "RSS")):
+    for key, name in (
+        ("tracemalloc_peak", "tracemalloc, image list included"),
+        ("teacher_peak", "tracemalloc, teacher on top of the image list"),
+        ("rss_peak", "RSS"),
+    ):
         print(f"ratio {args.large} / {args.small} images ({name}): {large[key] / small[key]:.2f}x (target <= 1.3x)")
 
 

@@ -29,8 +29,11 @@ def write_images(root: Path, count: int, size: int = 96, seed: int = 0) -> list[
         path = root / folder / BENCHMARK.classes[label] / f"{i:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).save(path)
-        images.append(SourceImage(f"{folder}/{BENCHMARK.classes[label]}/{path.name}",
-                                  BENCHMARK.domains[domain_index], label, str(path)))
+        images.append(
+            SourceImage(
+                f"{folder}/{BENCHMARK.classes[label]}/{path.name}", BENCHMARK.domains[domain_index], label, str(path)
+            )
+        )
     return images
 
 
@@ -39,7 +42,8 @@ def teacher_server(delay: float) -> Iterator[str]:
     """Base URL of a loopback teacher process answering every request after ``delay`` seconds."""
     process = subprocess.Popen(
         [sys.executable, "-m", "rdmldg_hf.testing.loopback", "--delay", str(delay), "--conclusion", "giraffe"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         yield process.stdout.readline().strip()

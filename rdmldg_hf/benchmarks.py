@@ -83,8 +83,7 @@ class Benchmark:
         normalized = normalize_name(name)
         if normalized not in self.domains:
             raise ValueError(
-                f"Unknown domain {name!r} for benchmark {self.name!r}. "
-                f"Valid domains: {', '.join(self.domains)}."
+                f"Unknown domain {name!r} for benchmark {self.name!r}. Valid domains: {', '.join(self.domains)}."
             )
         return normalized
 
@@ -103,8 +102,7 @@ class Benchmark:
             if candidate == key:
                 return index
         raise ValueError(
-            f"Unknown class {name!r} for benchmark {self.name!r}. "
-            f"Valid classes: {', '.join(self.classes)}."
+            f"Unknown class {name!r} for benchmark {self.name!r}. Valid classes: {', '.join(self.classes)}."
         )
 
 
@@ -187,8 +185,16 @@ BENCHMARKS: dict[str, Benchmark] = {
             folder="terra_incognita",
             domain_folders=("location_100", "location_38", "location_43", "location_46"),
             classes=(
-                "bird", "bobcat", "cat", "coyote", "dog", "empty",
-                "opossum", "rabbit", "raccoon", "squirrel",
+                "bird",
+                "bobcat",
+                "cat",
+                "coyote",
+                "dog",
+                "empty",
+                "opossum",
+                "rabbit",
+                "raccoon",
+                "squirrel",
             ),
             description="TerraIncognita: camera-trap photos of 10 classes from four locations.",
         ),

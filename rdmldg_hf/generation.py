@@ -147,7 +147,11 @@ class ModelBackend:
         return kwargs
 
     def generate_texts(
-        self, messages_batch: Sequence[Messages], images: Sequence[Any], settings: GenerationSettings, batch_index: int = 0
+        self,
+        messages_batch: Sequence[Messages],
+        images: Sequence[Any],
+        settings: GenerationSettings,
+        batch_index: int = 0,
     ) -> list[list[str]]:
         inputs = self.encode(messages_batch, images)
         if settings.do_sample:

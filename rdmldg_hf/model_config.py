@@ -45,8 +45,15 @@ HONOURED_FIELDS: dict[str, str] = {
 _ONLY_WITH: dict[str, tuple[str, ...]] = {
     "load_in_4bit": ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage"),
     "use_peft": (
-        "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_parameters",
-        "lora_modules_to_save", "lora_task_type", "use_rslora", "use_dora",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "lora_target_parameters",
+        "lora_modules_to_save",
+        "lora_task_type",
+        "use_rslora",
+        "use_dora",
     ),
 }
 _DEFAULT_TASK_TYPE = "CAUSAL_LM"

@@ -44,9 +44,11 @@ _STAGE_HINTS = {
     "REFLECTION": "a check of that argument",
     "CONCLUSION": "the option's name only",
 }
-_REASONING_INSTRUCTION = "Answer in five stages, each inside its tags: " + ", ".join(
-    f"<{stage}> {_STAGE_HINTS[stage]} </{stage}>" for stage in STAGES
-) + "."
+_REASONING_INSTRUCTION = (
+    "Answer in five stages, each inside its tags: "
+    + ", ".join(f"<{stage}> {_STAGE_HINTS[stage]} </{stage}>" for stage in STAGES)
+    + "."
+)
 
 
 def _options(class_names: Sequence[str]) -> str:

@@ -62,8 +62,10 @@ class RecipeScriptArguments:
     )
     test_domain: str | None = field(
         default=None,
-        metadata={"help": "Domain held out for testing (leave-one-domain-out); the other domains are trained on. "
-                  "Unset: every domain is trained on."},
+        metadata={
+            "help": "Domain held out for testing (leave-one-domain-out); the other domains are trained on. "
+            "Unset: every domain is trained on."
+        },
     )
     holdout_fraction: float = field(
         default=DEFAULT_HOLDOUT_FRACTION,
@@ -194,8 +196,10 @@ def prepare_embedded_inputs(script_args: RecipeScriptArguments, model_args: Mode
     with state.main_process_first():
         if script_args.tiny_model and not (model_dir / "config.json").exists() and state.is_main_process:
             sizes = {
-                "vocab_size": script_args.tiny_vocab_size, "text_hidden": script_args.tiny_text_hidden,
-                "text_layers": script_args.tiny_text_layers, "vision_hidden": script_args.tiny_vision_hidden,
+                "vocab_size": script_args.tiny_vocab_size,
+                "text_hidden": script_args.tiny_text_hidden,
+                "text_layers": script_args.tiny_text_layers,
+                "vision_hidden": script_args.tiny_vision_hidden,
                 "phrase_tokens": script_args.tiny_phrase_tokens,
             }
             build_tiny_model(model_dir, script_args.tiny_model, **{k: v for k, v in sizes.items() if v is not None})
@@ -212,7 +216,10 @@ def load_training_dataset(dataset_name: str, dataset_config: str, training_args:
 def split_training_dataset(dataset: DatasetDict, script_args: RecipeScriptArguments) -> LodoSplit:
     """The recipe's split of ``dataset``: its ``test_domain`` held out, the holdout's out-part as validation."""
     return lodo_split(
-        dataset, script_args.test_domain, script_args.holdout_fraction, script_args.holdout_seed,
+        dataset,
+        script_args.test_domain,
+        script_args.holdout_fraction,
+        script_args.holdout_seed,
         holdout_style=script_args.holdout_style,
     )
 

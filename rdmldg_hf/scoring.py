@@ -6,8 +6,8 @@ tokens are then scored from the cache in one more forward pass per batch: their 
 trie (:class:`AnswerTree`), fed after the prompt with an attention mask that lets each token see
 the prompt and its own ancestors only, so a shared prefix such as "alarm" of "alarm clock" is fed
 once. The language-model head is applied only at answer positions, a few at a time (one per image
-with a large vocabulary), so no ``[batch, sequence, vocab]`` logits are ever materialised. Probabilities equal those of scoring
-every (image, class) continuation as its own sequence.
+with a large vocabulary), so no ``[batch, sequence, vocab]`` logits are ever materialised.
+Probabilities equal those of scoring every (image, class) continuation as its own sequence.
 """
 
 from __future__ import annotations

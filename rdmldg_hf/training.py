@@ -105,8 +105,13 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
         split_record=splits.record(),
     )
     evaluation = StageEvaluation(
-        processor, trainer.benchmark, splits.test, splits.validation, trainer.stages[-1],
-        batch_size=script_args.eval_batch_size, max_new_tokens=training_args.relabel_max_new_tokens,
+        processor,
+        trainer.benchmark,
+        splits.test,
+        splits.validation,
+        trainer.stages[-1],
+        batch_size=script_args.eval_batch_size,
+        max_new_tokens=training_args.relabel_max_new_tokens,
         reasoning=script_args.eval_reasoning,
     )
     trainer.stage_callback = evaluation

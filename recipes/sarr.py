@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SARRScriptArguments, SARR
     when it is empty) and its ``--config`` YAML."""
     argv = sys.argv[1:] if argv is None else argv
     return parse_recipe_args(
-        TRAINING_METHODS["sarr"].argument_types, argv or ["--config", str(DEFAULT_CONFIG)],
+        TRAINING_METHODS["sarr"].argument_types,
+        argv or ["--config", str(DEFAULT_CONFIG)],
         description=__doc__.split("\n\n")[0],
     )
 

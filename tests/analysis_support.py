@@ -47,12 +47,20 @@ def run_dir() -> Path:
     for stage in ("mtct", "round-1"):
         stage_dir = root / "stages" / stage
         args = config(
-            stage_dir, max_steps=4, per_device_train_batch_size=6, learning_rate=1e-2, logging_steps=1,
+            stage_dir,
+            max_steps=4,
+            per_device_train_batch_size=6,
+            learning_rate=1e-2,
+            logging_steps=1,
         )
         peft = default_lora_config(r=4) if stage == "mtct" else None
         torch.manual_seed(0)
         trainer = MTCTTrainer(
-            model, args=args, train_dataset=splits.train, processing_class=processor, peft_config=peft,
+            model,
+            args=args,
+            train_dataset=splits.train,
+            processing_class=processor,
+            peft_config=peft,
             split_record=splits.record(),
         )
         trainer.train()

@@ -30,8 +30,13 @@ def trained_adapter(architecture: str = "llava") -> Path:
     args = config(out / "train", max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3)
     splits = lodo_split(tiny_dataset(24), "rot30", holdout_fraction=0.0)
     trainer = MTCTTrainer(
-        model, args=args, train_dataset=splits.train, eval_dataset=splits.validation, processing_class=processor,
-        peft_config=default_lora_config(r=4), split_record=splits.record(),
+        model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=processor,
+        peft_config=default_lora_config(r=4),
+        split_record=splits.record(),
     )
     trainer.train()
     trainer.save_model(str(out / "adapter"))
@@ -65,5 +70,12 @@ def rows(n: int = 16) -> Dataset:
 
 
 __all__ = [
-    "BASE_REPO", "trained_adapter", "adapter_copy", "png", "embedded_folder", "rows", "tiny_model_dir", "load_tiny",
+    "BASE_REPO",
+    "trained_adapter",
+    "adapter_copy",
+    "png",
+    "embedded_folder",
+    "rows",
+    "tiny_model_dir",
+    "load_tiny",
 ]

@@ -35,7 +35,15 @@ __all__ = [
     "FakeHub",
 ]
 
-_GIT = ["git", "-c", "user.name=rdmldg-tests", "-c", "user.email=tests@rdmldg.invalid", "-c", "init.defaultBranch=main"]
+_GIT = [
+    "git",
+    "-c",
+    "user.name=rdmldg-tests",
+    "-c",
+    "user.email=tests@rdmldg.invalid",
+    "-c",
+    "init.defaultBranch=main",
+]
 
 
 def free_port() -> int:
@@ -91,7 +99,15 @@ class OlahServer:
             encoding="utf-8",
         )
         log = open(self.workdir / "server.log", "wb")
-        command = [sys.executable, "-c", "from olah.server import main; main()", "-c", str(config), "--log-path", str(self.workdir / "logs")]
+        command = [
+            sys.executable,
+            "-c",
+            "from olah.server import main; main()",
+            "-c",
+            str(config),
+            "--log-path",
+            str(self.workdir / "logs"),
+        ]
         self.process = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         try:
@@ -149,7 +165,9 @@ def hub_endpoint(endpoint: str) -> Iterator[None]:
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             patch.setenv(name, "0")
         patch.setattr(hub_constants, "ENDPOINT", endpoint)
-        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(
+            hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
         patch.setattr(datasets.config, "HF_ENDPOINT", endpoint)
         patch.setattr(datasets.config, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
@@ -239,7 +257,9 @@ class FakeHub:
                 import httpx
 
                 url = f"https://huggingface.co/api/datasets/{repo_id}"
-                raise RepositoryNotFoundError(f"{repo_id} not found", response=httpx.Response(404, request=httpx.Request("GET", url)))
+                raise RepositoryNotFoundError(
+                    f"{repo_id} not found", response=httpx.Response(404, request=httpx.Request("GET", url))
+                )
             return _Info(repo_id)
 
         def list_repo_files(api, repo_id, **kwargs):
@@ -260,7 +280,12 @@ class FakeHub:
                     target.unlink()
                     deleted.append(operation.path_in_repo)
             hub.commits.append((repo_id, added, deleted))
-            return CommitInfo(f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.commits)}", commit_message, "", str(len(hub.commits)))
+            return CommitInfo(
+                f"https://huggingface.co/datasets/{repo_id}/commit/{len(hub.commits)}",
+                commit_message,
+                "",
+                str(len(hub.commits)),
+            )
 
         def preupload_lfs_files(api, repo_id, additions, **kwargs):
             for addition in additions:  # the caller may delete its temporary file right after
@@ -275,6 +300,7 @@ class FakeHub:
         patch.setattr(HfApi, "repo_info", repo_info)
         patch.setattr(HfApi, "list_repo_files", list_repo_files)
         patch.setattr(HfApi, "preupload_lfs_files", preupload_lfs_files)
+
         def validate_yaml(api, content, **kwargs):  # the Hub's /api/validate-yaml, checked here by parsing it
             DatasetCard(content).data
 

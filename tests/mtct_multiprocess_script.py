@@ -34,8 +34,13 @@ def main(model_dir: str, out_dir: str, per_device_batch: int, accumulation: int 
     trainer = MTCTTrainer(model, args=args, train_dataset=tiny_dataset(16), processing_class=processor)
     trainer.train()
     entry = trainer.state.log_history[0]
-    result = {"processes": trainer.accelerator.num_processes, **{k: v for k, v in entry.items() if isinstance(v, (int, float))}}
-    weights = {k: v.detach().cpu().clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
+    result = {
+        "processes": trainer.accelerator.num_processes,
+        **{k: v for k, v in entry.items() if isinstance(v, (int, float))},
+    }
+    weights = {
+        k: v.detach().cpu().clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).named_parameters()
+    }
     if trainer.accelerator.is_main_process:
         with open(os.path.join(out_dir, "result.json"), "w") as handle:
             json.dump(result, handle)

@@ -47,8 +47,13 @@ def write_officehome_folder(root: Path) -> Path:
 
 def chain_about(conclusion: str) -> str:
     """A valid five-stage chain concluding ``conclusion``."""
-    return render_chain("I look at the object.", "An office object.", f"Its shape is that of {conclusion}.",
-                        "Nothing else fits.", conclusion)
+    return render_chain(
+        "I look at the object.",
+        "An office object.",
+        f"Its shape is that of {conclusion}.",
+        "Nothing else fits.",
+        conclusion,
+    )
 
 
 def write_chain_file(folder: Path, path: Path) -> dict[str, int]:
@@ -74,7 +79,18 @@ def build_officehome(root: Path) -> Path:
     chains = root / "chains.jsonl"
     write_chain_file(images, chains)
     out = root / "domainbed-reasoning"
-    code = rdmldg_main(["build", "--benchmark", "officehome", "--images", str(root / "DomainBed"),
-                        "--chains", str(chains), "--out", str(out)])
+    code = rdmldg_main(
+        [
+            "build",
+            "--benchmark",
+            "officehome",
+            "--images",
+            str(root / "DomainBed"),
+            "--chains",
+            str(chains),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, f"rdmldg build exited with {code}"
     return out

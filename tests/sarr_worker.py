@@ -24,12 +24,11 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sarr_support import CLASSES, tiny_rows  # noqa: E402
-
 from rdmldg_hf.generation import GenerationSettings, ModelBackend, process_state  # noqa: E402
 from rdmldg_hf.models import load_model_and_processor  # noqa: E402
 from rdmldg_hf.protocol import lodo_split  # noqa: E402
 from rdmldg_hf.trainers import relabel as relabel_module  # noqa: E402
+from sarr_support import CLASSES, tiny_rows  # noqa: E402
 
 ROWS_PER_DOMAIN = 4
 KILL_STEP = 2
@@ -83,8 +82,13 @@ def run_sarr(out_dir: str, model_dir: str, kill: str | None, rounds: int) -> Non
         kill_during_relabel()
     split = lodo_split(tiny_rows(ROWS_PER_DOMAIN), "rot30")
     trainer = SARRTrainer(
-        model, args, train_dataset=split.train, eval_dataset=split.validation, processing_class=processor,
-        split_record=split.record(), callbacks=[KillAfterSave()] if kill == "train" else None,
+        model,
+        args,
+        train_dataset=split.train,
+        eval_dataset=split.validation,
+        processing_class=processor,
+        split_record=split.record(),
+        callbacks=[KillAfterSave()] if kill == "train" else None,
     )
     trainer.train()
     trainer.save_model()

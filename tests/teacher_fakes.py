@@ -29,7 +29,9 @@ from rdmldg_hf.testing import chat_completion
 RED_STEP, GREEN_STEP, BLUE_STEP = 20, 60, 8
 
 
-def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24, classes: int | None = None) -> list[SourceImage]:
+def write_images(
+    root: Path, benchmark: Benchmark, count: int, size: int = 24, classes: int | None = None
+) -> list[SourceImage]:
     """``count`` PNG files spread over classes (the first ``classes`` of them) and domains,
     as a DomainBed folder would give them."""
     images = []
@@ -41,9 +43,17 @@ def write_images(root: Path, benchmark: Benchmark, count: int, size: int = 24, c
         folder = benchmark.domain_folders[domain_index]
         path = root / folder / benchmark.classes[label] / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (size, size), (10 + RED_STEP * label, 10 + GREEN_STEP * domain_index, 10 + BLUE_STEP * repeat)).save(path)
-        images.append(SourceImage(image_id=f"{folder}/{benchmark.classes[label]}/{path.name}",
-                                  domain=benchmark.domains[domain_index], label=label, path=str(path)))
+        Image.new(
+            "RGB", (size, size), (10 + RED_STEP * label, 10 + GREEN_STEP * domain_index, 10 + BLUE_STEP * repeat)
+        ).save(path)
+        images.append(
+            SourceImage(
+                image_id=f"{folder}/{benchmark.classes[label]}/{path.name}",
+                domain=benchmark.domains[domain_index],
+                label=label,
+                path=str(path),
+            )
+        )
     return images
 
 
@@ -56,8 +66,12 @@ def sigkill_build_when(build_arguments: Sequence[str], reached: Callable[[], boo
 
     Fails if the build ends before that moment; bounded to 90 s of waiting.
     """
-    process = subprocess.Popen([sys.executable, str(_BUILD_SCRIPT), *build_arguments],
-                               cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(_BUILD_SCRIPT), *build_arguments],
+        cwd=_REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
         while not reached() and process.poll() is None and time.monotonic() < deadline:
@@ -99,13 +113,22 @@ def seen(body: dict[str, Any]) -> tuple[int, int, int]:
 def identity(image: SourceImage, benchmark: Benchmark) -> tuple[int, int, int]:
     """What :func:`seen` reads from the image (for matching requests to images)."""
     index = int(Path(image.path or image.image_id).stem[3:])
-    return image.label, benchmark.domains.index(image.domain), index // (benchmark.num_classes * len(benchmark.domains))
+    return (
+        image.label,
+        benchmark.domains.index(image.domain),
+        index // (benchmark.num_classes * len(benchmark.domains)),
+    )
 
 
 def chain(conclusion: str, drop: str | None = None) -> str:
     """A five-stage chain concluding ``conclusion``; ``drop`` removes one stage."""
-    text = render_chain("Identify the object.", "A flat coloured square.", "The colour matches it.",
-                        "The colour is unambiguous.", conclusion)
+    text = render_chain(
+        "Identify the object.",
+        "A flat coloured square.",
+        "The colour matches it.",
+        "The colour is unambiguous.",
+        conclusion,
+    )
     if drop:
         text = "\n".join(line for line in text.splitlines() if not line.startswith(f"<{drop}>"))
     return text
@@ -182,7 +205,11 @@ class ScriptedTransport:
     Records every request body; ``client()`` is an ``httpx2.AsyncClient`` for ``http_client=``.
     """
 
-    def __init__(self, default: Callable[[dict], "Sequence[str] | httpx2.Response"], script: dict[int, list[Event]] | None = None):
+    def __init__(
+        self,
+        default: Callable[[dict], "Sequence[str] | httpx2.Response"],
+        script: dict[int, list[Event]] | None = None,
+    ):
         self.default = default
         self.script = {key: list(events) for key, events in (script or {}).items()}
         self.bodies: list[dict] = []

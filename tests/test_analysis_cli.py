@@ -64,8 +64,19 @@ def run():
 
 def test_class_probs(run, tmp_path, capsys):
     out = tmp_path / "class-probs"
-    argv = ["analyze", "class-probs", "--adapter", str(run / "stages/mtct/final"), str(run), "--with-base",
-            "--dataset", str(dataset_dir()), "--out", str(out), *COMMON]
+    argv = [
+        "analyze",
+        "class-probs",
+        "--adapter",
+        str(run / "stages/mtct/final"),
+        str(run),
+        "--with-base",
+        "--dataset",
+        str(dataset_dir()),
+        "--out",
+        str(out),
+        *COMMON,
+    ]
     assert main(argv) == 0
     manifest = _manifest(out, capsys)
     rows = _rows(out / "class_probs.csv")
@@ -75,11 +86,15 @@ def test_class_probs(run, tmp_path, capsys):
     assert {r["group"] for r in rows if r["domain"] == "rot30"} == {"target"}
     assert sum(r["group"] == "source" for r in rows) == 3 * 6 and sum(r["group"] == "target" for r in rows) == 3 * 2
     names = {f["name"] for f in manifest["figures"]}
-    assert names == {f"class_probs_{c}_{g}" for c in ("direct", "teacher_chain", "generated_chain") for g in ("source", "target")}
+    assert names == {
+        f"class_probs_{c}_{g}" for c in ("direct", "teacher_chain", "generated_chain") for g in ("source", "target")
+    }
     for figure in manifest["figures"]:
         assert (figure["width_px"], figure["height_px"]) == _size(PANEL)
-        condition, group = figure["name"][len("class_probs_"):].rsplit("_", 1)
-        series = {m: [float(r[f"p_{condition}"]) for r in rows if r["model"] == m and r["group"] == group] for m in models}
+        condition, group = figure["name"][len("class_probs_") :].rsplit("_", 1)
+        series = {
+            m: [float(r[f"p_{condition}"]) for r in rows if r["model"] == m and r["group"] == group] for m in models
+        }
         assert all(0 < v <= 1 for values in series.values() for v in values)
         _assert_histogram(figure["data"], series)
     summary = manifest["summary"]["mean_probability"]
@@ -89,19 +104,47 @@ def test_class_probs(run, tmp_path, capsys):
 
 def test_token_probs_teacher_and_self(run, tmp_path, capsys):
     out = tmp_path / "token-probs"
-    argv = ["analyze", "token-probs", "--adapter", str(run), "--with-base", "--chains", "teacher", "self",
-            "--self-filter", "all", "--dataset", str(dataset_dir()), "--domains", "rot0", "rot30", "--out", str(out), *COMMON]
+    argv = [
+        "analyze",
+        "token-probs",
+        "--adapter",
+        str(run),
+        "--with-base",
+        "--chains",
+        "teacher",
+        "self",
+        "--self-filter",
+        "all",
+        "--dataset",
+        str(dataset_dir()),
+        "--domains",
+        "rot0",
+        "rot30",
+        "--out",
+        str(out),
+        *COMMON,
+    ]
     assert main(argv) == 0
     manifest = _manifest(out, capsys)
     rows = _rows(out / "token_probs.csv")
     info = manifest["summary"]["chains"]["self"]
     assert info["written_by"] == run.name and info["keep"] == "all" and info["generated"] == 4
     assert info["kept"] == len({r["image_id"] for r in rows if r["chains"] == "self" and r["model"] == "base"}) > 0
-    assert {f["name"] for f in manifest["figures"]} == {"token_probs_teacher", "token_probs_self", "token_probs_base", f"token_probs_{run.name}"}
+    assert {f["name"] for f in manifest["figures"]} == {
+        "token_probs_teacher",
+        "token_probs_self",
+        "token_probs_base",
+        f"token_probs_{run.name}",
+    }
     by = lambda m, c: [float(r["prob"]) for r in rows if r["model"] == m and r["chains"] == c]  # noqa: E731
     figures = {f["name"]: f for f in manifest["figures"]}
-    _assert_histogram(figures["token_probs_teacher"]["data"], {"base": by("base", "teacher"), run.name: by(run.name, "teacher")})
-    _assert_histogram(figures["token_probs_base"]["data"], {"teacher chains": by("base", "teacher"), "self chains": by("base", "self")})
+    _assert_histogram(
+        figures["token_probs_teacher"]["data"], {"base": by("base", "teacher"), run.name: by(run.name, "teacher")}
+    )
+    _assert_histogram(
+        figures["token_probs_base"]["data"],
+        {"teacher chains": by("base", "teacher"), "self chains": by("base", "self")},
+    )
     # Both models scored the same tokens.
     assert [r["token"] for r in rows if r["model"] == "base"] == [r["token"] for r in rows if r["model"] == run.name]
 
@@ -109,14 +152,32 @@ def test_token_probs_teacher_and_self(run, tmp_path, capsys):
 def test_entropy(run, tmp_path, capsys):
     out = tmp_path / "entropy"
     # "before": a full model folder (the untrained tiny model); "after": the run's adapter.
-    argv = ["analyze", "entropy", "--before", str(tiny_model_dir()), "--after", str(run), "--top", "5", "--min-count", "2",
-            "--dataset", str(dataset_dir()), "--out", str(out), *COMMON]
+    argv = [
+        "analyze",
+        "entropy",
+        "--before",
+        str(tiny_model_dir()),
+        "--after",
+        str(run),
+        "--top",
+        "5",
+        "--min-count",
+        "2",
+        "--dataset",
+        str(dataset_dir()),
+        "--out",
+        str(out),
+        *COMMON,
+    ]
     assert main(argv) == 0
     manifest = _manifest(out, capsys)
     assert manifest["summary"]["chains"] == {"images": 6, "with_chain": 6}  # training domains only, 2 images each
     figures = {f["name"]: f for f in manifest["figures"]}
     assert (figures["entropy_top_tokens"]["width_px"], figures["entropy_top_tokens"]["height_px"]) == _size(TALL)
-    changes = [TypeChange(r["group"], int(r["count"]), float(r["before"]), float(r["after"])) for r in _rows(out / "entropy_by_token.csv")]
+    changes = [
+        TypeChange(r["group"], int(r["count"]), float(r["before"]), float(r["after"]))
+        for r in _rows(out / "entropy_by_token.csv")
+    ]
     expected = top_reductions(changes, 5, 2)
     plotted = _rows(figures["entropy_top_tokens"]["data"])
     assert [r["label"] for r in plotted] == [c.group for c in expected]
@@ -148,7 +209,10 @@ def test_losses_of_the_run(run, tmp_path, capsys):
 def test_losses_from_a_written_log(tmp_path, capsys):
     def state(folder, losses):
         folder.mkdir(parents=True)
-        history = [{"step": i + 1, "epoch": 0.5 * (i + 1), "loss": c + r, "cls_loss": c, "reasoning_loss": r} for i, (c, r) in enumerate(losses)]
+        history = [
+            {"step": i + 1, "epoch": 0.5 * (i + 1), "loss": c + r, "cls_loss": c, "reasoning_loss": r}
+            for i, (c, r) in enumerate(losses)
+        ]
         history.append({"step": len(losses), "train_loss": 1.0, "train_runtime": 2.0})
         (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
 
@@ -161,7 +225,12 @@ def test_losses_from_a_written_log(tmp_path, capsys):
     manifest = _manifest(out, capsys)
     plotted = _rows(next(f["data"] for f in manifest["figures"] if f["name"] == "losses_cls_loss"))
     assert [(r["series"], float(r["x"]), float(r["y"])) for r in plotted] == [
-        ("mtct", 1, 2.0), ("mtct", 2, 1.0), ("mtct", 3, 0.7), ("round-2", 1, 0.5), ("round-2", 2, 0.4), ("round-10", 1, 0.1),
+        ("mtct", 1, 2.0),
+        ("mtct", 2, 1.0),
+        ("mtct", 3, 0.7),
+        ("round-2", 1, 0.5),
+        ("round-2", 2, 0.4),
+        ("round-10", 1, 0.1),
     ]
     # An MTCT output folder (its own trainer_state.json) and the file itself: one line named after the folder.
     for run in (tmp_path / "run/stages/round-2", tmp_path / "run/stages/round-2/trainer_state.json"):

@@ -15,7 +15,25 @@ def _scores(pieces, entropies):
     return TokenScores(ids, list(pieces), offsets, "".join(pieces), [0.5] * len(pieces), list(entropies))
 
 
-PIECES = ["<", "SUMMARY", ">", "a", " loop", "</", "SUMMARY", ">", "\n", "<", "CONCLUSION", ">", "six", "</", "CONCLUSION", ">", "<|end|>"]
+PIECES = [
+    "<",
+    "SUMMARY",
+    ">",
+    "a",
+    " loop",
+    "</",
+    "SUMMARY",
+    ">",
+    "\n",
+    "<",
+    "CONCLUSION",
+    ">",
+    "six",
+    "</",
+    "CONCLUSION",
+    ">",
+    "<|end|>",
+]
 
 
 def test_token_types_and_stages():
@@ -42,7 +60,10 @@ def test_top_k_order_on_a_constructed_case():
     assert [c.group for c in top_reductions(list(changes.values()), k=10, min_count=2)] == ["loop", "the"]
     assert [c.group for c in top_reductions(list(changes.values()), k=10)][-1] == "six"
     lines = marked_examples("loop", before, after, max_examples=5, window=3)
-    assert lines == ["chain 0: … a[[ loop]] th… (H 3.000 -> 1.000 nats)", "chain 1: …[[ loop]] th… (H 2.000 -> 1.000 nats)"]
+    assert lines == [
+        "chain 0: … a[[ loop]] th… (H 3.000 -> 1.000 nats)",
+        "chain 1: …[[ loop]] th… (H 2.000 -> 1.000 nats)",
+    ]
 
 
 def test_stage_changes_and_mismatch():

@@ -92,7 +92,7 @@ def test_force_conclusion():
     assert text == "<SUMMARY>s</SUMMARY>\n<CAPTION>c</CAPTION>\n<CONCLUSION>three</CONCLUSION>"
     assert text[start : start + 5] == "three"
     text, start = force_conclusion("<SUMMARY>cut short", "one")
-    assert text == "<SUMMARY>cut short\n<CONCLUSION>one</CONCLUSION>" and text[start:start + 3] == "one"
+    assert text == "<SUMMARY>cut short\n<CONCLUSION>one</CONCLUSION>" and text[start : start + 3] == "one"
     assert force_conclusion("", "one") == ("<CONCLUSION>one</CONCLUSION>", 12)
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 from datasets import load_dataset
-from helpers_hub import FakeHub, make_domainbed_folder
 
+from helpers_hub import FakeHub, make_domainbed_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.cli import main
@@ -112,7 +112,10 @@ def test_chains_file_fills_the_reasoning_column(tmp_path, vlcs_root, capsys):
     [
         (["--benchmark", "cifar"], "Unknown benchmark 'cifar'. Valid benchmarks: pacs, vlcs"),
         (["--benchmark", "vlcs"], "needs its images: pass --images"),
-        (["--benchmark", "vlcs", "--images", "{tmp}/nowhere"], "is not a folder; expected <data root>/VLCS/<domain>/<class>/<image>"),
+        (
+            ["--benchmark", "vlcs", "--images", "{tmp}/nowhere"],
+            "is not a folder; expected <data root>/VLCS/<domain>/<class>/<image>",
+        ),
         (["--benchmark", "vlcs", "--images", "{root}", "--chains", "{tmp}/bad.jsonl"], "not valid JSONL: line 2"),
         (["--benchmark", "vlcs", "--images", "{root}", "--class-map", "{tmp}/nomap.json"], "--class-map"),
         (["--benchmark", "rotdigits", "--private"], "--private only applies with --push-to-hub"),
@@ -131,7 +134,11 @@ def test_unknown_class_folder_then_class_map(tmp_path, vlcs_root, capsys):
     out = tmp_path / "out"
     assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out) == 2
     err = capsys.readouterr().err
-    assert "Class folder 'automobile'" in err and "Valid classes: bird, car, chair, dog, person" in err and "--class-map FILE" in err
+    assert (
+        "Class folder 'automobile'" in err
+        and "Valid classes: bird, car, chair, dog, person" in err
+        and "--class-map FILE" in err
+    )
     assert not out.exists()
     class_map = tmp_path / "map.json"
     class_map.write_text('{"automobile": "car"}')
@@ -171,9 +178,12 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
     monkeypatch.setenv("HF_TOKEN", secret)
     out = tmp_path / "out"
     with FakeHub(tmp_path / "hub") as hub:
-        assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--push-to-hub", "me/dbr", "--private") == 0
+        assert (
+            build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--push-to-hub", "me/dbr", "--private")
+            == 0
+        )
         assert hub.created == [{"repo_id": "me/dbr", "private": True, "repo_type": "dataset"}]
-        (_, added, deleted), = hub.commits
+        ((_, added, deleted),) = hub.commits
         assert {"README.md", "vlcs/caltech101-00000-of-00001.parquet"} <= set(added) and not deleted
         remote = hub.repo("me/dbr")
         pushed = load_dataset(str(remote), "vlcs", split="caltech101")
@@ -181,7 +191,21 @@ def test_push_to_hub_commits_the_folder(tmp_path, vlcs_root, monkeypatch, capsys
         assert "me/dbr" in (remote / "README.md").read_text()
         # a rebuild with more shards replaces the old shard in the same commit; files outside data folders stay
         (remote / "notes.md").write_text("kept")
-        assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--max-shard-size", "300", "--push-to-hub", "me/dbr") == 0
+        assert (
+            build(
+                "--benchmark",
+                "vlcs",
+                "--images",
+                vlcs_root,
+                "--out",
+                out,
+                "--max-shard-size",
+                "300",
+                "--push-to-hub",
+                "me/dbr",
+            )
+            == 0
+        )
         _, added, deleted = hub.commits[-1]
         assert "vlcs/caltech101-00000-of-00001.parquet" in deleted and (remote / "notes.md").is_file()
         assert len(load_dataset(str(remote), "vlcs", split="caltech101")) == 4
@@ -209,4 +233,6 @@ def test_teacher_hook_supplies_the_chains(tmp_path, vlcs_root, monkeypatch):
     caltech = load_dataset(str(out), "vlcs", split="caltech101")
     assert caltech[0]["chain_source"] == "gpt-4o" and caltech[1]["reasoning"] is None
     assert json.loads((out / "reports" / "vlcs.json").read_text())["teacher"] == {"model": "gpt-4o"}
-    assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--teacher", "m", "--chains", "c.json") == 2
+    assert (
+        build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--teacher", "m", "--chains", "c.json") == 2
+    )

@@ -6,9 +6,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict, load_dataset
-from helpers_hub import FakeHub
 from huggingface_hub import DatasetCard
 
+from helpers_hub import FakeHub
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.build import build_dataset, source_rows
 from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
@@ -26,7 +26,8 @@ def small_dict():
     return DatasetDict(
         {
             domain: Dataset.from_list(
-                list(source_rows([i for i in images if i.domain == domain], chains)), features=dataset_features(ROTDIGITS)
+                list(source_rows([i for i in images if i.domain == domain], chains)),
+                features=dataset_features(ROTDIGITS),
             )
             for domain in ROTDIGITS.domains
         }
@@ -162,7 +163,9 @@ def test_concurrent_writers_of_one_folder_keep_each_others_configs(tmp_path, sma
 
     names = ["rotdigits-sarr-r1", "rotdigits-sarr-r2", "rotdigits-sarr-r3"]
     with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda name: write_config(tmp_path / "ds", name, {"rot0": small_dict["rot0"]}, ROTDIGITS), names))
+        list(
+            pool.map(lambda name: write_config(tmp_path / "ds", name, {"rot0": small_dict["rot0"]}, ROTDIGITS), names)
+        )
     configs = {c["config_name"] for c in _card_yaml(tmp_path / "ds")["configs"]}
     assert configs == {*names, *(f"{n}-rot0" for n in names)}
 

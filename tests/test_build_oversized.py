@@ -75,8 +75,19 @@ def test_max_pixels_sets_the_limit_of_a_build(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
     write_images(tmp_path / "PACS", PACS, 4, classes=1, size=24)
     (tmp_path / "PACS" / "photo" / "dog" / "wide.png").write_bytes(png(30))
-    code = main(["build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
-                 "--max-pixels", "600"])
+    code = main(
+        [
+            "build",
+            "--benchmark",
+            "pacs",
+            "--images",
+            str(tmp_path / "PACS"),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-pixels",
+            "600",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and "4 rows" in printed
     assert "photo/dog/wide.png: 30x30 image (900 pixels) is over the pixel limit of 600" in printed
@@ -92,8 +103,12 @@ def test_a_teacher_run_records_an_oversized_image_as_failed_and_sends_nothing_fo
     good = write_images(tmp_path / "PACS", PACS, 1)
     huge = SourceImage(image_id="art_painting/dog/huge.png", domain="art_painting", label=0, data=bomb)
     with LoopbackServer(pixel_teacher(PACS)) as server:
-        settings = TeacherSettings(sampling=SamplingSettings(candidates=1, image_max_side=32),
-                                   base_url=server.base_url, max_rounds=0, progress=False)
+        settings = TeacherSettings(
+            sampling=SamplingSettings(candidates=1, image_max_side=32),
+            base_url=server.base_url,
+            max_rounds=0,
+            progress=False,
+        )
         chains = generate_chains([*good, huge], PACS, settings, tmp_path / "store")
         assert server.count == 1
     assert "decompression-bomb limit" in chains[huge.image_id].rejection_reasons[-1]
@@ -104,8 +119,9 @@ def test_a_teacher_run_records_an_oversized_image_as_failed_and_sends_nothing_fo
 def test_evaluation_and_the_classifier_report_oversized_images(bomb, large):
     images, failed = decode_images([png(), bomb, {"bytes": large, "path": None}])
     assert failed == [1, 2] and images[0] is not None and images[1] is None
-    run = RunConfig("mtct", DIGITS.name, list(DIGITS.classes), list(DIGITS.class_names), list(DIGITS.domains), None,
-                    PROMPT_VERSION)
+    run = RunConfig(
+        "mtct", DIGITS.name, list(DIGITS.classes), list(DIGITS.class_names), list(DIGITS.domains), None, PROMPT_VERSION
+    )
     classifier = DGClassifier(ScriptedBackend(lambda messages, image: DIGITS.class_names[3]), None, run)
     outputs = classifier.predict([png(), bomb, large], "direct-generate")
     assert [output.index for output in outputs] == [3, -1, -1] and outputs[1].label is None

@@ -40,7 +40,10 @@ def test_render_parse_round_trip(chain):
 
 @given(chains, st.sampled_from(["", " ", "\n\n", "\t "]), st.booleans())
 def test_parse_tolerates_whitespace_and_tag_case(chain, gap, lower):
-    parts = [f"<{s.lower() if lower else s}>{gap}{t}{gap}</ {s.lower() if lower else s} >" for s, t in chain.stages().items()]
+    parts = [
+        f"<{s.lower() if lower else s}>{gap}{t}{gap}</ {s.lower() if lower else s} >"
+        for s, t in chain.stages().items()
+    ]
     assert parse_chain(gap.join(parts)) == chain
 
 
@@ -74,7 +77,13 @@ def test_tag_soup_is_reported_not_crashed(tokens):
 
 
 def _chain(**overrides):
-    stages = {"SUMMARY": "plan", "CAPTION": "a dog", "REASONING": "four legs", "REFLECTION": "yes", "CONCLUSION": "dog"}
+    stages = {
+        "SUMMARY": "plan",
+        "CAPTION": "a dog",
+        "REASONING": "four legs",
+        "REFLECTION": "yes",
+        "CONCLUSION": "dog",
+    }
     stages.update(overrides)
     return "".join(f"<{s}>{t}</{s}>" for s, t in stages.items() if t is not None)
 
@@ -85,9 +94,12 @@ def _chain(**overrides):
         (_chain(REFLECTION=None), "missing <REFLECTION>"),
         (_chain(CAPTION="  "), "empty <CAPTION>"),
         (_chain() + "<CONCLUSION>cat</CONCLUSION>", "duplicated <CONCLUSION> (2 times)"),
-        ("<CAPTION>c</CAPTION><SUMMARY>s</SUMMARY><REASONING>r</REASONING><REFLECTION>f</REFLECTION><CONCLUSION>d</CONCLUSION>", "stages out of order"),
+        (
+            "<CAPTION>c</CAPTION><SUMMARY>s</SUMMARY><REASONING>r</REASONING><REFLECTION>f</REFLECTION><CONCLUSION>d</CONCLUSION>",
+            "stages out of order",
+        ),
         ("<SUMMARY>s<CAPTION>c</CAPTION>", "<SUMMARY> is not closed before <CAPTION>"),
-        (_chain()[:-len("</CONCLUSION>")], "<CONCLUSION> is never closed"),
+        (_chain()[: -len("</CONCLUSION>")], "<CONCLUSION> is never closed"),
         ("</SUMMARY>" + _chain(), "</SUMMARY> closes a stage that was never opened"),
     ],
 )

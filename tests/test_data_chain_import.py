@@ -31,7 +31,13 @@ def write(path, text):
 def test_json_object_with_texts_and_objects(tmp_path):
     data = {
         "photo/dog/1.jpg": chain("Dog"),
-        "photo/horse/2.jpg": {"reasoning": chain("horse"), "source": "gpt-4o", "num_candidates": 3, "num_valid": 2, "num_correct": 1},
+        "photo/horse/2.jpg": {
+            "reasoning": chain("horse"),
+            "source": "gpt-4o",
+            "num_candidates": 3,
+            "num_valid": 2,
+            "num_correct": 1,
+        },
     }
     result = import_chains(write(tmp_path / "c.json", json.dumps(data)), IMAGES, PACS)
     assert result.accepted == 2 and result.images_without_chain == 1
@@ -41,7 +47,10 @@ def test_json_object_with_texts_and_objects(tmp_path):
 
 
 def test_jsonl_and_json_list(tmp_path):
-    lines = [{"image_id": "photo/dog/1.jpg", "chain": chain("dog")}, {"image_id": "sketch/house/3.jpg", "reasoning": chain("house")}]
+    lines = [
+        {"image_id": "photo/dog/1.jpg", "chain": chain("dog")},
+        {"image_id": "sketch/house/3.jpg", "reasoning": chain("house")},
+    ]
     jsonl = write(tmp_path / "c.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n")
     as_list = write(tmp_path / "c.json", json.dumps(lines))
     for path in (jsonl, as_list):
@@ -78,7 +87,10 @@ def test_json_errors_give_the_line(tmp_path):
     broken_json = write(tmp_path / "a.json", '{\n  "photo/dog/1.jpg": "x",\n  "photo/horse/2.jpg" "y"\n}')
     with pytest.raises(ValueError, match="line 3"):
         read_chain_file(broken_json)
-    broken_jsonl = write(tmp_path / "b.jsonl", '{"image_id": "a", "reasoning": "x"}\n{"image_id": "b", "reasoning": "y"}\n{"image_id": \n')
+    broken_jsonl = write(
+        tmp_path / "b.jsonl",
+        '{"image_id": "a", "reasoning": "x"}\n{"image_id": "b", "reasoning": "y"}\n{"image_id": \n',
+    )
     with pytest.raises(ValueError, match="not valid JSONL: line 3"):
         read_chain_file(broken_jsonl)
     with pytest.raises(ValueError, match="has no chain"):
@@ -101,7 +113,13 @@ def test_garbage_files_fail_cleanly_or_import_nothing_valid(tmp_path, text):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=30), st.lists(st.integers(), max_size=2)), min_size=1, max_size=3))
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.integers(), st.text(max_size=30), st.lists(st.integers(), max_size=2)),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_non_string_chains_are_invalid_not_crashes(tmp_path, values):
     data = {image.image_id: value for image, value in zip(IMAGES, values)}
     result = import_chains(write(tmp_path / "v.json", json.dumps(data)), IMAGES, PACS)

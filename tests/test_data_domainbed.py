@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from helpers_hub import make_domainbed_folder
 
+from helpers_hub import make_domainbed_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.domainbed import load_class_map, load_domain_map, resolve_benchmark_folder, scan_domainbed
 
@@ -90,7 +90,9 @@ def test_class_map_errors(tmp_path, pacs_root):
 
 def test_unknown_domain_folder_names_it_and_offers_a_domain_map(pacs_root, tmp_path):
     (pacs_root / "PACS" / "cartoon").rename(pacs_root / "PACS" / "comics")
-    with pytest.raises(ValueError, match="'comics'.*Valid domains: art_painting, cartoon, photo, sketch.*--domain-map FILE"):
+    with pytest.raises(
+        ValueError, match="'comics'.*Valid domains: art_painting, cartoon, photo, sketch.*--domain-map FILE"
+    ):
         scan_domainbed(PACS, pacs_root)
     domain_map = tmp_path / "domains.json"
     domain_map.write_text('{"comics": "cartoon"}')

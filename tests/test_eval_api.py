@@ -45,7 +45,14 @@ def test_scripted_api_baseline_counts_invalid_and_resumes(tmp_path):
     data[3] = b"broken file"
     transport = ScriptedTransport(_reply, script={0: [status(503)]})
     settings = api_settings("gpt-4o", "http://api.test/v1", retry=RetryPolicy(max_retries=2, base_delay=0.1))
-    args = (data, [s.label for s in sources], [s.domain for s in sources], [s.image_id for s in sources], PACS, settings)
+    args = (
+        data,
+        [s.label for s in sources],
+        [s.domain for s in sources],
+        [s.image_id for s in sources],
+        PACS,
+        settings,
+    )
     sleep = RecordedSleep()
     result = predict_api(*args, tmp_path / "store", http_client=transport.client(), sleep=sleep)
     assert len(transport.bodies) == 21 and len(sleep.waits) == 1  # 20 readable images + one retried 503
@@ -53,7 +60,11 @@ def test_scripted_api_baseline_counts_invalid_and_resumes(tmp_path):
     assert "n" not in body and body["temperature"] == 0.0 and body["model"] == "gpt-4o"  # n=1: the default, not sent
     assert result.unreadable == [3] and result.indices[3] == -1
     metrics = score_predictions(result, _as_rows(sources))
-    assert metrics["per_domain"] == {"art_painting": pytest.approx(6 / 7), "cartoon": 0.0, "photo": 0.0}  # 1 unreadable
+    assert metrics["per_domain"] == {
+        "art_painting": pytest.approx(6 / 7),
+        "cartoon": 0.0,
+        "photo": 0.0,
+    }  # 1 unreadable
     assert metrics["invalid_per_domain"] == {"art_painting": pytest.approx(1 / 7), "cartoon": 0.0, "photo": 1.0}
     assert metrics["unreadable"] == 1
     again = predict_api(*args, tmp_path / "store", http_client=transport.client(), sleep=sleep)
@@ -74,8 +85,17 @@ def served_model(tmp_path_factory):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     (tmp / "cache").mkdir()
     log = open(tmp / "serve.log", "wb")
-    command = [str(Path(sys.executable).with_name("transformers")), "serve", "--device", "cpu", "--host", "127.0.0.1",
-               "--port", str(port), str(tiny_model_dir())]
+    command = [
+        str(Path(sys.executable).with_name("transformers")),
+        "serve",
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        str(tiny_model_dir()),
+    ]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 120
@@ -99,7 +119,13 @@ def test_api_baseline_against_transformers_serve(served_model, tmp_path):
     digits = get_benchmark("rotdigits")
     settings = api_settings(str(tiny_model_dir()), served_model, max_tokens=6, concurrency=2)
     result = predict_api(
-        data, [s.label % 10 for s in sources], ["rot0"] * 4, [s.image_id for s in sources], digits, settings, tmp_path / "store"
+        data,
+        [s.label % 10 for s in sources],
+        ["rot0"] * 4,
+        [s.image_id for s in sources],
+        digits,
+        settings,
+        tmp_path / "store",
     )
     assert all(text for text in result.texts)
     model, processor = load_tiny()

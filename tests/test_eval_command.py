@@ -25,7 +25,9 @@ def folder(tmp_path_factory):
     broken = next(i for i, row in enumerate(items) if row["domain"] == "rot30") + 1
     items[broken]["image"] = {"bytes": b"this is not a png", "path": "broken.png"}
     fixed = type(data).from_list(items, features=data.features)
-    splits = {d: fixed.filter(lambda x, d=d: x == d, input_columns="domain") for d in get_benchmark("rotdigits").domains}
+    splits = {
+        d: fixed.filter(lambda x, d=d: x == d, input_columns="domain") for d in get_benchmark("rotdigits").domains
+    }
     write_config(out, "rotdigits", splits, "rotdigits")
     return out
 
@@ -36,7 +38,9 @@ def _eval(folder, *extra):
 
 def test_eval_an_adapter_writes_results(folder, tmp_path, capsys):
     output = tmp_path / "results.json"
-    assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot30", "rot60", "--output", str(output)) == 0
+    assert (
+        _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot30", "rot60", "--output", str(output)) == 0
+    )
     record = json.loads(output.read_text())
     metrics = record["metrics"]
     assert record["mode"] == "direct" and record["domains"] == ["rot30", "rot60"]
@@ -49,18 +53,41 @@ def test_eval_an_adapter_writes_results(folder, tmp_path, capsys):
 
 def test_eval_in_context_baseline(folder, tmp_path):
     output = tmp_path / "icl.json"
-    code = _eval(folder, "--model", str(tiny_model_dir()), "--domains", "rot90", "--icl-shots", "3", "--icl-demos",
-                 "balanced", "--mode", "direct-generate", "--max-new-tokens", "3", "--output", str(output))
+    code = _eval(
+        folder,
+        "--model",
+        str(tiny_model_dir()),
+        "--domains",
+        "rot90",
+        "--icl-shots",
+        "3",
+        "--icl-demos",
+        "balanced",
+        "--mode",
+        "direct-generate",
+        "--max-new-tokens",
+        "3",
+        "--output",
+        str(output),
+    )
     assert code == 0
     record = json.loads(output.read_text())
-    assert record["icl"] == {"shots": 3, "strategy": "balanced", "seed": 0, "train_domains": ["rot0", "rot30", "rot60"]}
+    assert record["icl"] == {
+        "shots": 3,
+        "strategy": "balanced",
+        "seed": 0,
+        "train_domains": ["rot0", "rot30", "rot60"],
+    }
     assert record["metrics"]["count_per_domain"] == {"rot90": 4}
 
 
 def test_bad_inputs_are_refused_with_what_to_do(folder, tmp_path, capsys):
     adapter = str(trained_adapter())
     assert _eval(folder, "--adapter", adapter, "--domains", "sketch") == 2
-    assert "Domain 'sketch' is not in the config 'rotdigits'. Its domains: rot0, rot30, rot60, rot90" in capsys.readouterr().err
+    assert (
+        "Domain 'sketch' is not in the config 'rotdigits'. Its domains: rot0, rot30, rot60, rot90"
+        in capsys.readouterr().err
+    )
     assert _eval(folder, "--model", str(tiny_model_dir()), "--domains", "rot0", "--icl-shots", "20") == 2
     assert "--icl-shots 20 is larger than the 12 demos available" in capsys.readouterr().err
     moved = adapter_copy(tmp_path / "moved")
@@ -86,13 +113,29 @@ def test_eval_samples_by_class_records_the_rows_and_writes_predictions_and_confu
     from rdmldg_hf.protocol import stratified_sample
 
     output = tmp_path / "out" / "results.json"
-    code = _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot30", "rot60", "--limit", "2",
-                 "--sample-seed", "1", "--confusion-matrix", "--output", str(output))
+    code = _eval(
+        folder,
+        "--adapter",
+        str(trained_adapter()),
+        "--domains",
+        "rot30",
+        "rot60",
+        "--limit",
+        "2",
+        "--sample-seed",
+        "1",
+        "--confusion-matrix",
+        "--output",
+        str(output),
+    )
     assert code == 0
     record = json.loads(output.read_text())
     assert record["rows"] == {
-        "part": "whole domain", "images_per_domain": {"rot30": 2, "rot60": 2}, "sample": "stratified by class",
-        "seed": 1, "of_images_per_domain": {"rot30": 4, "rot60": 4},
+        "part": "whole domain",
+        "images_per_domain": {"rot30": 2, "rot60": 2},
+        "sample": "stratified by class",
+        "seed": 1,
+        "of_images_per_domain": {"rot30": 4, "rot60": 4},
     }
     assert record["trained_domains_scored"] == ["rot60"]  # the adapter held out rot30 only
     data = load_dataset(str(folder), "rotdigits")
@@ -114,8 +157,22 @@ def test_eval_samples_by_class_records_the_rows_and_writes_predictions_and_confu
     assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot60", "--split", "out") == 2
     assert "the holdout fraction is 0 (the adapter trained on every image)" in capsys.readouterr().err
     output = tmp_path / "val.json"
-    assert _eval(folder, "--adapter", str(trained_adapter()), "--domains", "rot60", "--split", "out",
-                 "--holdout-fraction", "0.5", "--output", str(output)) == 0
+    assert (
+        _eval(
+            folder,
+            "--adapter",
+            str(trained_adapter()),
+            "--domains",
+            "rot60",
+            "--split",
+            "out",
+            "--holdout-fraction",
+            "0.5",
+            "--output",
+            str(output),
+        )
+        == 0
+    )
     record = json.loads(output.read_text())
     assert record["rows"] == {"part": "out part (validation)", "images_per_domain": {"rot60": 2}}
     assert record["holdout"] == {"holdout_fraction": 0.5, "holdout_seed": 0, "holdout_style": "hash"}

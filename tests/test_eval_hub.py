@@ -46,9 +46,15 @@ def pushed(request, tmp_path_factory):
 def test_push_commits_adapter_card_and_results(pushed):
     adapter, hub, record, _ = pushed
     assert hub.created == [{"repo_id": REPO, "private": True, "repo_type": "model"}]
-    (_, added, deleted), = hub.commits
+    ((_, added, deleted),) = hub.commits
     assert deleted == [] and added[-1] == "README.md"
-    assert {"adapter_model.safetensors", "adapter_config.json", "rdmldg_config.json", "results.json", "tokenizer.json"} <= set(added)
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "rdmldg_config.json",
+        "results.json",
+        "tokenizer.json",
+    } <= set(added)
     assert "training_args.bin" not in added
     repo = hub.repo(REPO)
     assert json.loads((repo / "adapter_config.json").read_text())["base_model_name_or_path"] == BASE_REPO
@@ -113,8 +119,12 @@ def test_missing_base_model_says_which_and_how_to_pass_it(tmp_path):
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(tmp_path / "gone")
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(BaseModelNotFound, match=r"base model '.*gone' of adapter .* Pass the base model yourself.*--model"):
+    with pytest.raises(
+        BaseModelNotFound, match=r"base model '.*gone' of adapter .* Pass the base model yourself.*--model"
+    ):
         DGClassifier.from_pretrained(adapter)
     assert DGClassifier.from_pretrained(adapter, model=tiny_model_dir()).classes[0] == "zero"
-    with pytest.raises(ValueError, match="a local path: others could not load it. Pass the base model's Hub id with --base-model"):
+    with pytest.raises(
+        ValueError, match="a local path: others could not load it. Pass the base model's Hub id with --base-model"
+    ):
         push_adapter(adapter, REPO)

@@ -41,8 +41,12 @@ def _settings(tmp_path: Path, data: Path) -> dict:
 def test_lodo_rows_selection_tables_and_resume(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     rows = tiny_rows(8)
-    write_config(data, "rotdigits", {d: rows.filter(lambda x, d=d: x == d, input_columns="domain")
-                                     for d in get_benchmark("rotdigits").domains}, "rotdigits")
+    write_config(
+        data,
+        "rotdigits",
+        {d: rows.filter(lambda x, d=d: x == d, input_columns="domain") for d in get_benchmark("rotdigits").domains},
+        "rotdigits",
+    )
     settings = _settings(tmp_path, data)
     config_file = tmp_path / "lodo.yaml"
     config_file.write_text(yaml.safe_dump(settings))

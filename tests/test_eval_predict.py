@@ -1,9 +1,9 @@
 """Prediction modes, the evaluate metric, in-context demos and the LODO split, on tiny models and rows."""
 
 import evaluate
-from datasets import Dataset, Image
 import pytest
 import torch
+from datasets import Dataset, Image
 
 from eval_support import load_tiny, png, rows
 from rdmldg_hf.benchmarks import get_benchmark
@@ -22,7 +22,9 @@ NAMES = DIGITS.class_names
 
 def test_metric_loads_offline_and_scores_per_domain():
     metric = evaluate.load(metric_path())
-    result = metric.compute(predictions=[1, -1, 2, 3, 0], references=[1, 0, 2, 1, 0], domains=["a", "a", "b", "b", "b"])
+    result = metric.compute(
+        predictions=[1, -1, 2, 3, 0], references=[1, 0, 2, 1, 0], domains=["a", "a", "b", "b", "b"]
+    )
     assert result["per_domain"] == {"a": 0.5, "b": pytest.approx(2 / 3)}
     assert result["mean_accuracy"] == pytest.approx((0.5 + 2 / 3) / 2)
     assert result["accuracy"] == pytest.approx(3 / 5)
@@ -45,7 +47,9 @@ def test_generating_modes_count_invalid_outputs_as_wrong():
     direct = predict(ScriptedBackend(lambda m, i: next(answers)), None, rows(5)["image"], NAMES, "direct-generate")
     assert direct.indices == [3, -1, 7, -1, -1] and direct.invalid == [1, 3, 4]
     assert direct.invalid_rate == pytest.approx(3 / 5)
-    chains = iter([render_chain("p", "c", "r", "f", "two"), "<CONCLUSION>nine", render_chain("p", "c", "r", "f", "nine")])
+    chains = iter(
+        [render_chain("p", "c", "r", "f", "two"), "<CONCLUSION>nine", render_chain("p", "c", "r", "f", "nine")]
+    )
     reasoning = predict(ScriptedBackend(lambda m, i: next(chains)), None, rows(3)["image"], NAMES, "reasoning")
     assert reasoning.indices == [2, -1, 9] and reasoning.texts[1] == "<CONCLUSION>nine"
 
@@ -88,7 +92,9 @@ def test_demo_strategies(strategy):
 def test_icl_prompts_hold_the_demos_then_the_test_image():
     pool = _pool()
     test = pool.select(range(2))
-    picked = select_demos(pool, test["domain"], test["image_id"], ["rot60", "rot90"], ICLSettings(2, "random"), "reasoning")
+    picked = select_demos(
+        pool, test["domain"], test["image_id"], ["rot60", "rot90"], ICLSettings(2, "random"), "reasoning"
+    )
     demos = build_demos(pool, picked, NAMES, "reasoning")
     seen = []
 

@@ -16,8 +16,12 @@ def _results(wall: float, last_stage: str = "round-1") -> dict:
         "chance": 0.1,
         "stages": [
             {"stage": "mtct", "relabel": None, "losses": {"train_runtime": 9.4}, "metrics": {"heldout_direct": 0.5}},
-            {"stage": last_stage, "relabel": relabel, "losses": {"train_runtime": 2.0},
-             "metrics": {"heldout_direct": 0.625, "heldout_reasoning": 0.25, "source_holdout_direct": 1.0}},
+            {
+                "stage": last_stage,
+                "relabel": relabel,
+                "losses": {"train_runtime": 2.0},
+                "metrics": {"heldout_direct": 0.625, "heldout_reasoning": 0.25, "source_holdout_direct": 1.0},
+            },
         ],
         "timing": {"wall_seconds": wall, "relabel_seconds": 4.0, "training_seconds": 11.4, "evaluation_seconds": 1.0},
     }

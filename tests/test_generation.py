@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
-from sarr_support import CLASSES, tiny_rows
 
 from rdmldg_hf.generation import (
     GenerationSettings,
@@ -18,6 +16,7 @@ from rdmldg_hf.generation import (
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
+from sarr_support import CLASSES, tiny_rows
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +105,12 @@ def test_sampling_gives_k_candidates_reproducibly(tiny, rows):
 def test_generation_restores_training_mode(tiny, rows):
     model, processor = tiny
     model.train()
-    generate(model, processor, [prompt_messages("reasoning", CLASSES)], [rows[0]["image"]], GenerationSettings(max_new_tokens=2))
+    generate(
+        model,
+        processor,
+        [prompt_messages("reasoning", CLASSES)],
+        [rows[0]["image"]],
+        GenerationSettings(max_new_tokens=2),
+    )
     assert model.training
     model.eval()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from datasets import load_dataset
-from helpers_hub import OlahServer, hub_endpoint, make_domainbed_folder, mirror_folder
 
+from helpers_hub import OlahServer, hub_endpoint, make_domainbed_folder, mirror_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.build import build_dataset
 
@@ -17,7 +17,9 @@ CLASSES = ("Alarm_Clock", "Backpack", "TV")
 def served(tmp_path_factory):
     """A fake OfficeHome folder built as config ``officehome``, mirrored and served by olah."""
     tmp = tmp_path_factory.mktemp("olah")
-    counts = make_domainbed_folder(tmp / "DomainBed", OFFICEHOME.folder, OFFICEHOME.domain_folders, CLASSES, per_class=2)
+    counts = make_domainbed_folder(
+        tmp / "DomainBed", OFFICEHOME.folder, OFFICEHOME.domain_folders, CLASSES, per_class=2
+    )
     built = tmp / "built"
     build_dataset("officehome", built, images=tmp / "DomainBed")
     mirror_folder(tmp / "mirrors", "datasets", REPO_ID, built)

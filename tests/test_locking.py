@@ -45,17 +45,39 @@ def folder(tmp_path):
 
 
 def build_arguments(folder: Path, out: Path, base_url: str, store: Path) -> list[str]:
-    return ["--benchmark", "pacs", "--images", str(folder), "--out", str(out), "--teacher", "gpt-4o",
-            "--base-url", base_url, "--candidates", "1", "--max-rounds", "0", "--concurrency", "1",
-            "--no-teacher-progress", "--teacher-store", str(store)]
+    return [
+        "--benchmark",
+        "pacs",
+        "--images",
+        str(folder),
+        "--out",
+        str(out),
+        "--teacher",
+        "gpt-4o",
+        "--base-url",
+        base_url,
+        "--candidates",
+        "1",
+        "--max-rounds",
+        "0",
+        "--concurrency",
+        "1",
+        "--no-teacher-progress",
+        "--teacher-store",
+        str(store),
+    ]
 
 
 def test_a_second_build_of_the_same_folder_or_store_refuses_and_the_first_finishes_as_alone(folder, tmp_path, capsys):
     out, store = tmp_path / "out", tmp_path / "store"
     with LoopbackServer(pixel_teacher(PACS), delay=0.6) as server:  # a slow teacher keeps the first build running
         arguments = build_arguments(folder, out, server.base_url, store)
-        first = subprocess.Popen([sys.executable, str(_BUILD_SCRIPT), *arguments],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = subprocess.Popen(
+            [sys.executable, str(_BUILD_SCRIPT), *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             wait_for(lambda: server.count >= 1, first, "its first teacher request")
             assert holder_pid(lock_path(out)) == first.pid
@@ -86,8 +108,9 @@ def test_a_build_killed_while_holding_the_lock_does_not_block_the_next(folder, t
     out, store = tmp_path / "out", tmp_path / "store"
     with LoopbackServer(pixel_teacher(PACS), delay=0.4) as server:
         arguments = build_arguments(folder, out, server.base_url, store)
-        sigkill_build_when(arguments, lambda: server.count >= 1 and holder_pid(lock_path(out)) is not None,
-                           "the lock is held")
+        sigkill_build_when(
+            arguments, lambda: server.count >= 1 and holder_pid(lock_path(out)) is not None, "the lock is held"
+        )
         assert holder_pid(lock_path(out)) is not None  # the dead holder's pid is still written there
         server.delay = 0
         assert main(["build", *arguments]) == 0
@@ -101,15 +124,27 @@ def test_sarr_and_lodo_refuse_an_output_folder_another_process_writes(tmp_path):
 
     sarr_out, lodo_out = tmp_path / "sarr", tmp_path / "lodo"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom rdmldg_hf.locking import FolderLock\n"
-         "locks = [FolderLock(path).acquire() for path in sys.argv[1:]]\nprint('held', flush=True)\ntime.sleep(60)",
-         str(sarr_out), str(lodo_out)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom rdmldg_hf.locking import FolderLock\n"
+            "locks = [FolderLock(path).acquire() for path in sys.argv[1:]]\nprint('held', flush=True)\ntime.sleep(60)",
+            str(sarr_out),
+            str(lodo_out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        args = SARRConfig(output_dir=str(sarr_out), num_rounds=1, report_to="none", bf16=False,
-                          activation_checkpointing=False, save_strategy="no")
+        args = SARRConfig(
+            output_dir=str(sarr_out),
+            num_rounds=1,
+            report_to="none",
+            bf16=False,
+            activation_checkpointing=False,
+            save_strategy="no",
+        )
         busy = rf"is being written by another process \(pid {holder.pid}"
         with pytest.raises(FolderBusyError, match=rf"{sarr_out} {busy}"):
             SARRTrainer(None, args, tiny_rows(2), None)

@@ -79,13 +79,15 @@ def test_tokenizer_class_names_and_template(tiny):
         {"role": "user", "content": [{"type": "text", "text": "q"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "seven"}]},
     ]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     answer = [t for t, m in zip(rendered["input_ids"], rendered["assistant_masks"]) if m]
     assert tokenizer.decode(answer) == "seven" + tokenizer.eos_token
     prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     turn_end = "\n" if architecture in CHATML else ""
-    assert full.startswith(prompt) and full[len(prompt):] == "seven" + tokenizer.eos_token + turn_end
+    assert full.startswith(prompt) and full[len(prompt) :] == "seven" + tokenizer.eos_token + turn_end
     if architecture in CHATML:
         assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
 
@@ -142,7 +144,7 @@ def test_unknown_architecture_and_preset(tmp_path):
 
 @pytest.mark.parametrize("architecture", ["qwen2_vl", "qwen2_5_vl", "internvl"])
 def test_processor_registration(tmp_path, architecture):
-    """Without the registration a no-video processor's folder loads as a bare tokenizer; with it, the real processor."""
+    """Without the registration a no-video processor's folder loads as a bare tokenizer; with it, its processor."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
     from rdmldg_hf.models import register_processors
@@ -170,10 +172,22 @@ def test_llava_around_a_pretrained_language_model():
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(["a small text model", "seven eight nine"], trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    raw.train_from_iterator(
+        ["a small text model", "seven eight nine"],
+        trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw)
     torch.manual_seed(0)
-    text = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, tie_word_embeddings=True))
+    text = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     original = {k: v.clone() for k, v in text.model.state_dict().items()}
     model, processor = llava_from_language_model(text, tokenizer, preset="test")
     assert isinstance(processor, LlavaProcessor) and processor.tokenizer.eos_token == "<|end|>"
@@ -182,5 +196,9 @@ def test_llava_around_a_pretrained_language_model():
     torch.testing.assert_close(kept["embed_tokens.weight"][:vocab], original["embed_tokens.weight"])
     torch.testing.assert_close(kept["layers.1.mlp.down_proj.weight"], original["layers.1.mlp.down_proj.weight"])
     messages = training_example("classification", ["seven", "eight"], "seven")
-    batch = processor(images=[_image()], text=[processor.apply_chat_template(messages["prompt"] + messages["completion"], tokenize=False)], return_tensors="pt")
+    batch = processor(
+        images=[_image()],
+        text=[processor.apply_chat_template(messages["prompt"] + messages["completion"], tokenize=False)],
+        return_tensors="pt",
+    )
     assert model(**batch).logits.shape[-1] == len(processor.tokenizer)

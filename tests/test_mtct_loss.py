@@ -1,9 +1,9 @@
-"""The MTCT loss equals a hand computation from the model's logits (METHOD.md section 4)."""
+"""The MTCT loss equals a hand computation from the model's logits (the paper's loss, arXiv 2602.23777)."""
 
 import pytest
 import torch
-from mtct_support import config, load_tiny, tiny_dataset
 
+from mtct_support import config, load_tiny, tiny_dataset
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING
 from rdmldg_hf.trainers import MTCTTrainer, mtct_loss
 from rdmldg_hf.trainers.losses import NamedSums, loss_metrics
@@ -85,7 +85,9 @@ def test_loss_equals_hand_computation(tmp_path, mode, normalization, weights):
     w_cls, w_reason = weights.get("cls_weight", 1.0), weights.get("reasoning_weight", 1.0)
     expected = _paper_loss(rows, B, normalization, w_cls, w_reason)
     if REASONING in tasks:  # the batch tells the two normalisations apart
-        other = _paper_loss(rows, B, "per_token" if normalization == "per_sequence" else "per_sequence", w_cls, w_reason)
+        other = _paper_loss(
+            rows, B, "per_token" if normalization == "per_sequence" else "per_sequence", w_cls, w_reason
+        )
         assert abs(other - expected) > 1e-4 * expected
     normalizer = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
     trainer.model.train()
@@ -103,7 +105,9 @@ def test_accumulated_micro_batches_sum_to_the_global_batch_loss(tmp_path):
         first, second = _batch(trainer, 0, 2), _batch(trainer, 2, 2)
         normalizer = trainer._get_num_items_in_batch([first, second], torch.device("cpu"))
         assert normalizer[0].item() == 4
-        total = sum(trainer.compute_loss(trainer.model, dict(b), num_items_in_batch=normalizer) for b in (first, second))
+        total = sum(
+            trainer.compute_loss(trainer.model, dict(b), num_items_in_batch=normalizer) for b in (first, second)
+        )
         rows = _hand_terms(trainer.model, first) + _hand_terms(trainer.model, second)
         assert total.item() == pytest.approx(_paper_loss(rows, 4, normalization), rel=1e-6)
 
@@ -134,10 +138,16 @@ def test_logged_loss_parts_by_name():
     for _ in range(2):  # two logging steps' worth: sums add up, the metrics are unchanged
         sums.add(result.stats(top1, mask, entropy=torch.full((3, 4), 0.5)))
     metrics = loss_metrics(sums.totals())
-    assert metrics == pytest.approx({
-        "cls_loss": 3.0, "reasoning_loss": (4 / 4 + 4 / 2) / 2, "cls_token_accuracy": 1 / 2,
-        "reasoning_token_accuracy": 3 / 6, "mean_token_accuracy": 4 / 8, "entropy": 0.5,
-    })
+    assert metrics == pytest.approx(
+        {
+            "cls_loss": 3.0,
+            "reasoning_loss": (4 / 4 + 4 / 2) / 2,
+            "cls_token_accuracy": 1 / 2,
+            "reasoning_token_accuracy": 3 / 6,
+            "mean_token_accuracy": 4 / 8,
+            "entropy": 0.5,
+        }
+    )
     sums.reset()
     sums.add(mtct_loss(log_probs[1:], mask[1:], task[1:], torch.tensor([1.0, 2.0, 6.0])).stats())
     assert "cls_loss" not in loss_metrics(sums.totals()) and "cls_token_accuracy" not in loss_metrics(sums.totals())

@@ -21,7 +21,15 @@ def test_labels_cover_exactly_the_answers(tmp_path, architecture):
     image_token = tokenizer.convert_tokens_to_ids(processor.image_token)
     labels, input_ids = batch["labels"], batch["input_ids"]
     assert batch["mtct_num_units"].item() == 4
-    assert batch["mtct_task"].tolist() == [CLASSIFICATION, REASONING, CLASSIFICATION, CLASSIFICATION, REASONING, CLASSIFICATION, REASONING]
+    assert batch["mtct_task"].tolist() == [
+        CLASSIFICATION,
+        REASONING,
+        CLASSIFICATION,
+        CLASSIFICATION,
+        REASONING,
+        CLASSIFICATION,
+        REASONING,
+    ]
     generation_prompt, _ = template_parts(processor, "x")
     for row in range(labels.shape[0]):
         kept = labels[row] != -100

@@ -37,9 +37,23 @@ def test_two_processes_match_one(tmp_path):
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     two, two_weights = _run(
         [
-            accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-            str(SCRIPT), model_dir, str(tmp_path / "two"), "4",
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            str(SCRIPT),
+            model_dir,
+            str(tmp_path / "two"),
+            "4",
         ],
         tmp_path / "two",
     )

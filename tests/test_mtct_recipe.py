@@ -54,12 +54,38 @@ def test_run_without_checkpoints_writes_the_loss_log_the_analysis_reads(script_a
     out = tmp_path / "run"
     script, args, model = TrlParser((script_arguments, MTCTConfig, ModelConfig)).parse_args_and_config(
         args=[
-            "--dataset_name", str(dataset_dir()), "--dataset_config", "rotdigits",
-            "--model_name_or_path", str(tiny_model_dir()), "--output_dir", str(out),
-            "--test_domain", "rot30", "--holdout_fraction", "0", "--max_steps", "2", "--logging_steps", "1",
-            "--per_device_train_batch_size", "4", "--save_strategy", "no", "--eval_strategy", "no",
-            "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
-            "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+            "--dataset_name",
+            str(dataset_dir()),
+            "--dataset_config",
+            "rotdigits",
+            "--model_name_or_path",
+            str(tiny_model_dir()),
+            "--output_dir",
+            str(out),
+            "--test_domain",
+            "rot30",
+            "--holdout_fraction",
+            "0",
+            "--max_steps",
+            "2",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--bf16",
+            "false",
+            "--activation_checkpointing",
+            "false",
+            "--report_to",
+            "none",
+            "--dataloader_num_workers",
+            "0",
+            "--disable_tqdm",
+            "true",
         ]
     )
     runpy.run_path(str(RECIPES / "mtct.py"), run_name="mtct_recipe")["main"](script, args, model)
@@ -83,7 +109,9 @@ def test_rdmldg_train_runs_a_method_from_a_yaml_with_the_split_made_before_train
     run = RunConfig.load(out)
     assert run.test_domain == "rot60" and run.domains == ["rot0", "rot30", "rot90"]
     assert {k: run.settings[k] for k in ("holdout_fraction", "holdout_seed", "holdout_style")} == {
-        "holdout_fraction": 0.34, "holdout_seed": 0, "holdout_style": "domainbed",
+        "holdout_fraction": 0.34,
+        "holdout_seed": 0,
+        "holdout_style": "domainbed",
     }
     assert run.settings["images"] == 3 * 4  # 6 images per domain, int(6 * 0.34) = 2 held out of each
     assert set(TRAINING_METHODS) == set(train_command.METHODS)

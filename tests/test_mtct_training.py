@@ -14,13 +14,23 @@ from rdmldg_hf.trainers import MTCTTrainer
 def _train(tmp_path, peft_config=None, architecture="llava", **overrides):
     model, processor = load_tiny(architecture)
     args = config(
-        tmp_path, max_steps=12, per_device_train_batch_size=8, learning_rate=5e-3, logging_steps=4,
-        eval_strategy="no", **overrides,
+        tmp_path,
+        max_steps=12,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        logging_steps=4,
+        eval_strategy="no",
+        **overrides,
     )
     splits = lodo_split(tiny_dataset(32), "rot30", holdout_fraction=0.25)
     trainer = MTCTTrainer(
-        model, args=args, train_dataset=splits.train, eval_dataset=splits.validation, processing_class=processor,
-        peft_config=peft_config, split_record=splits.record(),
+        model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=processor,
+        peft_config=peft_config,
+        split_record=splits.record(),
     )
     trainer.train()
     return trainer
@@ -86,8 +96,12 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
     for batch, accumulation in ((8, 1), (4, 2)):
         model, processor = load_tiny()
         args = config(
-            tmp_path / f"b{batch}", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-            max_grad_norm=0.0, optim="sgd", learning_rate=0.1,
+            tmp_path / f"b{batch}",
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_grad_norm=0.0,
+            optim="sgd",
+            learning_rate=0.1,
         )
         trainer = MTCTTrainer(model, args=args, train_dataset=tiny_dataset(16), processing_class=processor)
         trainer.train()
@@ -105,7 +119,10 @@ def test_the_trainer_trains_and_evaluates_on_the_rows_it_is_given(tmp_path):
     model, processor = load_tiny()
     rows = tiny_dataset(12)
     trainer = MTCTTrainer(
-        model, args=config(tmp_path), train_dataset=rows, eval_dataset=tiny_dataset(5, seed=1),
+        model,
+        args=config(tmp_path),
+        train_dataset=rows,
+        eval_dataset=tiny_dataset(5, seed=1),
         processing_class=processor,
     )
     assert len(trainer.train_dataset) == 12 and len(trainer.eval_dataset) == 5

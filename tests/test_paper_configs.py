@@ -166,10 +166,28 @@ def test_paper_config_runs_with_a_tiny_model_of_its_architecture(
     assert AutoConfig.from_pretrained(model_dir).model_type == architecture  # the checkpoint's model_type
     out = tmp_path / "out"
     overrides = [
-        "--model_name_or_path", str(model_dir), "--tiny_model", architecture, "--dataset_name", str(officehome_dir),
-        "--dataset_config", "officehome", "--test_domain", "art", "--dtype", "float32", "--bf16", "false",
-        "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
-        "--output_dir", str(out),
+        "--model_name_or_path",
+        str(model_dir),
+        "--tiny_model",
+        architecture,
+        "--dataset_name",
+        str(officehome_dir),
+        "--dataset_config",
+        "officehome",
+        "--test_domain",
+        "art",
+        "--dtype",
+        "float32",
+        "--bf16",
+        "false",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--output_dir",
+        str(out),
     ]
     if recipe == "sarr":
         overrides += ["--num_rounds", "1", "--relabel_max_new_tokens", "48"]

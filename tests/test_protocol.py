@@ -173,8 +173,13 @@ def test_a_split_records_how_it_was_made_and_may_hold_out_no_domain(tmp_path):
     by_domain = rows.to_pandas().groupby("domain").size().to_dict()
     split = lodo_split(rows, "sketch", 0.25, 3, holdout_style="domainbed", test_split="in")
     assert split.record() == {
-        "test_domain": "sketch", "holdout_fraction": 0.25, "holdout_seed": 3, "holdout_style": "domainbed",
-        "test_split": "in", "max_train_images_per_domain": None, "sample_seed": 0,
+        "test_domain": "sketch",
+        "holdout_fraction": 0.25,
+        "holdout_seed": 3,
+        "holdout_style": "domainbed",
+        "test_split": "in",
+        "max_train_images_per_domain": None,
+        "sample_seed": 0,
     }
     assert "sketch" not in set(split.train["domain"]) | set(split.validation["domain"])
     everything = lodo_split(rows, None, 0.25)  # no held-out domain: every domain trains, nothing is tested
@@ -185,10 +190,22 @@ def test_a_split_records_how_it_was_made_and_may_hold_out_no_domain(tmp_path):
 
 
 def test_lodo_config_reads_its_sections_and_steps_from_the_command_line(tmp_path):
-    (config,) = parse_recipe_args((LodoConfig,), [
-        "--dataset_name", "data", "--model_name_or_path", "m", "--select_every", "5",
-        "--training", '{"max_steps": 3}', "--sarr", '{"num_rounds": 2}', "--overwrite",
-    ])
+    (config,) = parse_recipe_args(
+        (LodoConfig,),
+        [
+            "--dataset_name",
+            "data",
+            "--model_name_or_path",
+            "m",
+            "--select_every",
+            "5",
+            "--training",
+            '{"max_steps": 3}',
+            "--sarr",
+            '{"num_rounds": 2}',
+            "--overwrite",
+        ],
+    )
     assert (config.dataset_name, config.model_name_or_path, config.dataset_config) == ("data", "m", "rotdigits")
     assert config.select_every == 5 and config.training == {"max_steps": 3} and config.sarr == {"num_rounds": 2}
     assert config.overwrite and "overwrite" not in config.fingerprint() and config.tiny_sizes == {}

@@ -29,10 +29,22 @@ from rdmldg_hf.trainers.relabel import build_round_dataset, relabel
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # How teachers write some classes; each must resolve to the class (folder name) on the right.
 TEACHER_SPELLINGS = {
-    "officehome": {"Flip-flops": "Flipflops", "tooth brush": "ToothBrush", "Television": "TV", "post-it notes":
-                   "Postit_Notes", "pushpin": "Push_Pin", "Trashcan": "Trash_Can", "LAMPSHADE": "Lamp_Shade"},
-    "domainnet": {"Eiffel Tower": "The_Eiffel_Tower", "T-Shirt": "t-shirt", "teddy bear": "teddy-bear",
-                  "flip-flops": "flip_flops", "the great wall of china": "The_Great_Wall_of_China"},
+    "officehome": {
+        "Flip-flops": "Flipflops",
+        "tooth brush": "ToothBrush",
+        "Television": "TV",
+        "post-it notes": "Postit_Notes",
+        "pushpin": "Push_Pin",
+        "Trashcan": "Trash_Can",
+        "LAMPSHADE": "Lamp_Shade",
+    },
+    "domainnet": {
+        "Eiffel Tower": "The_Eiffel_Tower",
+        "T-Shirt": "t-shirt",
+        "teddy bear": "teddy-bear",
+        "flip-flops": "flip_flops",
+        "the great wall of china": "The_Great_Wall_of_China",
+    },
 }
 
 
@@ -65,12 +77,21 @@ def _rows(benchmark) -> Dataset:
     for index, name in enumerate(benchmark.class_names):
         encoded = io.BytesIO()
         _image(index).save(encoded, format="PNG")
-        rows.append({
-            "image": {"bytes": encoded.getvalue(), "path": None}, "label": index,
-            "domain": benchmark.domains[index % len(benchmark.domains)], "image_id": f"{index:05d}.png",
-            "reasoning": chain_about(name), "chain_source": "teacher", "prompt_version": None, "num_candidates": None,
-            "num_valid": None, "num_correct": None, "rejection_reasons": [],
-        })
+        rows.append(
+            {
+                "image": {"bytes": encoded.getvalue(), "path": None},
+                "label": index,
+                "domain": benchmark.domains[index % len(benchmark.domains)],
+                "image_id": f"{index:05d}.png",
+                "reasoning": chain_about(name),
+                "chain_source": "teacher",
+                "prompt_version": None,
+                "num_candidates": None,
+                "num_valid": None,
+                "num_correct": None,
+                "rejection_reasons": [],
+            }
+        )
     return Dataset.from_list(rows, features=dataset_features(benchmark))
 
 
@@ -138,21 +159,62 @@ def test_officehome_folder_to_held_out_evaluation(internvl_dir, tmp_path):
 
     out = tmp_path / "mtct"
     mtct = runpy.run_path(str(RECIPES / "mtct.py"), run_name="mtct_recipe")
-    mtct["main"](*mtct["parse_args"]([
-        "--model_name_or_path", str(internvl_dir), "--dataset_name", str(data), "--dataset_config", "officehome",
-        "--test_domain", "art", "--use_peft", "true", "--lora_r", "4", "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--bf16", "false", "--activation_checkpointing", "false",
-        "--save_strategy", "no", "--report_to", "none", "--output_dir", str(out),
-    ]))
+    mtct["main"](
+        *mtct["parse_args"](
+            [
+                "--model_name_or_path",
+                str(internvl_dir),
+                "--dataset_name",
+                str(data),
+                "--dataset_config",
+                "officehome",
+                "--test_domain",
+                "art",
+                "--use_peft",
+                "true",
+                "--lora_r",
+                "4",
+                "--max_steps",
+                "2",
+                "--per_device_train_batch_size",
+                "2",
+                "--bf16",
+                "false",
+                "--activation_checkpointing",
+                "false",
+                "--save_strategy",
+                "no",
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(out),
+            ]
+        )
+    )
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
 
     held_out_labels = sorted([OFFICEHOME.classes.index(c) for c in DOMAIN_CLASSES["Art"]] * IMAGES_PER_CLASS)
     for mode in ("direct", "reasoning"):
         results = tmp_path / f"eval-{mode}.json"
-        code = rdmldg_main([
-            "eval", "--adapter", str(out), "--dataset", str(data), "--config", "officehome", "--domains", "art",
-            "--mode", mode, "--max-new-tokens", "12", "--output", str(results),
-        ])
+        code = rdmldg_main(
+            [
+                "eval",
+                "--adapter",
+                str(out),
+                "--dataset",
+                str(data),
+                "--config",
+                "officehome",
+                "--domains",
+                "art",
+                "--mode",
+                mode,
+                "--max-new-tokens",
+                "12",
+                "--output",
+                str(results),
+            ]
+        )
         assert code == 0
         metrics = json.loads(results.read_text())["metrics"]
         assert metrics["count_per_domain"] == {"art": 4} and 0 <= metrics["per_domain"]["art"] <= 1

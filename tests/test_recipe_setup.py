@@ -50,8 +50,16 @@ def test_every_model_config_field_is_honoured_or_refused():
 
 def test_fields_reach_the_loaded_model_and_its_lora_config():
     model, _, lora = load_model_for_training(
-        _model_args(dtype="bfloat16", attn_implementation="eager", use_peft=True, lora_r=4, lora_alpha=5,
-                    lora_dropout=0.0, lora_modules_to_save=["multi_modal_projector"], use_rslora=True)
+        _model_args(
+            dtype="bfloat16",
+            attn_implementation="eager",
+            use_peft=True,
+            lora_r=4,
+            lora_alpha=5,
+            lora_dropout=0.0,
+            lora_modules_to_save=["multi_modal_projector"],
+            use_rslora=True,
+        )
     )
     assert model.dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.use_rslora, lora.use_dora) == (4, 5, 0.0, True, False)
@@ -78,8 +86,14 @@ def test_quantized_loading_without_bitsandbytes_or_gpu_stops_before_loading(opti
 def test_quantization_follows_the_model_config_as_in_trl(monkeypatch):
     monkeypatch.setattr(import_utils, "is_bitsandbytes_available", lambda: True)
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
-    args = _model_args(use_peft=True, load_in_4bit=True, dtype="bfloat16", bnb_4bit_quant_type="fp4",
-                       use_bnb_nested_quant=True, bnb_4bit_quant_storage="bfloat16")
+    args = _model_args(
+        use_peft=True,
+        load_in_4bit=True,
+        dtype="bfloat16",
+        bnb_4bit_quant_type="fp4",
+        use_bnb_nested_quant=True,
+        bnb_4bit_quant_storage="bfloat16",
+    )
     check_model_config(args)
     kwargs = model_loading_kwargs(args)
     quantization = kwargs["quantization_config"]

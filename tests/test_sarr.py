@@ -25,8 +25,9 @@ def split(rows):
 
 
 def sarr(model, processor, split, args, **kwargs) -> SARRTrainer:
-    return SARRTrainer(model, args, train_dataset=split.train, processing_class=processor,
-                       split_record=split.record(), **kwargs)
+    return SARRTrainer(
+        model, args, train_dataset=split.train, processing_class=processor, split_record=split.record(), **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,18 @@ def model_dir(tmp_path_factory):
 
 def config(out, **overrides) -> SARRConfig:
     settings = dict(
-        output_dir=str(out), num_rounds=1, max_steps=2, per_device_train_batch_size=4,
-        relabel_batch_size=4, relabel_max_new_tokens=8, save_strategy="no", report_to="none",
-        activation_checkpointing=False, bf16=False, disable_tqdm=True, logging_steps=1,
+        output_dir=str(out),
+        num_rounds=1,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        relabel_batch_size=4,
+        relabel_max_new_tokens=8,
+        save_strategy="no",
+        report_to="none",
+        activation_checkpointing=False,
+        bf16=False,
+        disable_tqdm=True,
+        logging_steps=1,
     )
     settings.update(overrides)
     return SARRConfig(**settings)
@@ -73,7 +83,11 @@ def test_scripted_round_trains_on_the_kept_chains_and_refuses_another_run(tmp_pa
     backend = ScriptedBackend(scripted_reply(rows, replies))
     calls = []
     trainer = sarr(
-        model, processor, split, config(tmp_path, fallback="drop"), backend=backend,
+        model,
+        processor,
+        split,
+        config(tmp_path, fallback="drop"),
+        backend=backend,
         stage_callback=lambda stage, m: calls.append(stage) or {"seen": stage},
     )
     assert len(trainer.train_dataset) == 12 and trainer.eval_dataset is None
@@ -110,8 +124,12 @@ def test_scripted_round_trains_on_the_kept_chains_and_refuses_another_run(tmp_pa
 def test_restart_rounds_with_a_fresh_adapter(tmp_path, split, model_dir):
     model, processor = load_model_and_processor(model_dir)
     trainer = sarr(
-        model, processor, split, config(tmp_path, round_init="restart", mtct_stage=False, num_rounds=2),
-        peft_config=default_lora_config(r=2), backend=ScriptedBackend(lambda m, i: "no chain"),
+        model,
+        processor,
+        split,
+        config(tmp_path, round_init="restart", mtct_stage=False, num_rounds=2),
+        peft_config=default_lora_config(r=2),
+        backend=ScriptedBackend(lambda m, i: "no chain"),
     )
     results = trainer.train()
     assert [r.name for r in results] == ["round-1", "round-2"]

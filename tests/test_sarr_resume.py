@@ -99,8 +99,19 @@ def test_two_process_relabel_equals_one_process(tmp_path, model_dir):
     single = run(str(tmp_path / "one"), model_dir, "--relabel-only")
     assert single.returncode == 0, single.stderr[-3000:]
     accelerate = [
-        shutil.which("accelerate") or "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        shutil.which("accelerate") or "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
     ]
     double = run(str(tmp_path / "two"), model_dir, "--relabel-only", launcher=accelerate)
     assert double.returncode == 0, double.stderr[-3000:]

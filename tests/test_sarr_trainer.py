@@ -66,9 +66,21 @@ def model_dir(tmp_path_factory):
 
 def sarr_config(out, **overrides) -> SARRConfig:
     settings = dict(
-        output_dir=str(out), num_rounds=3, push_to_hub=True, hub_model_id=REPO, max_steps=2, logging_steps=1,
-        per_device_train_batch_size=8, relabel_batch_size=16, relabel_max_new_tokens=4, save_strategy="steps",
-        save_steps=2, report_to="none", activation_checkpointing=False, bf16=False, disable_tqdm=True,
+        output_dir=str(out),
+        num_rounds=3,
+        push_to_hub=True,
+        hub_model_id=REPO,
+        max_steps=2,
+        logging_steps=1,
+        per_device_train_batch_size=8,
+        relabel_batch_size=16,
+        relabel_max_new_tokens=4,
+        save_strategy="steps",
+        save_steps=2,
+        report_to="none",
+        activation_checkpointing=False,
+        bf16=False,
+        disable_tqdm=True,
     )
     settings.update(overrides)
     return SARRConfig(**settings)
@@ -81,9 +93,14 @@ def test_the_issue_example_trains_logs_one_stream_resumes_and_pushes(tmp_path, m
     model, processor = load_model_and_processor(model_dir)
     recorder = Recorder()
     trainer = SARRTrainer(
-        model=model, args=sarr_config(tmp_path / "out", report_to=["rdmldg-test-reporter"]),
-        train_dataset=splits.train, eval_dataset=splits.validation, processing_class=processor,
-        peft_config=default_lora_config(r=2), split_record=splits.record(), callbacks=[recorder, StepsOnly],
+        model=model,
+        args=sarr_config(tmp_path / "out", report_to=["rdmldg-test-reporter"]),
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=processor,
+        peft_config=default_lora_config(r=2),
+        split_record=splits.record(),
+        callbacks=[recorder, StepsOnly],
     )
     with pytest.raises(ValueError, match="call train"):
         trainer.push_to_hub()
@@ -96,7 +113,7 @@ def test_the_issue_example_trains_logs_one_stream_resumes_and_pushes(tmp_path, m
     training = [(step, logs["round"]) for step, logs in recorder.logs if "loss" in logs]
     assert training == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2), (7, 3), (8, 3)]
     assert [entry["step"] for entry in trainer.state.log_history if "loss" in entry] == list(range(1, 9))
-    reporter, = Reporter.made  # report_to: one integration for the whole run, fed every stage's logs
+    (reporter,) = Reporter.made  # report_to: one integration for the whole run, fed every stage's logs
     assert reporter.trainings == len(STAGES) and reporter.steps == steps
     stage_log = json.loads((tmp_path / "out" / "stages" / "round-1" / "trainer_state.json").read_text())["log_history"]
     assert [(e["step"], e["round"]) for e in stage_log if "loss" in e] == [(1, 1), (2, 1)]  # a round is one curve
@@ -109,8 +126,13 @@ def test_the_issue_example_trains_logs_one_stream_resumes_and_pushes(tmp_path, m
     # Resumable: a finished run is read back, nothing retrained; a bad checkpoint path is refused.
     model, processor = load_model_and_processor(model_dir)  # the same command again, in a new process
     again = SARRTrainer(
-        model=model, args=sarr_config(tmp_path / "out"), train_dataset=splits.train, eval_dataset=splits.validation,
-        processing_class=processor, peft_config=default_lora_config(r=2), split_record=splits.record(),
+        model=model,
+        args=sarr_config(tmp_path / "out"),
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=processor,
+        peft_config=default_lora_config(r=2),
+        split_record=splits.record(),
     )
     with pytest.raises(ValueError, match=r"not a stage checkpoint of this run; expected .*/<stage>/checkpoint-<N>"):
         again.train(resume_from_checkpoint=str(tmp_path / "elsewhere" / "checkpoint-2"))
@@ -119,7 +141,10 @@ def test_the_issue_example_trains_logs_one_stream_resumes_and_pushes(tmp_path, m
     state = json.loads((tmp_path / "out" / "sarr_state.json").read_text())
     assert sum(e["event"] == "done recorded" for e in state["events"]) == len(STAGES)
     fresh = SARRTrainer(
-        model=model, args=sarr_config(tmp_path / "fresh"), train_dataset=splits.train, processing_class=processor,
+        model=model,
+        args=sarr_config(tmp_path / "fresh"),
+        train_dataset=splits.train,
+        processing_class=processor,
     )
     with pytest.raises(ValueError, match="holds no SARR run to resume"):
         fresh.train(resume_from_checkpoint=True)

@@ -21,8 +21,13 @@ REASONING_MODEL = ("max_tokens", "temperature", "top_p", "n")  # what OpenAI's o
 
 
 def settings(base_url: str, **sampling) -> TeacherSettings:
-    return TeacherSettings(sampling=SamplingSettings(model="o4-mini", candidates=3, image_max_side=32, **sampling),
-                           base_url=base_url, max_rounds=0, concurrency=1, progress=False)
+    return TeacherSettings(
+        sampling=SamplingSettings(model="o4-mini", candidates=3, image_max_side=32, **sampling),
+        base_url=base_url,
+        max_rounds=0,
+        concurrency=1,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +85,38 @@ def test_a_server_refusing_both_token_fields_stops_the_run(seven, tmp_path):
 
 
 def test_any_other_400_stops_the_build_at_once_with_the_servers_message(folder, tmp_path, capsys):
-    refused = Scripted(400, {"error": {"message": "Invalid model 'o9'. Use one of the models listed at /v1/models.",
-                                       "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+    refused = Scripted(
+        400,
+        {
+            "error": {
+                "message": "Invalid model 'o9'. Use one of the models listed at /v1/models.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found",
+            }
+        },
+    )
     with LoopbackServer(lambda body: refused) as server:
-        code = main(["build", "--benchmark", "pacs", "--images", str(folder[0]),
-                     "--out", str(tmp_path / "out"), "--teacher", "o9", "--base-url", server.base_url,
-                     "--max-rounds", "0", "--concurrency", "1", "--no-teacher-progress"])
+        code = main(
+            [
+                "build",
+                "--benchmark",
+                "pacs",
+                "--images",
+                str(folder[0]),
+                "--out",
+                str(tmp_path / "out"),
+                "--teacher",
+                "o9",
+                "--base-url",
+                server.base_url,
+                "--max-rounds",
+                "0",
+                "--concurrency",
+                "1",
+                "--no-teacher-progress",
+            ]
+        )
         assert server.count == 1  # not one refused request per image
     assert code == 2
     error = capsys.readouterr().err
@@ -98,8 +129,16 @@ def test_batch_mode_adapts_to_the_refusals_inside_the_output_file(seven, tmp_pat
         await asyncio.sleep(0)
 
     with LoopbackBatchServer(pixel_teacher(PACS), refuse=("max_tokens", "temperature")) as server:
-        chains, report = generate_chains_batch(seven, PACS, settings(server.base_url), tmp_path / "store",
-                                               limits=BatchLimits(), wait=True, poll_interval=0, sleep=no_wait)
+        chains, report = generate_chains_batch(
+            seven,
+            PACS,
+            settings(server.base_url),
+            tmp_path / "store",
+            limits=BatchLimits(),
+            wait=True,
+            poll_interval=0,
+            sleep=no_wait,
+        )
         uploads = [[json.loads(line)["body"] for line in upload.splitlines()] for upload in server.uploads]
     assert report.adapted_requests == 7 and report.refusals == [] and len(uploads) == 2
     assert all(body["temperature"] == 0.7 for body in uploads[0])
@@ -109,12 +148,28 @@ def test_batch_mode_adapts_to_the_refusals_inside_the_output_file(seven, tmp_pat
 
 
 def test_batch_mode_stops_on_a_refusal_no_adaptation_fixes(seven, tmp_path):
-    refused = Scripted(400, {"error": {"message": "Invalid image data.", "type": "invalid_request_error",
-                                       "param": "messages", "code": "invalid_image"}})
+    refused = Scripted(
+        400,
+        {
+            "error": {
+                "message": "Invalid image data.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "invalid_image",
+            }
+        },
+    )
     with LoopbackBatchServer(lambda body: refused) as server:
         with pytest.raises(RequestRefused, match="refused 7 batch request.*Invalid image data"):
-            generate_chains_batch(seven, PACS, settings(server.base_url), tmp_path / "store",
-                                  limits=BatchLimits(), wait=True, poll_interval=0)
+            generate_chains_batch(
+                seven,
+                PACS,
+                settings(server.base_url),
+                tmp_path / "store",
+                limits=BatchLimits(),
+                wait=True,
+                poll_interval=0,
+            )
         assert len(server.batches) == 1
 
 
@@ -128,15 +183,21 @@ def test_reasoning_effort_is_sent_and_keys_the_store_only_when_set(seven, tmp_pa
         SamplingSettings(reasoning_effort="max")
 
 
-@pytest.mark.parametrize("param, message, expected", [
-    ("max_tokens", "Unsupported parameter: 'max_tokens' is not supported with this model.", "max_tokens"),
-    (None, "Unsupported value: 'temperature' does not support 0.7 with this model.", "temperature"),
-    (None, "Unrecognized request argument supplied: max_completion_tokens", "max_completion_tokens"),
-    (None, "[{'type': 'extra_forbidden', 'loc': ('body', 'top_p'), 'msg': 'Extra inputs are not permitted'}]",
-     "top_p"),
-    (None, "n > 1 is not supported", "n"),
-    ("messages", "Invalid image data.", None),
-    (None, "Invalid model 'o9'.", None),
-])
+@pytest.mark.parametrize(
+    "param, message, expected",
+    [
+        ("max_tokens", "Unsupported parameter: 'max_tokens' is not supported with this model.", "max_tokens"),
+        (None, "Unsupported value: 'temperature' does not support 0.7 with this model.", "temperature"),
+        (None, "Unrecognized request argument supplied: max_completion_tokens", "max_completion_tokens"),
+        (
+            None,
+            "[{'type': 'extra_forbidden', 'loc': ('body', 'top_p'), 'msg': 'Extra inputs are not permitted'}]",
+            "top_p",
+        ),
+        (None, "n > 1 is not supported", "n"),
+        ("messages", "Invalid image data.", None),
+        (None, "Invalid model 'o9'.", None),
+    ],
+)
 def test_the_refused_parameter_is_read_from_the_error(param, message, expected):
     assert refused_parameter(param, message) == expected

@@ -34,8 +34,9 @@ def settings(base_url: str) -> TeacherSettings:
 
 
 def batch(images, server, store, wait=True, limits=BatchLimits(max_requests=10)):
-    return generate_chains_batch(images, PACS, settings(server.base_url), store, limits=limits, wait=wait,
-                                 poll_interval=0, sleep=no_wait)
+    return generate_chains_batch(
+        images, PACS, settings(server.base_url), store, limits=limits, wait=wait, poll_interval=0, sleep=no_wait
+    )
 
 
 def records(chains, images):
@@ -58,7 +59,7 @@ def test_batch_mode_gives_the_synchronous_result_with_the_same_bodies(images, tm
         chains, report = batch(images, server, tmp_path / "batch-store")
         batch_bodies = [json.loads(line)["body"] for upload in server.uploads for line in upload.splitlines()]
         synchronous = generate_chains(images, PACS, settings(server.base_url), tmp_path / "sync-store")
-        sync_bodies = server.requests[len(batch_bodies):]
+        sync_bodies = server.requests[len(batch_bodies) :]
     assert records(chains, images) == records(synchronous, images)
     assert len(report.submitted) == 5 and len(report.collected) == 5  # 28 then 14 requests in files of 10
     assert all(without_image(body) == without_image(sync_bodies[0]) for body in batch_bodies + sync_bodies)
@@ -118,7 +119,9 @@ def test_unknown_ids_and_malformed_lines_are_counted(images, tmp_path):
         def finish(record):
             original(record)
             output = server.files[record["output_file_id"]]
-            server.files[record["output_file_id"]] = output + b'{"custom_id": "nobody|r0|s0", "response": null}\n{oops\n'
+            server.files[record["output_file_id"]] = (
+                output + b'{"custom_id": "nobody|r0|s0", "response": null}\n{oops\n'
+            )
 
         server._finish = finish
         chains, report = batch(images[:7], server, tmp_path / "store", limits=BatchLimits())
@@ -136,8 +139,12 @@ def test_a_batch_created_just_before_a_crash_is_adopted_not_submitted_twice(imag
             client = make_client(config)
             with open(shard.path, "rb") as handle:
                 uploaded = await client.files.create(file=(shard.path.name, handle), purpose="batch")
-            await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                        completion_window="24h", metadata={"rdmldg_shard": shard.shard_id})
+            await client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={"rdmldg_shard": shard.shard_id},
+            )
             await client.close()
 
         asyncio.run(create_without_recording())
@@ -149,9 +156,28 @@ def test_a_batch_created_just_before_a_crash_is_adopted_not_submitted_twice(imag
 
 def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
-        command = ["build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
-                   "--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1",
-                   "--image-max-side", "32", "--mode", "batch", "--no-teacher-progress"]
+        command = [
+            "build",
+            "--benchmark",
+            "pacs",
+            "--images",
+            str(tmp_path / "PACS"),
+            "--out",
+            str(tmp_path / "out"),
+            "--teacher",
+            "gpt-4o",
+            "--base-url",
+            server.base_url,
+            "--candidates",
+            "3",
+            "--max-rounds",
+            "1",
+            "--image-max-side",
+            "32",
+            "--mode",
+            "batch",
+            "--no-teacher-progress",
+        ]
         with pytest.raises(SystemExit) as exit_info:
             main(command)
         assert exit_info.value.code == 0
@@ -163,9 +189,30 @@ def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):
 
 def test_rdmldg_batches_reports_the_jobs_of_a_build(images, tmp_path, capsys):
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
-        command = ["build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
-                   "--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1",
-                   "--image-max-side", "32", "--mode", "batch", "--no-teacher-progress", "--batch-max-requests", "20"]
+        command = [
+            "build",
+            "--benchmark",
+            "pacs",
+            "--images",
+            str(tmp_path / "PACS"),
+            "--out",
+            str(tmp_path / "out"),
+            "--teacher",
+            "gpt-4o",
+            "--base-url",
+            server.base_url,
+            "--candidates",
+            "3",
+            "--max-rounds",
+            "1",
+            "--image-max-side",
+            "32",
+            "--mode",
+            "batch",
+            "--no-teacher-progress",
+            "--batch-max-requests",
+            "20",
+        ]
         with pytest.raises(SystemExit):
             main(command)
     capsys.readouterr()
@@ -191,8 +238,12 @@ def test_a_batch_submitted_by_the_previous_version_under_store_keys_is_still_col
             client = make_client(config)
             with open(shard.path, "rb") as handle:
                 uploaded = await client.files.create(file=(shard.path.name, handle), purpose="batch")
-            created = await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                                  completion_window="24h", metadata={"rdmldg_shard": shard.shard_id})
+            created = await client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={"rdmldg_shard": shard.shard_id},
+            )
             await client.close()
             return created
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.testing import LoopbackBatchServer
@@ -16,9 +15,33 @@ PACS = get_benchmark("pacs")
 
 
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
-    return ["build", "--benchmark", "pacs", "--images", str(images), "--out", str(out), "--teacher", "gpt-4o",
-            "--base-url", base_url, "--candidates", "3", "--max-rounds", "1", "--image-max-side", "32",
-            "--mode", "batch", "--wait", "--poll-interval", "0.02", "--batch-max-requests", "10", "--no-teacher-progress"]
+    return [
+        "build",
+        "--benchmark",
+        "pacs",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--teacher",
+        "gpt-4o",
+        "--base-url",
+        base_url,
+        "--candidates",
+        "3",
+        "--max-rounds",
+        "1",
+        "--image-max-side",
+        "32",
+        "--mode",
+        "batch",
+        "--wait",
+        "--poll-interval",
+        "0.02",
+        "--batch-max-requests",
+        "10",
+        "--no-teacher-progress",
+    ]
 
 
 def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) -> None:
@@ -26,7 +49,9 @@ def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) ->
     seen = server.hits[route]
     server.pause = {route: 0.5} if route != "create" else {}
     try:
-        sigkill_build_when(arguments(images, out, server.base_url)[1:], lambda: server.hits[route] > seen, f"reaching {route}")
+        sigkill_build_when(
+            arguments(images, out, server.base_url)[1:], lambda: server.hits[route] > seen, f"reaching {route}"
+        )
     finally:
         server.pause = {}
 
@@ -43,8 +68,10 @@ def test_sigkill_at_upload_create_and_collection_then_the_same_command(tmp_path)
             kill_at(server, route, images, tmp_path / "killed")
         assert main(arguments(images, tmp_path / "killed", server.base_url)) == 0
         shards = Counter(batch["metadata"]["rdmldg_shard"] for batch in server.batches.values())
-        print(f"uninterrupted: {expected_batches} batches, {expected_answers} requests answered; "
-              f"killed 3 times: {len(server.batches)} batches, {server.count} answered, uploads {len(server.uploads)}")
+        print(
+            f"uninterrupted: {expected_batches} batches, {expected_answers} requests answered; "
+            f"killed 3 times: {len(server.batches)} batches, {server.count} answered, uploads {len(server.uploads)}"
+        )
         assert max(shards.values()) == 1  # no shard was ever submitted twice
         assert len(server.batches) == expected_batches and server.count == expected_answers
     assert built_rows(tmp_path / "killed", PACS) == built_rows(tmp_path / "whole", PACS)

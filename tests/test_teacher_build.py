@@ -35,13 +35,41 @@ def build(tmp_path_factory):
     then the same build in Batch API mode into ``out-batch``; every byte sent is kept."""
     root = tmp_path_factory.mktemp("teacher-build")
     images = write_images(root / "PACS", PACS, 56)
-    command = ["build", "--benchmark", "pacs", "--images", str(root / "PACS"), "--teacher", "gpt-4o",
-               "--candidates", "3", "--max-rounds", "1", "--no-teacher-progress", "--image-max-side", "32"]
+    command = [
+        "build",
+        "--benchmark",
+        "pacs",
+        "--images",
+        str(root / "PACS"),
+        "--teacher",
+        "gpt-4o",
+        "--candidates",
+        "3",
+        "--max-rounds",
+        "1",
+        "--no-teacher-progress",
+        "--image-max-side",
+        "32",
+    ]
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
         code = main([*command, "--out", str(root / "out"), "--base-url", server.base_url, "--concurrency", "4"])
         bodies = list(server.requests)
-        batch_code = main([*command, "--out", str(root / "out-batch"), "--base-url", server.base_url,
-                           "--mode", "batch", "--wait", "--poll-interval", "0", "--batch-max-requests", "30"])
+        batch_code = main(
+            [
+                *command,
+                "--out",
+                str(root / "out-batch"),
+                "--base-url",
+                server.base_url,
+                "--mode",
+                "batch",
+                "--wait",
+                "--poll-interval",
+                "0",
+                "--batch-max-requests",
+                "30",
+            ]
+        )
         wire = list(server.wire)
     assert code == 0 and batch_code == 0
     return root, images, bodies, wire
@@ -101,7 +129,9 @@ def test_the_dataset_gets_the_chain_columns(build):
     accepted = [row for row in rows.values() if row["reasoning"]]
     assert len(accepted) == 28
     assert all(row["chain_source"] == "gpt-4o" and row["prompt_version"] for row in accepted)
-    assert all(row["num_candidates"] == 6 and row["num_valid"] == 0 for row in rows.values() if row["domain"] == "photo")
+    assert all(
+        row["num_candidates"] == 6 and row["num_valid"] == 0 for row in rows.values() if row["domain"] == "photo"
+    )
     assert all(len(row["rejection_reasons"]) == 6 for row in rows.values() if row["domain"] == "sketch")
     stores = list((root / "out.teacher-store").iterdir())
     assert len(stores) == 1 and (stores[0] / "summary.json").is_file()

@@ -15,7 +15,16 @@ from rdmldg_hf.teacher.retry import TeacherConfigError
 from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings
 from rdmldg_hf.testing import chat_completion
 from teacher_fakes import (
-    RecordedSleep, ScriptedTransport, chain, fail, pixel_teacher, raw, seen, status, texts, write_images,
+    RecordedSleep,
+    ScriptedTransport,
+    chain,
+    fail,
+    pixel_teacher,
+    raw,
+    seen,
+    status,
+    texts,
+    write_images,
 )
 
 PACS = get_benchmark("pacs")
@@ -35,8 +44,15 @@ def settings(candidates: int = 2, max_rounds: int = 1, max_retries: int = 3, **o
 
 
 def run(images, transport, tmp_path, sleep=None, **kwargs):
-    return generate_chains(images, PACS, settings(**kwargs), tmp_path / "store",
-                           http_client=transport.client(), sleep=sleep or RecordedSleep(), rng=random.Random(0))
+    return generate_chains(
+        images,
+        PACS,
+        settings(**kwargs),
+        tmp_path / "store",
+        http_client=transport.client(),
+        sleep=sleep or RecordedSleep(),
+        rng=random.Random(0),
+    )
 
 
 @pytest.fixture
@@ -63,13 +79,18 @@ def test_scripted_build_acceptance_statistics(tmp_path):
     record = chains[cartoon.image_id]
     assert record.reasoning.endswith(f"<CONCLUSION>{NAMES[cartoon.label]}</CONCLUSION>")
     assert (record.num_candidates, record.num_valid, record.num_correct) == (3, 3, 2)
-    assert record.rejection_reasons == (f"round 0 candidate 0: concludes {NAMES[(cartoon.label + 1) % 7]!r}, not the label",)
+    assert record.rejection_reasons == (
+        f"round 0 candidate 0: concludes {NAMES[(cartoon.label + 1) % 7]!r}, not the label",
+    )
     photo = chains[next(image.image_id for image in images if image.domain == "photo")]
     assert photo.reasoning is None and photo.chain_source is None and len(photo.rejection_reasons) == 6
     assert all("missing <REFLECTION>" in reason for reason in photo.rejection_reasons)
     sketch = chains[next(image.image_id for image in images if image.domain == "sketch")]
     assert all("names several classes" in reason for reason in sketch.rejection_reasons)
-    assert chains.summary["tokens"]["total"] == chains.summary["this_run"]["prompt_tokens"] + chains.summary["this_run"]["completion_tokens"]
+    assert (
+        chains.summary["tokens"]["total"]
+        == chains.summary["this_run"]["prompt_tokens"] + chains.summary["this_run"]["completion_tokens"]
+    )
     assert chains.summary["estimated_cost_usd"] > 0
 
 
@@ -129,7 +150,9 @@ def test_a_server_refusing_n_gets_one_request_per_candidate(seven, tmp_path):
     assert all(chains[image.image_id].num_candidates == 3 for image in seven)
     assert all(chains[image.image_id].reasoning is not None for image in seven)
     assert [body.get("n") for body in transport.bodies[:4]] == [3, None, None, None]  # n=1 is not sent
-    assert chains.summary["server_adaptations"] == ["n: refused, one candidate per request (server: HTTP 400: n > 1 is not supported)"]
+    assert chains.summary["server_adaptations"] == [
+        "n: refused, one candidate per request (server: HTTP 400: n > 1 is not supported)"
+    ]
     assert len(transport.bodies) == 1 + 7 * 3
 
 
@@ -184,7 +207,9 @@ def test_the_key_comes_from_the_named_variable(seven, tmp_path, monkeypatch):
     config = TeacherSettings(sampling=SamplingSettings(model="gpt-4o"), api_key_env="MY_TEACHER_KEY", progress=False)
     generate_chains(seven[:1], PACS, config, tmp_path / "store", http_client=transport.client())
     assert keys == ["Bearer sk-other"]
-    assert "sk-other" not in json.dumps(generate_chains(seven[:1], PACS, config, tmp_path / "store", http_client=transport.client()).summary)
+    assert "sk-other" not in json.dumps(
+        generate_chains(seven[:1], PACS, config, tmp_path / "store", http_client=transport.client()).summary
+    )
 
 
 def test_concurrency_is_bounded(tmp_path):
@@ -221,7 +246,7 @@ def test_rounds_stop_at_max_rounds_and_a_later_run_can_add_rounds(seven, tmp_pat
 
 
 def test_a_reply_that_is_json_but_not_a_chat_completion_is_retried(seven, tmp_path):
-    transport = ScriptedTransport(pixel_teacher(PACS), {1: [raw(b'{"choices": "none"}'), raw(b'[1, 2]')]})
+    transport = ScriptedTransport(pixel_teacher(PACS), {1: [raw(b'{"choices": "none"}'), raw(b"[1, 2]")]})
     chains = run(seven, transport, tmp_path)
     assert transport.requests_for(1) == 3 and chains[seven[1].image_id].reasoning is not None
     assert chains.summary["this_run"]["retries"] == 2
@@ -231,7 +256,10 @@ def test_content_given_as_parts_is_read_as_text(seven, tmp_path):
     from rdmldg_hf.teacher.store import Reply
 
     body = chat_completion([None])
-    body["choices"][0]["message"]["content"] = [{"type": "text", "text": "<SUMMARY>a"}, {"type": "text", "text": "</SUMMARY>"}]
+    body["choices"][0]["message"]["content"] = [
+        {"type": "text", "text": "<SUMMARY>a"},
+        {"type": "text", "text": "</SUMMARY>"},
+    ]
     assert Reply.from_completion("x", 0, 0, 1, body).texts == ("<SUMMARY>a</SUMMARY>",)
     assert Reply.from_completion("x", 0, 0, 1, chat_completion([None])).texts == (None,)
 

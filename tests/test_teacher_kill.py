@@ -1,4 +1,4 @@
-"""Kill test: SIGKILL `rdmldg build --teacher` mid-way (at two moments), run it again, compare with an uninterrupted build.
+"""Kill test: SIGKILL `rdmldg build --teacher` mid-way (at two moments), run it again, compare with a lone build.
 
 The killed runs are subprocesses; the uninterrupted build and the final rerun run the same
 command in this process (quicker: the modules are already imported).
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
@@ -25,9 +24,26 @@ CANDIDATES, MAX_ROUNDS = 3, 1
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
     """`rdmldg build` arguments: the same command for every run."""
     return [
-        "build", "--benchmark", "pacs", "--images", str(images),
-        "--out", str(out), "--teacher", "gpt-4o", "--base-url", base_url, "--candidates", str(CANDIDATES),
-        "--max-rounds", str(MAX_ROUNDS), "--concurrency", "4", "--no-teacher-progress", "--image-max-side", "32",
+        "build",
+        "--benchmark",
+        "pacs",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--teacher",
+        "gpt-4o",
+        "--base-url",
+        base_url,
+        "--candidates",
+        str(CANDIDATES),
+        "--max-rounds",
+        str(MAX_ROUNDS),
+        "--concurrency",
+        "4",
+        "--no-teacher-progress",
+        "--image-max-side",
+        "32",
     ]
 
 
@@ -57,7 +73,8 @@ def stored(out: Path, images) -> tuple[Counter, set]:
             replies.setdefault(record["image_id"], []).append(Reply.from_json(record))
     counts = Counter({identity(image, PACS): len(replies.get(image.image_id, [])) for image in images})
     final = {
-        identity(image, PACS) for image in images
+        identity(image, PACS)
+        for image in images
         if decide(replies.get(image.image_id, []), PACS, image.label, CANDIDATES, MAX_ROUNDS, "gpt-4o").final
     }
     return counts, final
@@ -88,6 +105,8 @@ def test_sigkill_then_the_same_command_requests_only_what_is_missing(tmp_path):
 
     assert built_rows(out, PACS) == built_rows(tmp_path / "whole", PACS)
     resent = sum(total.values()) - sum(expected.values())
-    print(f"requests: uninterrupted {sum(expected.values())}, killed twice + rerun {sum(total.values())} "
-          f"({resent} in flight at a kill and sent again)")
+    print(
+        f"requests: uninterrupted {sum(expected.values())}, killed twice + rerun {sum(total.values())} "
+        f"({resent} in flight at a kill and sent again)"
+    )
     assert 0 <= resent <= 2 * 4  # at most the requests in flight (concurrency 4) at each kill

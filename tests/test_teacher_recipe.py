@@ -25,8 +25,16 @@ def recipe():
 
 
 def test_the_paper_config_sets_the_teacher_options():
-    args = recipe().parse_args(["--config", str(REPO / "recipes/configs/build_officehome_gpt4o.yaml"), "--images", "/x"])
-    assert (args.benchmark, args.teacher, args.candidates, args.max_rounds, args.concurrency) == ("officehome", "gpt-4o", 4, 2, 32)
+    args = recipe().parse_args(
+        ["--config", str(REPO / "recipes/configs/build_officehome_gpt4o.yaml"), "--images", "/x"]
+    )
+    assert (args.benchmark, args.teacher, args.candidates, args.max_rounds, args.concurrency) == (
+        "officehome",
+        "gpt-4o",
+        4,
+        2,
+        32,
+    )
     assert args.images == "/x" and args.api_key_env == "OPENAI_API_KEY" and args.base_url is None
 
 
@@ -41,10 +49,21 @@ def test_a_build_from_a_config(tmp_path, capsys):
     write_images(tmp_path / "PACS", PACS, 28)
     with LoopbackServer(pixel_teacher(PACS)) as server:
         config = tmp_path / "build.yaml"
-        config.write_text(yaml.safe_dump({
-            "benchmark": "pacs", "images": str(tmp_path / "PACS"), "out": str(tmp_path / "out"), "teacher": "gpt-4o",
-            "base_url": server.base_url, "candidates": 3, "max_rounds": 0, "teacher_progress": False, "image_max_side": 32,
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "benchmark": "pacs",
+                    "images": str(tmp_path / "PACS"),
+                    "out": str(tmp_path / "out"),
+                    "teacher": "gpt-4o",
+                    "base_url": server.base_url,
+                    "candidates": 3,
+                    "max_rounds": 0,
+                    "teacher_progress": False,
+                    "image_max_side": 32,
+                }
+            )
+        )
         assert recipe().main(["--config", str(config), "--candidates", "2"]) == 0
         assert {body["n"] for body in server.requests} == {2}  # the command line overrides the config
     (store,) = (tmp_path / "out.teacher-store").iterdir()

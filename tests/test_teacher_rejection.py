@@ -87,7 +87,11 @@ def test_incomplete_rounds_name_what_is_missing():
 
 
 def test_single_candidate_parts_make_a_round_in_any_arrival_order():
-    parts = [reply([chain("horse")], start=2, n=1), reply([chain("horse")], start=0, n=1), reply([chain("dog")], start=1, n=1)]
+    parts = [
+        reply([chain("horse")], start=2, n=1),
+        reply([chain("horse")], start=0, n=1),
+        reply([chain("dog")], start=1, n=1),
+    ]
     decision = decide(parts, PACS, DOG, 3, 0, "t")
     assert decision.accepted and decision.record.rejection_reasons == (
         "round 0 candidate 0: concludes 'horse', not the label",
@@ -107,7 +111,9 @@ def test_prices_costs_and_acceptance_tallies():
     assert price_for("some-local-model", (1.0, 2.0)) == (1.0, 2.0)
     assert estimate_cost(1_000_000, 500_000, (2.5, 10.0)) == 7.5
     assert estimate_cost(10, 10, None) is None
-    assert estimate_cost(2_000_000, 1_000_000, (2.5, 10.0), 1_000_000, 1_000_000) == 2.5 + 1.25 + 5.0  # half of it batched
+    assert (
+        estimate_cost(2_000_000, 1_000_000, (2.5, 10.0), 1_000_000, 1_000_000) == 2.5 + 1.25 + 5.0
+    )  # half of it batched
     assert estimate_cost(2_000_000, 0, (2.5, 10.0), 2_000_000, 0, batch_factor=0.4) == 2.0
     stats = AcceptanceStats(PACS.class_names)
     accepted = decide([reply([chain("dog")])], PACS, DOG, 1, 0, "t")

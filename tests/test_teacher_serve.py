@@ -45,9 +45,20 @@ def served_model(tmp_path_factory):
     env = {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "OMP_NUM_THREADS": "1"}
     log = open(root / "serve.log", "wb")
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("transformers")), "serve", "--device", "cpu", "--host", "127.0.0.1",
-         "--port", str(port), str(model_dir)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(Path(sys.executable).with_name("transformers")),
+            "serve",
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            str(model_dir),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_SECONDS
@@ -76,12 +87,36 @@ def served_model(tmp_path_factory):
 def test_a_build_against_transformers_serve_rejects_gibberish_with_reasons(served_model, tmp_path):
     model_id, base_url = served_model
     write_images(tmp_path / "PACS", PACS, 4, classes=1)  # one image per domain
-    code = main([
-        "build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out"),
-        "--teacher", model_id, "--base-url", base_url, "--candidates", "2", "--max-rounds", "1",
-        "--max-tokens", "12", "--image-max-side", "32", "--concurrency", "2", "--no-teacher-progress",
-        "--max-retries", "2", "--backoff-base", "0.05",
-    ])
+    code = main(
+        [
+            "build",
+            "--benchmark",
+            "pacs",
+            "--images",
+            str(tmp_path / "PACS"),
+            "--out",
+            str(tmp_path / "out"),
+            "--teacher",
+            model_id,
+            "--base-url",
+            base_url,
+            "--candidates",
+            "2",
+            "--max-rounds",
+            "1",
+            "--max-tokens",
+            "12",
+            "--image-max-side",
+            "32",
+            "--concurrency",
+            "2",
+            "--no-teacher-progress",
+            "--max-retries",
+            "2",
+            "--backoff-base",
+            "0.05",
+        ]
+    )
     assert code == 0
     rows = [row for domain in PACS.domains for row in load_dataset(str(tmp_path / "out"), "pacs", split=domain)]
     assert len(rows) == 4

@@ -42,7 +42,10 @@ def token_type(piece: str) -> str:
 
 
 def token_stages(score: TokenScores) -> list[str]:
-    """The stage of each token (``SUMMARY`` ... ``CONCLUSION``); ``tag`` for tag and newline tokens, ``end`` after the chain."""
+    """The stage of each token (``SUMMARY`` ... ``CONCLUSION``).
+
+    ``tag`` marks tag and newline tokens, ``end`` the tokens after the chain.
+    """
     spans = [(m.start(2), m.end(2), m.group(1).upper()) for m in _STAGE_SPAN.finditer(score.text)]
     last = max((m.end() for m in _STAGE_SPAN.finditer(score.text)), default=0)
     stages = []
@@ -79,7 +82,9 @@ def _check_same(before: Sequence[TokenScores], after: Sequence[TokenScores]) -> 
             )
 
 
-def _grouped(before: Sequence[TokenScores], after: Sequence[TokenScores], keys: Sequence[Sequence[str]]) -> list[TypeChange]:
+def _grouped(
+    before: Sequence[TokenScores], after: Sequence[TokenScores], keys: Sequence[Sequence[str]]
+) -> list[TypeChange]:
     sums: dict[str, list[float]] = {}
     for b, a, row_keys in zip(before, after, keys):
         for key, hb, ha in zip(row_keys, b.entropies, a.entropies):

@@ -13,7 +13,6 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 __all__ = ["LOSS_KEYS", "RoundLog", "read_log_history", "read_run_logs"]
 
@@ -57,7 +56,9 @@ def read_log_history(path: str | Path, name: str = "run") -> RoundLog:
     points = []
     for entry in history:
         if "loss" in entry and "step" in entry:
-            points.append({k: float(entry[k]) for k in ("step", "epoch", *LOSS_KEYS) if isinstance(entry.get(k), (int, float))})
+            points.append(
+                {k: float(entry[k]) for k in ("step", "epoch", *LOSS_KEYS) if isinstance(entry.get(k), (int, float))}
+            )
     return RoundLog(name, str(path), points)
 
 
@@ -102,5 +103,7 @@ def read_run_logs(run: str | Path) -> list[RoundLog]:
     if missing:
         import logging
 
-        logging.getLogger(__name__).warning("No %s for stage(s) %s of %s; they are left out.", _STATE, ", ".join(missing), run)
+        logging.getLogger(__name__).warning(
+            "No %s for stage(s) %s of %s; they are left out.", _STATE, ", ".join(missing), run
+        )
     return rounds

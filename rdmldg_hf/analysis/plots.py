@@ -17,7 +17,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "DPI", "PANEL", "TALL", "FigureFile", "write_csv", "histogram_figure", "bar_figure", "line_figure",
+    "DPI",
+    "PANEL",
+    "TALL",
+    "FigureFile",
+    "write_csv",
+    "histogram_figure",
+    "bar_figure",
+    "line_figure",
     "confusion_figure",
 ]
 
@@ -84,7 +91,9 @@ def _title(ax: Any, title: str, size: tuple[float, float]) -> None:
     ax.set_title("\n".join(textwrap.wrap(title, width=int(size[0] * 13))))
 
 
-def _save(fig: Any, out_dir: Path, name: str, title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> FigureFile:
+def _save(
+    fig: Any, out_dir: Path, name: str, title: str, rows: list[dict[str, Any]], columns: Sequence[str]
+) -> FigureFile:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,8 +133,15 @@ def histogram_figure(
         ax.stairs(fraction, edges, label=f"{label} (n={len(array)}, mean {mean:.3f})", linewidth=1.2)
         for left, right, count, share in zip(edges[:-1], edges[1:], counts, fraction):
             rows.append(
-                {"series": label, "bin_left": float(left), "bin_right": float(right), "count": int(count),
-                 "fraction": float(share), "n": len(array), "mean": mean}
+                {
+                    "series": label,
+                    "bin_left": float(left),
+                    "bin_right": float(right),
+                    "count": int(count),
+                    "fraction": float(share),
+                    "n": len(array),
+                    "mean": mean,
+                }
             )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction" + (" (log scale)" if log_y else ""))
@@ -135,7 +151,9 @@ def histogram_figure(
     _title(ax, title, size)
     if series:
         ax.legend(frameon=False, loc="best")
-    return _save(fig, Path(out_dir), name, title, rows, ["series", "bin_left", "bin_right", "count", "fraction", "n", "mean"])
+    return _save(
+        fig, Path(out_dir), name, title, rows, ["series", "bin_left", "bin_right", "count", "fraction", "n", "mean"]
+    )
 
 
 def bar_figure(
@@ -164,7 +182,9 @@ def bar_figure(
         {"rank": i + 1, "label": label, "value": float(value), **(dict(extra[i]) if extra else {})}
         for i, (label, value) in enumerate(zip(labels, values))
     ]
-    columns = ["rank", "label", "value"] + [k for k in (extra[0] if extra else {}) if k not in ("rank", "label", "value")]
+    columns = ["rank", "label", "value"] + [
+        k for k in (extra[0] if extra else {}) if k not in ("rank", "label", "value")
+    ]
     return _save(fig, Path(out_dir), name, title, rows, columns)
 
 
@@ -219,8 +239,15 @@ def confusion_figure(
     if len(columns) <= 16:
         for (row, column), count in np.ndenumerate(counts):
             if count:
-                ax.text(column, row, str(count), ha="center", va="center", fontsize=5,
-                        color="white" if shares[row, column] > 0.5 else "black")
+                ax.text(
+                    column,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=5,
+                    color="white" if shares[row, column] > 0.5 else "black",
+                )
     _title(ax, title, size)
     rows = [
         {"true": class_names[row], "predicted": columns[column], "count": int(count)}

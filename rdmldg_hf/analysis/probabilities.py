@@ -124,7 +124,9 @@ def class_probabilities(
             results[i].generated_valid = check_chain(generated).valid
             results[i].generated_text = generated
             text, start = force_conclusion(generated, name)
-            jobs.append((i, "generated_chain", ForcedExample(images[i], label, "reasoning", text), text, start, len(name)))
+            jobs.append(
+                (i, "generated_chain", ForcedExample(images[i], label, "reasoning", text), text, start, len(name))
+            )
     scores = teacher_force(model, processor, [job[2] for job in jobs], class_names, batch_size)
     for (i, condition, _, answer, start, length), score in zip(jobs, scores):
         setattr(results[i], condition, _span_probability(score, answer, start, length))

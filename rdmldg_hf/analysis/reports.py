@@ -65,8 +65,13 @@ class AnalysisData:
     def select(self, indices: Sequence[int]) -> "AnalysisData":
         pick = lambda values: [values[i] for i in indices]  # noqa: E731
         return AnalysisData(
-            pick(self.images), pick(self.labels), pick(self.domains), pick(self.image_ids),
-            pick(self.groups), pick(self.chains), list(self.class_names),
+            pick(self.images),
+            pick(self.labels),
+            pick(self.domains),
+            pick(self.image_ids),
+            pick(self.groups),
+            pick(self.chains),
+            list(self.class_names),
         )
 
 
@@ -155,7 +160,9 @@ class Report:
     def format(self) -> str:
         """Lines naming every written file (the CLI prints them)."""
         lines = [f"Figures in {self.out_dir}:"]
-        lines += [f"  {f.png}  ({f.width_px}x{f.height_px} px; numbers: {os.path.basename(f.data)})" for f in self.figures]
+        lines += [
+            f"  {f.png}  ({f.width_px}x{f.height_px} px; numbers: {os.path.basename(f.data)})" for f in self.figures
+        ]
         lines += [f"  {path}" for path in self.files]
         return "\n".join(lines)
 
@@ -194,34 +201,61 @@ def class_probs_report(
     for label, load in models:
         model, processor = load()
         probs = class_probabilities(
-            model, processor, data.images, data.labels, data.class_names, conditions, data.chains, generation, batch_size
+            model,
+            processor,
+            data.images,
+            data.labels,
+            data.class_names,
+            conditions,
+            data.chains,
+            generation,
+            batch_size,
         )
         for i, p in enumerate(probs):
             row = {
-                "model": label, "image_id": data.image_ids[i], "domain": data.domains[i], "group": data.groups[i],
+                "model": label,
+                "image_id": data.image_ids[i],
+                "domain": data.domains[i],
+                "group": data.groups[i],
                 "label": data.class_names[data.labels[i]],
             }
             row.update({f"p_{c}": _clean(p.get(c)) for c in CONDITIONS})
             if p.generated_prediction is not None:
-                row["generated_prediction"] = data.class_names[p.generated_prediction] if p.generated_prediction >= 0 else ""
+                row["generated_prediction"] = (
+                    data.class_names[p.generated_prediction] if p.generated_prediction >= 0 else ""
+                )
                 row["generated_valid"] = p.generated_valid
             rows.append(row)
         del model
     report = Report(str(out))
-    columns = ["model", "image_id", "domain", "group", "label", *(f"p_{c}" for c in CONDITIONS),
-               "generated_prediction", "generated_valid"]
+    columns = [
+        "model",
+        "image_id",
+        "domain",
+        "group",
+        "label",
+        *(f"p_{c}" for c in CONDITIONS),
+        "generated_prediction",
+        "generated_valid",
+    ]
     report.files.append(str(write_csv(out / "class_probs.csv", rows, columns)))
     labels = [label for label, _ in models]
     summary: dict[str, Any] = {}
     for condition in conditions:
         for group in sorted(set(data.groups)):
             series = {
-                m: [r[f"p_{condition}"] for r in rows if r["model"] == m and r["group"] == group and r[f"p_{condition}"] is not None]
+                m: [
+                    r[f"p_{condition}"]
+                    for r in rows
+                    if r["model"] == m and r["group"] == group and r[f"p_{condition}"] is not None
+                ]
                 for m in labels
             }
             title = f"p(correct class), {_CONDITION_TITLES[condition]}; {group} images"
             report.figures.append(
-                histogram_figure(out, f"class_probs_{condition}_{group}", series, "probability of the correct class", title, bins)
+                histogram_figure(
+                    out, f"class_probs_{condition}_{group}", series, "probability of the correct class", title, bins
+                )
             )
             for m, values in series.items():
                 summary.setdefault(m, {}).setdefault(condition, {})[group] = {"n": len(values), "mean": _mean(values)}
@@ -243,7 +277,11 @@ def _chains_for(
         model, processor = load()
         kept, counts = self_chains(model, processor, data.images, data.labels, data.class_names, keep, generation)
         del model
-        return data.select([c.index for c in kept]), [c.text for c in kept], {"written_by": label, "keep": keep, **counts}
+        return (
+            data.select([c.index for c in kept]),
+            [c.text for c in kept],
+            {"written_by": label, "keep": keep, **counts},
+        )
     raise ValueError(f"Unknown chain source {source!r}. Valid: {', '.join(CHAIN_SOURCES)}.")
 
 
@@ -270,30 +308,65 @@ def token_probs_report(
     for label, load in models:
         model, processor = load()
         for source, (subset, chains, _) in chain_sets.items():
-            scores = chain_token_scores(model, processor, subset.images, subset.labels, chains, data.class_names, batch_size) if chains else []
+            scores = (
+                chain_token_scores(
+                    model, processor, subset.images, subset.labels, chains, data.class_names, batch_size
+                )
+                if chains
+                else []
+            )
             probs[(label, source)] = [p for s in scores for p in s.probs]
             for i, score in enumerate(scores):
                 for position, (piece, p, h) in enumerate(zip(score.tokens, score.probs, score.entropies)):
                     token_rows.append(
-                        {"model": label, "chains": source, "image_id": subset.image_ids[i], "position": position,
-                         "token": piece, "prob": p, "entropy": h}
+                        {
+                            "model": label,
+                            "chains": source,
+                            "image_id": subset.image_ids[i],
+                            "position": position,
+                            "token": piece,
+                            "prob": p,
+                            "entropy": h,
+                        }
                     )
         del model
     report = Report(str(out))
-    report.files.append(str(write_csv(out / "token_probs.csv", token_rows, ["model", "chains", "image_id", "position", "token", "prob", "entropy"])))
+    report.files.append(
+        str(
+            write_csv(
+                out / "token_probs.csv",
+                token_rows,
+                ["model", "chains", "image_id", "position", "token", "prob", "entropy"],
+            )
+        )
+    )
     labels = [label for label, _ in models]
     for source in sources:
         series = {m: probs[(m, source)] for m in labels}
         report.figures.append(
-            histogram_figure(out, f"token_probs_{source}", series, "token probability (teacher-forced)",
-                             f"All tokens of {source} chains", bins, log_y=True)
+            histogram_figure(
+                out,
+                f"token_probs_{source}",
+                series,
+                "token probability (teacher-forced)",
+                f"All tokens of {source} chains",
+                bins,
+                log_y=True,
+            )
         )
     if len(sources) > 1:
         for m in labels:
             series = {f"{s} chains": probs[(m, s)] for s in sources}
             report.figures.append(
-                histogram_figure(out, f"token_probs_{_slug(m)}", series, "token probability (teacher-forced)",
-                                 f"All chain tokens, {m}", bins, log_y=True)
+                histogram_figure(
+                    out,
+                    f"token_probs_{_slug(m)}",
+                    series,
+                    "token probability (teacher-forced)",
+                    f"All chain tokens, {m}",
+                    bins,
+                    log_y=True,
+                )
             )
     report.summary = {
         "chains": {s: info for s, (_, _, info) in chain_sets.items()},
@@ -330,28 +403,46 @@ def entropy_report(
     scores = []
     for label, load in (before, after):
         model, processor = load()
-        scores.append(chain_token_scores(model, processor, subset.images, subset.labels, chains, data.class_names, batch_size))
+        scores.append(
+            chain_token_scores(model, processor, subset.images, subset.labels, chains, data.class_names, batch_size)
+        )
         del model
     changes = entropy_changes(*scores)
     ranked = top_reductions(changes, top, min_count)
     stages = stage_changes(*scores)
     report = Report(str(out))
     all_rows = [c.to_dict() for c in sorted(changes, key=lambda c: (-c.reduction, -c.count, c.group))]
-    report.files.append(str(write_csv(out / "entropy_by_token.csv", all_rows, ["group", "count", "before", "after", "reduction"])))
+    report.files.append(
+        str(write_csv(out / "entropy_by_token.csv", all_rows, ["group", "count", "before", "after", "reduction"]))
+    )
     pair = f"{before[0]} -> {after[0]}"
     report.figures.append(
-        bar_figure(out, "entropy_top_tokens", [c.group for c in ranked], [c.reduction for c in ranked],
-                   "mean entropy reduction (nats)", f"Top {len(ranked)} tokens, {pair}",
-                   extra=[{"count": c.count, "before": c.before, "after": c.after} for c in ranked])
+        bar_figure(
+            out,
+            "entropy_top_tokens",
+            [c.group for c in ranked],
+            [c.reduction for c in ranked],
+            "mean entropy reduction (nats)",
+            f"Top {len(ranked)} tokens, {pair}",
+            extra=[{"count": c.count, "before": c.before, "after": c.after} for c in ranked],
+        )
     )
     report.figures.append(
-        bar_figure(out, "entropy_by_stage", [c.group for c in stages], [c.reduction for c in stages],
-                   "mean entropy reduction (nats)", f"Entropy reduction per stage, {pair}",
-                   extra=[{"count": c.count, "before": c.before, "after": c.after} for c in stages])
+        bar_figure(
+            out,
+            "entropy_by_stage",
+            [c.group for c in stages],
+            [c.reduction for c in stages],
+            "mean entropy reduction (nats)",
+            f"Entropy reduction per stage, {pair}",
+            extra=[{"count": c.count, "before": c.before, "after": c.after} for c in stages],
+        )
     )
     lines = [f"# Where the tokens with the largest entropy reduction occur ({pair}, {source} chains)", ""]
     for rank, change in enumerate(ranked, 1):
-        lines.append(f"## {rank}. `{change.group}`: {change.before:.3f} -> {change.after:.3f} nats over {change.count} tokens")
+        lines.append(
+            f"## {rank}. `{change.group}`: {change.before:.3f} -> {change.after:.3f} nats over {change.count} tokens"
+        )
         lines += [f"- {line}" for line in marked_examples(change.group, *scores, max_examples=examples)]
         lines.append("")
     examples_path = out / "entropy_examples.md"
@@ -376,18 +467,26 @@ def losses_report(run: str | Path, out_dir: str | Path) -> Report:
     rounds = read_run_logs(run)
     report = Report(str(out))
     rows = [{"round": r.name, **point} for r in rounds for point in r.points]
-    report.files.append(str(write_csv(out / "losses.csv", rows, ["round", "step", "epoch", "loss", "cls_loss", "reasoning_loss"])))
+    report.files.append(
+        str(write_csv(out / "losses.csv", rows, ["round", "step", "epoch", "loss", "cls_loss", "reasoning_loss"]))
+    )
     titles = {"cls_loss": "Classification loss", "reasoning_loss": "Reasoning loss", "loss": "Total loss"}
     for key, title in titles.items():
         series = {r.name: r.series(key) for r in rounds if r.series(key)[0]}
         if series:
             ylabel = f"{title.lower()} ({key})"
-            report.figures.append(line_figure(out, f"losses_{key}", series, "step (within the round)", ylabel, f"{title} per round"))
+            report.figures.append(
+                line_figure(out, f"losses_{key}", series, "step (within the round)", ylabel, f"{title} per round")
+            )
     report.summary = {
         "rounds": [
-            {"round": r.name, "source": r.source, "steps": len(r.points),
-             **{f"first_{k}": r.series(k)[1][0] for k in titles if r.series(k)[1]},
-             **{f"last_{k}": r.series(k)[1][-1] for k in titles if r.series(k)[1]}}
+            {
+                "round": r.name,
+                "source": r.source,
+                "steps": len(r.points),
+                **{f"first_{k}": r.series(k)[1][0] for k in titles if r.series(k)[1]},
+                **{f"last_{k}": r.series(k)[1][-1] for k in titles if r.series(k)[1]},
+            }
             for r in rounds
         ]
     }

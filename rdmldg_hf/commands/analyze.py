@@ -23,50 +23,78 @@ BASE = "base"
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", help="Dataset folder or Hub id (default: the embedded benchmark, built on first use).")
+    group.add_argument(
+        "--dataset", help="Dataset folder or Hub id (default: the embedded benchmark, built on first use)."
+    )
     group.add_argument("--config", help="Dataset config (default: the run's benchmark, else the embedded one).")
     group.add_argument(
-        "--domains", nargs="+",
+        "--domains",
+        nargs="+",
         help="Domains (splits) to analyse (default: all; token-probs and entropy: the training domains).",
     )
     group.add_argument("--test-domain", help="The held-out (target) domain (default: the run's test_domain).")
     group.add_argument(
-        "--max-images", type=int, default=32,
+        "--max-images",
+        type=int,
+        default=32,
         help="Images per domain: a seeded sample, stratified by class (default: 32).",
     )
     group.add_argument("--seed", type=int, default=0, help="Seed of the image sample.")
     group.add_argument("--batch-size", type=int, default=16, help="Sequences per forward pass (default: 16).")
-    group.add_argument("--max-new-tokens", type=int, default=256, help="Most tokens of a generated chain (default: 256).")
+    group.add_argument(
+        "--max-new-tokens", type=int, default=256, help="Most tokens of a generated chain (default: 256)."
+    )
     group.add_argument("--device", default="auto", help="'cpu', 'cuda', ... (default: cuda when available).")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
-    group.add_argument("--model", help="Base model folder or Hub id (default: the base model in the adapter's rdmldg_config.json).")
     group.add_argument(
-        "--adapter", nargs="+", default=[],
-        help="Training outputs to compare: adapter folders (loaded on the base model) or full model folders; 'base' = the base model.",
+        "--model", help="Base model folder or Hub id (default: the base model in the adapter's rdmldg_config.json)."
+    )
+    group.add_argument(
+        "--adapter",
+        nargs="+",
+        default=[],
+        help="Training outputs to compare: adapter folders (loaded on the base model) or "
+        "full model folders; 'base' = the base model.",
     )
     group.add_argument("--labels", nargs="+", help="Legend label per model (default: folder names).")
-    group.add_argument("--with-base", action="store_true", help="Also analyse the base model without adapter (zero-shot), first.")
+    group.add_argument(
+        "--with-base", action="store_true", help="Also analyse the base model without adapter (zero-shot), first."
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
-    p = sub.add_parser("class-probs", help="Probability of the correct class: direct, after the teacher chain, after a generated chain.")
+    p = sub.add_parser(
+        "class-probs",
+        help="Probability of the correct class: direct, after the teacher chain, after a generated chain.",
+    )
     _model_arguments(p)
     _data_arguments(p)
-    p.add_argument("--conditions", nargs="+", default=None, help="direct teacher_chain generated_chain (default: all).")
+    p.add_argument(
+        "--conditions", nargs="+", default=None, help="direct teacher_chain generated_chain (default: all)."
+    )
     p.add_argument("--bins", type=int, default=20, help="Histogram bins.")
     p.add_argument("--out", required=True, help="Folder for figures and numbers.")
 
     p = sub.add_parser("token-probs", help="Distribution of the teacher-forced probability of every chain token.")
     _model_arguments(p)
     _data_arguments(p)
-    p.add_argument("--chains", nargs="+", default=["teacher"], choices=["teacher", "self"],
-                   help="teacher: the dataset's chains; self: chains the last model writes (default: teacher).")
-    p.add_argument("--self-filter", default="correct", choices=["correct", "valid", "all"],
-                   help="Which self-written chains to keep (default: correct conclusions, as SARR).")
+    p.add_argument(
+        "--chains",
+        nargs="+",
+        default=["teacher"],
+        choices=["teacher", "self"],
+        help="teacher: the dataset's chains; self: chains the last model writes (default: teacher).",
+    )
+    p.add_argument(
+        "--self-filter",
+        default="correct",
+        choices=["correct", "valid", "all"],
+        help="Which self-written chains to keep (default: correct conclusions, as SARR).",
+    )
     p.add_argument("--bins", type=int, default=20, help="Histogram bins.")
     p.add_argument("--out", required=True, help="Folder for figures and numbers.")
 
@@ -75,10 +103,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--before", required=True, help="Checkpoint before: adapter or model folder, or 'base'.")
     p.add_argument("--after", required=True, help="Checkpoint after: adapter or model folder, or 'base'.")
     _data_arguments(p)
-    p.add_argument("--chains", default="teacher", choices=["teacher", "self"], help="Chains scored by both (default: teacher).")
-    p.add_argument("--self-filter", default="correct", choices=["correct", "valid", "all"], help="Self chains to keep.")
+    p.add_argument(
+        "--chains", default="teacher", choices=["teacher", "self"], help="Chains scored by both (default: teacher)."
+    )
+    p.add_argument(
+        "--self-filter", default="correct", choices=["correct", "valid", "all"], help="Self chains to keep."
+    )
     p.add_argument("--top", type=int, default=15, help="Tokens in the top-k chart (default: 15).")
-    p.add_argument("--min-count", type=int, default=3, help="Least occurrences of a token type to be ranked (default: 3).")
+    p.add_argument(
+        "--min-count", type=int, default=3, help="Least occurrences of a token type to be ranked (default: 3)."
+    )
     p.add_argument("--examples", type=int, default=3, help="Marked examples per top token (default: 3).")
     p.add_argument("--out", required=True, help="Folder for figures and numbers.")
 
@@ -126,7 +160,9 @@ def _loaders(base: str | None, checkpoints: list[str], labels: list[str] | None,
     for checkpoint in checkpoints:
         if checkpoint == BASE or _is_adapter(checkpoint):
             if base is None:
-                raise ValueError(f"{checkpoint!r} needs the base model: pass --model (no rdmldg_config.json names one).")
+                raise ValueError(
+                    f"{checkpoint!r} needs the base model: pass --model (no rdmldg_config.json names one)."
+                )
         elif not Path(checkpoint).is_dir() and not Path(checkpoint).exists():
             raise FileNotFoundError(f"No model or adapter folder at {checkpoint!r}.")
 
@@ -190,7 +226,10 @@ def _training_images(data: Any, args: argparse.Namespace) -> Any:
         return data
     keep = [i for i, group in enumerate(data.groups) if group != "target"]
     if len(keep) < len(data):
-        print(f"Scoring chains of the {len(keep)} training-domain images (the held-out domain is left out; name it in --domains to include it).")
+        print(
+            f"Scoring chains of the {len(keep)} training-domain images (the held-out domain is "
+            "left out; name it in --domains to include it)."
+        )
     return data.select(keep)
 
 
@@ -212,8 +251,17 @@ def run(args: argparse.Namespace) -> int:
         labels = [f"{_label(args.before)} (before)", f"{_label(args.after)} (after)"]
         loaders = _loaders(_base_model(args, run_config), adapters, labels, _device(args.device))
         report = reports.entropy_report(
-            loaders[0], loaders[1], _training_images(_data(args, run_config), args), out, args.chains, args.top, args.min_count,
-            args.examples, args.self_filter, _generation(args), args.batch_size,
+            loaders[0],
+            loaders[1],
+            _training_images(_data(args, run_config), args),
+            out,
+            args.chains,
+            args.top,
+            args.min_count,
+            args.examples,
+            args.self_filter,
+            _generation(args),
+            args.batch_size,
         )
     else:
         adapters = ([BASE] if args.with_base or not args.adapter else []) + list(args.adapter)
@@ -222,10 +270,19 @@ def run(args: argparse.Namespace) -> int:
         data = _data(args, run_config)
         if args.analysis == "class-probs":
             conditions = args.conditions or list(reports.CONDITIONS)
-            report = reports.class_probs_report(loaders, data, out, conditions, _generation(args), args.batch_size, args.bins)
+            report = reports.class_probs_report(
+                loaders, data, out, conditions, _generation(args), args.batch_size, args.bins
+            )
         else:
             report = reports.token_probs_report(
-                loaders, _training_images(data, args), out, args.chains, args.self_filter, _generation(args), args.batch_size, args.bins
+                loaders,
+                _training_images(data, args),
+                out,
+                args.chains,
+                args.self_filter,
+                _generation(args),
+                args.batch_size,
+                args.bins,
             )
     print(report.format())
     return 0

@@ -1,8 +1,8 @@
 """``rdmldg build``: DomainBed image folders (or the embedded benchmark) -> a Hub-layout dataset folder.
 
-    rdmldg build --benchmark pacs --images /data/DomainBed --out ./domainbed-reasoning
-    rdmldg build --benchmark rotdigits --out ./domainbed-reasoning
-    rdmldg build ... --push-to-hub ORG/NAME [--private]
+rdmldg build --benchmark pacs --images /data/DomainBed --out ./domainbed-reasoning
+rdmldg build --benchmark rotdigits --out ./domainbed-reasoning
+rdmldg build ... --push-to-hub ORG/NAME [--private]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def _shard_size(value: str) -> int | str:
     try:
         convert_file_size_to_int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a size; give bytes (1000000) or a size such as 500MB.") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a size; give bytes (1000000) or a size such as 500MB."
+        ) from None
     return value
 
 
@@ -44,22 +46,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--images",
         help="DomainBed folder: the benchmark folder itself (its subfolders are domains) or the DomainBed data root.",
     )
-    parser.add_argument("--out", required=True, help="Output dataset folder (other benchmarks already in it are kept).")
-    parser.add_argument("--chains", help="JSON or JSONL file mapping image_id -> chain text (optionally with its source).")
+    parser.add_argument(
+        "--out", required=True, help="Output dataset folder (other benchmarks already in it are kept)."
+    )
+    parser.add_argument(
+        "--chains", help="JSON or JSONL file mapping image_id -> chain text (optionally with its source)."
+    )
     parser.add_argument("--class-map", help="JSON file mapping class folder names to the benchmark's classes.")
     parser.add_argument("--domain-map", help="JSON file mapping domain folder names to the benchmark's domains.")
     parser.add_argument("--config-name", help="Config name to write (default: the benchmark's name).")
-    parser.add_argument("--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty.")
-    parser.add_argument("--max-shard-size", type=_shard_size, help="Largest parquet shard, as in push_to_hub (default 500MB).")
     parser.add_argument(
-        "--exclude", metavar="FILE",
-        help="Text file of image paths relative to the benchmark folder (<domain>/<class>/<file>), one per line, "
-             "to leave out; e.g. DomainBed's domain_net_duplicates.txt for DomainNet. The count is reported.",
+        "--no-template-chains", action="store_true", help="Embedded benchmark: leave the reasoning column empty."
     )
     parser.add_argument(
-        "--max-pixels", type=_positive_int, metavar="N",
+        "--max-shard-size", type=_shard_size, help="Largest parquet shard, as in push_to_hub (default 500MB)."
+    )
+    parser.add_argument(
+        "--exclude",
+        metavar="FILE",
+        help="Text file of image paths relative to the benchmark folder (<domain>/<class>/<file>), one per line, "
+        "to leave out; e.g. DomainBed's domain_net_duplicates.txt for DomainNet. The count is reported.",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        metavar="N",
         help="Skip (and report) images with more pixels, read from their header without decoding; it is also "
-             "PIL's decompression-bomb limit for this run (default: PIL's Image.MAX_IMAGE_PIXELS, 89,478,485).",
+        "PIL's decompression-bomb limit for this run (default: PIL's Image.MAX_IMAGE_PIXELS, 89,478,485).",
     )
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")

@@ -37,13 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..evaluation.predict import MODES
 
     what = parser.add_argument_group("what to evaluate (an adapter, a model, or an API model)")
-    what.add_argument("--model", help="Base or full model (folder or Hub id); with --adapter, replaces the adapter's base.")
+    what.add_argument(
+        "--model", help="Base or full model (folder or Hub id); with --adapter, replaces the adapter's base."
+    )
     what.add_argument("--adapter", help="An rdmldg output with a PEFT adapter (folder or Hub id).")
-    what.add_argument("--api", metavar="MODEL", help="An OpenAI-compatible chat model id (e.g. gpt-4o): zero-shot baseline.")
+    what.add_argument(
+        "--api", metavar="MODEL", help="An OpenAI-compatible chat model id (e.g. gpt-4o): zero-shot baseline."
+    )
     what.add_argument("--base-url", help="OpenAI-compatible server for --api (default: the OpenAI API).")
     what.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Environment variable holding the API key.")
     what.add_argument("--concurrency", type=int, default=8, help="--api requests in flight at once.")
-    what.add_argument("--store", help="Resumable reply store of --api (default: beside --output, or ./rdmldg-eval-store).")
+    what.add_argument(
+        "--store", help="Resumable reply store of --api (default: beside --output, or ./rdmldg-eval-store)."
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True, help="Dataset repo id or local Hub-layout folder.")
     data.add_argument("--config", required=True, help="Dataset config (a benchmark, e.g. officehome).")
@@ -53,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--sample-seed", type=int, default=DEFAULT_SAMPLE_SEED, help="Seed of the --limit sample.")
     data.add_argument(
-        "--split", default="whole", choices=("whole", "in", "out"),
+        "--split",
+        default="whole",
+        choices=("whole", "in", "out"),
         help="Part of each domain: whole (default), or the in/out part of the holdout (out = validation images).",
     )
     data.add_argument("--holdout-fraction", type=float, help="Holdout of --split (default: the adapter's, else 0.2).")
@@ -64,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_argument_group("how")
     how.add_argument("--mode", default="direct", choices=MODES, help="Prediction mode (default: direct).")
     how.add_argument("--batch-size", type=int, default=16, help="Images per forward pass / generate call.")
-    how.add_argument("--max-new-tokens", type=int, help="Generation length (default 16 direct-generate, 256 reasoning).")
+    how.add_argument(
+        "--max-new-tokens", type=int, help="Generation length (default 16 direct-generate, 256 reasoning)."
+    )
     how.add_argument("--icl-shots", type=int, default=0, help="In-context demos per image (0: zero-shot).")
     how.add_argument("--icl-demos", default="random", choices=STRATEGIES, help="How demos are chosen.")
     how.add_argument("--icl-seed", type=int, default=0, help="Seed of the demo draws.")
@@ -85,9 +95,15 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
             f"{domain:<16} {metrics['count_per_domain'][domain]:>7} {100 * accuracy:>8.2f}% "
             f"{100 * metrics['invalid_per_domain'][domain]:>7.2f}%"
         )
-    lines.append(f"{'mean':<16} {sum(metrics['count_per_domain'].values()):>7} {100 * metrics['mean_accuracy']:>8.2f}% {100 * metrics['invalid_rate']:>7.2f}%")
+    lines.append(
+        f"{'mean':<16} {sum(metrics['count_per_domain'].values()):>7} "
+        f"{100 * metrics['mean_accuracy']:>8.2f}% {100 * metrics['invalid_rate']:>7.2f}%"
+    )
     if metrics.get("unreadable"):
-        lines.append(f"{metrics['unreadable']} images could not be decoded (scored as wrong): {metrics['unreadable_per_domain']}")
+        lines.append(
+            f"{metrics['unreadable']} images could not be decoded (scored as wrong): "
+            f"{metrics['unreadable_per_domain']}"
+        )
     return "\n".join(lines)
 
 
@@ -150,7 +166,9 @@ def _rows(args: argparse.Namespace, dataset: Any, domains: list[str], run_config
         about["trained_domains_scored"] = trained
         logger.warning(
             "The adapter trained on %s: the %s holds its training images. Use --split out to score its validation "
-            "images only.", ", ".join(trained), PARTS[args.split],
+            "images only.",
+            ", ".join(trained),
+            PARTS[args.split],
         )
     return rows, about
 
@@ -163,11 +181,11 @@ def _beside(output: Path, name: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from datasets import load_dataset
 
-    from ..protocol import check_domains, find_benchmark, merge_domains
     from ..evaluation.classifier import DGClassifier
     from ..evaluation.icl import ICLSettings
     from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
     from ..evaluation.protocol import check_same_benchmark, evaluate_rows, score_predictions, undecoded
+    from ..protocol import check_domains, find_benchmark, merge_domains
 
     _check_sources(args)
     dataset = load_dataset(args.dataset, args.config)
@@ -179,16 +197,31 @@ def run(args: argparse.Namespace) -> int:
     rows, about = _rows(args, dataset, domains, clf.run_config if clf is not None else None)
     rows = undecoded(rows)
     record: dict[str, Any] = {
-        "dataset": args.dataset, "config": args.config, "benchmark": benchmark.name, "domains": domains,
-        "model": args.model, "adapter": args.adapter, "api": args.api, **about,
+        "dataset": args.dataset,
+        "config": args.config,
+        "benchmark": benchmark.name,
+        "domains": domains,
+        "model": args.model,
+        "adapter": args.adapter,
+        "api": args.api,
+        **about,
     }
     if args.api:
         from ..evaluation.api import api_settings, predict_api
 
-        store = args.store or (str(Path(args.output).with_suffix("")) + ".api-store" if args.output else "rdmldg-eval-store")
-        settings = api_settings(args.api, args.base_url, concurrency=args.concurrency, api_key_env=args.api_key_env,
-                                max_tokens=args.max_new_tokens or 1024)
-        predictions = predict_api(rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store)
+        store = args.store or (
+            str(Path(args.output).with_suffix("")) + ".api-store" if args.output else "rdmldg-eval-store"
+        )
+        settings = api_settings(
+            args.api,
+            args.base_url,
+            concurrency=args.concurrency,
+            api_key_env=args.api_key_env,
+            max_tokens=args.max_new_tokens or 1024,
+        )
+        predictions = predict_api(
+            rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store
+        )
         record.update(mode="reasoning", icl=None, store=store, metrics=score_predictions(predictions, rows))
     else:
         if clf is not None:
@@ -201,8 +234,16 @@ def run(args: argparse.Namespace) -> int:
         train_domains = [d for d in dataset if d not in domains]
         pool = merge_domains(dataset) if icl else None
         outcome = evaluate_rows(
-            model, processor, rows, benchmark, args.mode, batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens, icl=icl, demo_pool=pool, train_domains=train_domains,
+            model,
+            processor,
+            rows,
+            benchmark,
+            args.mode,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            icl=icl,
+            demo_pool=pool,
+            train_domains=train_domains,
         )
         record = outcome.record(**record)
         predictions = outcome.predictions
@@ -213,9 +254,12 @@ def run(args: argparse.Namespace) -> int:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(record, indent=2) + "\n")
-        written = [output, write_predictions(
-            _beside(output, PREDICTIONS_NAME), predictions.records(rows["image_id"], rows["domain"], rows["label"])
-        )]
+        written = [
+            output,
+            write_predictions(
+                _beside(output, PREDICTIONS_NAME), predictions.records(rows["image_id"], rows["domain"], rows["label"])
+            ),
+        ]
         if args.confusion_matrix:
             from ..analysis.plots import confusion_figure
 

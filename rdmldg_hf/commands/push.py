@@ -1,6 +1,6 @@
 """``rdmldg push``: upload a trained adapter with its model card to the Hub.
 
-    rdmldg push --adapter outputs/sarr-officehome-art --repo someone/rdmldg-officehome-art [--private]
+rdmldg push --adapter outputs/sarr-officehome-art --repo someone/rdmldg-officehome-art [--private]
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", required=True, help="Model repo ORG/NAME (created if missing).")
     parser.add_argument("--results", help="results.json for the card's model-index (default: the folder's own).")
     parser.add_argument("--base-model", help="Hub id of the base model, when the adapter config names a local folder.")
-    parser.add_argument("--dataset", default=None, help="Dataset repo the card names (default rdmldg/domainbed-reasoning).")
+    parser.add_argument(
+        "--dataset", default=None, help="Dataset repo the card names (default rdmldg/domainbed-reasoning)."
+    )
     parser.add_argument("--private", action="store_true", help="Create the repo as private.")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login). Never printed.")
 

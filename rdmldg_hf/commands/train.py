@@ -20,7 +20,8 @@ METHODS: tuple[str, ...] = ("mtct", "sarr")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("method", choices=METHODS, help="'mtct' (MTCT alone) or 'sarr' (MTCT stage + SARR rounds).")
     parser.add_argument(
-        "arguments", nargs=argparse.REMAINDER,
+        "arguments",
+        nargs=argparse.REMAINDER,
         help="--config FILE (YAML) and --field value overrides, read by TRL's TrlParser.",
     )
 

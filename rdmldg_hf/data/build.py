@@ -52,11 +52,16 @@ class BuildSummary:
     def format(self) -> str:
         """A few human-readable lines (the CLI prints them)."""
         config = self.config
-        lines = [f"Built config {config.config_name!r} in {config.out_dir}: {config.rows:,} rows, {config.with_chain:,} with a chain."]
+        lines = [
+            f"Built config {config.config_name!r} in {config.out_dir}: {config.rows:,} "
+            f"rows, {config.with_chain:,} with a chain."
+        ]
         for split in config.splits:
             lines.append(f"  {split.name:<16} {split.rows:>8,} rows  {split.with_chain:>8,} chains")
         if self.ignored:
-            lines.append(f"Ignored {len(self.ignored)} entries beside the domain folders: {', '.join(self.ignored[:5])}")
+            lines.append(
+                f"Ignored {len(self.ignored)} entries beside the domain folders: {', '.join(self.ignored[:5])}"
+            )
         if self.excluded or self.exclude_unmatched:
             lines.append(f"Excluded {self.excluded:,} images named in the exclude list.")
         if self.exclude_unmatched:
@@ -156,8 +161,9 @@ def resolve_images(
 
         return ScanResult(images=embedded_source_images(), root="<embedded>")
     if isinstance(images, (str, os.PathLike)):
-        return scan_domainbed(benchmark, images, class_map=class_map, domain_map=domain_map, exclude=exclude,
-                              max_pixels=max_pixels)
+        return scan_domainbed(
+            benchmark, images, class_map=class_map, domain_map=domain_map, exclude=exclude, max_pixels=max_pixels
+        )
     return ScanResult(images=list(images), root="<given>")
 
 

@@ -89,7 +89,9 @@ def _entry(image_id: Any, value: Any, line: int, where: str) -> ChainEntry:
     if isinstance(value, Mapping):
         text = next((value[k] for k in _TEXT_KEYS if k in value), None)
         if text is None:
-            raise ValueError(f"{where}: the entry of {image_id!r} has no chain; give one of the keys {', '.join(_TEXT_KEYS)}.")
+            raise ValueError(
+                f"{where}: the entry of {image_id!r} has no chain; give one of the keys {', '.join(_TEXT_KEYS)}."
+            )
         extra = {k: value[k] for k in _INT_KEYS + ("rejection_reasons",) if value.get(k) is not None}
         source = value.get("source", value.get("chain_source"))
         return ChainEntry(image_id, text, source, value.get("prompt_version"), extra, line)
@@ -98,7 +100,7 @@ def _entry(image_id: Any, value: Any, line: int, where: str) -> ChainEntry:
 
 def _from_object(item: Any, line: int, where: str) -> ChainEntry:
     if not isinstance(item, Mapping) or "image_id" not in item:
-        raise ValueError(f"{where}: expected an object with an \"image_id\" key, got {str(item)[:80]!r}.")
+        raise ValueError(f'{where}: expected an object with an "image_id" key, got {str(item)[:80]!r}.')
     return _entry(item["image_id"], item, line, where)
 
 
@@ -111,7 +113,9 @@ def read_chain_file(path: str | os.PathLike) -> list[ChainEntry]:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"--chains {str(path)!r} does not exist; give a JSON or JSONL file of image_id -> chain.")
+        raise FileNotFoundError(
+            f"--chains {str(path)!r} does not exist; give a JSON or JSONL file of image_id -> chain."
+        )
     text = file.read_text(encoding="utf-8-sig")
     name = str(path)
     try:
@@ -141,7 +145,9 @@ def _read_jsonl(text: str, name: str, whole_error: json.JSONDecodeError) -> list
                     f"--chains {name!r} is not valid JSON or JSONL: line {whole_error.lineno}, "
                     f"column {whole_error.colno}: {whole_error.msg}."
                 ) from None
-            raise ValueError(f"--chains {name!r} is not valid JSONL: line {number}, column {error.colno}: {error.msg}.") from None
+            raise ValueError(
+                f"--chains {name!r} is not valid JSONL: line {number}, column {error.colno}: {error.msg}."
+            ) from None
         entries.append(_from_object(item, number, f"--chains {name!r} line {number}"))
     return entries
 
@@ -176,7 +182,8 @@ def import_chains(
                 problems.append(match.reason or "conclusion names no class")
             elif match.index != labels[entry.image_id]:
                 problems.append(
-                    f"conclusion {chain.conclusion!r} is not the image's class {benchmark.class_names[labels[entry.image_id]]!r}"
+                    f"conclusion {chain.conclusion!r} is not the image's class "
+                    f"{benchmark.class_names[labels[entry.image_id]]!r}"
                 )
         if problems:
             result.invalid.append({**where, "problems": problems})

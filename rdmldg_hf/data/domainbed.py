@@ -22,7 +22,12 @@ from .pixel_limit import OversizedImageError, open_image
 from .schema import SourceImage
 
 __all__ = [
-    "ScanResult", "SkippedFile", "scan_domainbed", "load_class_map", "load_domain_map", "load_exclude_list",
+    "ScanResult",
+    "SkippedFile",
+    "scan_domainbed",
+    "load_class_map",
+    "load_domain_map",
+    "load_exclude_list",
     "resolve_benchmark_folder",
 ]
 
@@ -110,7 +115,9 @@ def resolve_benchmark_folder(
 def _load_name_map(path: str | os.PathLike, option: str, target: str) -> dict[str, str]:
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"{option} {str(path)!r} does not exist; give a JSON file mapping folder name -> {target}.")
+        raise FileNotFoundError(
+            f"{option} {str(path)!r} does not exist; give a JSON file mapping folder name -> {target}."
+        )
     try:
         mapping = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -154,7 +161,7 @@ def _class_resolver(benchmark: Benchmark, class_map: Mapping[str, str] | None) -
             raise ValueError(
                 f"Class folder {folder!r} (in {where}) is not a class of {benchmark.name!r}. "
                 f"Valid classes: {', '.join(benchmark.classes)}. If it names one of them differently, "
-                f"pass --class-map FILE with a JSON object such as {{\"{folder}\": \"{benchmark.classes[0]}\"}}."
+                f'pass --class-map FILE with a JSON object such as {{"{folder}": "{benchmark.classes[0]}"}}.'
             ) from None
 
     return resolve
@@ -243,10 +250,12 @@ def scan_domainbed(
                 f"Domain folder {entry.name!r} in {str(folder)!r} is not a domain of {benchmark.name!r}. "
                 f"Valid domains: {', '.join(benchmark.domain_folders)}. Move or remove it, or if it names one "
                 f"of them differently, pass --domain-map FILE with a JSON object such as "
-                f"{{\"{entry.name}\": \"{benchmark.domain_folders[0]}\"}}."
+                f'{{"{entry.name}": "{benchmark.domain_folders[0]}"}}.'
             )
         if domain in seen_domains:
-            raise ValueError(f"Folders {seen_domains[domain]!r} and {entry.name!r} are the same domain {domain!r}; keep one.")
+            raise ValueError(
+                f"Folders {seen_domains[domain]!r} and {entry.name!r} are the same domain {domain!r}; keep one."
+            )
         seen_domains[domain] = entry.name
         count = _scan_domain(entry, domain, class_of, result, verify, unmatched, max_pixels)
         if count == 0:
@@ -262,8 +271,13 @@ def scan_domainbed(
 
 
 def _scan_domain(
-    folder: Path, domain: str, class_of: Callable[[str, str], int], result: ScanResult, verify: bool,
-    exclude: dict[str, bool | None], max_pixels: int | None,
+    folder: Path,
+    domain: str,
+    class_of: Callable[[str, str], int],
+    result: ScanResult,
+    verify: bool,
+    exclude: dict[str, bool | None],
+    max_pixels: int | None,
 ) -> int:
     """Add the images of one domain folder to ``result`` (marking the ``exclude`` entries met); the number added."""
     count = 0

@@ -40,16 +40,66 @@ TEMPLATE_CHAIN_SOURCE = "template"
 
 # Class-specific cues: (two shape cues, the class most easily confused with it, what tells them apart).
 _DIGIT_CUES: dict[str, tuple[str, str, str, str]] = {
-    "zero": ("a single closed oval loop", "no stroke crossing the inside of the loop", "six", "a six has a tail rising from its loop"),
-    "one": ("one long straight stroke", "at most a short flag at the top and no loop", "seven", "a seven has a long horizontal bar on top"),
-    "two": ("a curved hook at the top", "a flat horizontal base stroke at the bottom", "seven", "a seven has no base stroke"),
-    "three": ("two bumps open to the same side", "no closed loop and no vertical spine", "eight", "an eight closes both of its loops"),
-    "four": ("a vertical stroke crossed by a horizontal bar", "an open triangle-like corner on one side", "nine", "a nine has a closed round head"),
-    "five": ("a short flat bar joined to a vertical stroke on top", "an open curved belly below", "six", "a six closes its lower loop"),
-    "six": ("a long curved stroke sweeping down", "a closed loop at the bottom end", "zero", "a zero has no tail above its loop"),
-    "seven": ("a horizontal top stroke", "a long diagonal descending from its end", "one", "a one has no long horizontal bar"),
-    "eight": ("two closed loops stacked on each other", "a crossing point where the loops meet", "three", "a three leaves its loops open"),
-    "nine": ("a closed loop at the top", "a stroke descending from the loop", "four", "a four has an open corner instead of a round head"),
+    "zero": (
+        "a single closed oval loop",
+        "no stroke crossing the inside of the loop",
+        "six",
+        "a six has a tail rising from its loop",
+    ),
+    "one": (
+        "one long straight stroke",
+        "at most a short flag at the top and no loop",
+        "seven",
+        "a seven has a long horizontal bar on top",
+    ),
+    "two": (
+        "a curved hook at the top",
+        "a flat horizontal base stroke at the bottom",
+        "seven",
+        "a seven has no base stroke",
+    ),
+    "three": (
+        "two bumps open to the same side",
+        "no closed loop and no vertical spine",
+        "eight",
+        "an eight closes both of its loops",
+    ),
+    "four": (
+        "a vertical stroke crossed by a horizontal bar",
+        "an open triangle-like corner on one side",
+        "nine",
+        "a nine has a closed round head",
+    ),
+    "five": (
+        "a short flat bar joined to a vertical stroke on top",
+        "an open curved belly below",
+        "six",
+        "a six closes its lower loop",
+    ),
+    "six": (
+        "a long curved stroke sweeping down",
+        "a closed loop at the bottom end",
+        "zero",
+        "a zero has no tail above its loop",
+    ),
+    "seven": (
+        "a horizontal top stroke",
+        "a long diagonal descending from its end",
+        "one",
+        "a one has no long horizontal bar",
+    ),
+    "eight": (
+        "two closed loops stacked on each other",
+        "a crossing point where the loops meet",
+        "three",
+        "a three leaves its loops open",
+    ),
+    "nine": (
+        "a closed loop at the top",
+        "a stroke descending from the loop",
+        "four",
+        "a four has an open corner instead of a round head",
+    ),
 }
 
 _SUMMARY = (
@@ -162,4 +212,3 @@ def embedded_chains(
         for name in benchmark.class_names
     }
     return {image.image_id: by_class[benchmark.class_names[image.label]] for image in images}
-

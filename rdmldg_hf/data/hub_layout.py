@@ -178,7 +178,9 @@ def _staged(out: Path) -> Iterator[Path]:
 def _check_features(dataset: Dataset, features: Features, config_name: str, split: str) -> Dataset:
     """Cast a split to the benchmark's features (columns must match)."""
     if not _SPLIT_NAME.match(split):
-        raise ValueError(f"Split name {split!r} of config {config_name!r} is invalid: use letters, digits and _ (a domain name).")
+        raise ValueError(
+            f"Split name {split!r} of config {config_name!r} is invalid: use letters, digits and _ (a domain name)."
+        )
     if dataset.features == features:
         return dataset
     label = dataset.features.get("label")
@@ -230,10 +232,14 @@ def _quiet_progress() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _write_shard(dataset: Dataset, folder: Path, path_in_repo: str, index: int, num_shards: int, batch_size: int) -> int:
+def _write_shard(
+    dataset: Dataset, folder: Path, path_in_repo: str, index: int, num_shards: int, batch_size: int
+) -> int:
     """Write shard ``index`` of ``num_shards`` with embedded files, as push_to_hub does; its size in bytes."""
     shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
-    shard = shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True)
+    shard = shard.with_format("arrow").map(
+        embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True
+    )
     target = folder / path_in_repo
     shard.with_format(None).to_parquet(str(target), batch_size=batch_size)
     return target.stat().st_size
@@ -249,7 +255,11 @@ def _split_stats(dataset: Dataset, name: str, files: list[str]) -> SplitSummary:
         for item in pc.value_counts(batch.column("chain_source")).to_pylist():
             if item["values"] is not None:
                 summary.chain_sources[item["values"]] = summary.chain_sources.get(item["values"], 0) + item["counts"]
-        for column, attribute in (("num_candidates", "candidates"), ("num_valid", "valid"), ("num_correct", "correct")):
+        for column, attribute in (
+            ("num_candidates", "candidates"),
+            ("num_valid", "valid"),
+            ("num_correct", "correct"),
+        ):
             total = pc.sum(batch.column(column)).as_py() if column in batch.column_names else None
             setattr(summary, attribute, getattr(summary, attribute) + int(total or 0))
     return summary
@@ -339,7 +349,9 @@ def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
         "report": f"{REPORTS_DIR}/{name}.json",
-        "teacher": report.get("teacher") if isinstance(report.get("teacher"), dict) and "acceptance" in report["teacher"] else None,
+        "teacher": report.get("teacher")
+        if isinstance(report.get("teacher"), dict) and "acceptance" in report["teacher"]
+        else None,
     }
 
 

@@ -29,7 +29,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from datasets import Dataset, Sequence as SequenceFeature, Value, concatenate_datasets
+from datasets import Dataset, Value, concatenate_datasets
+from datasets import Sequence as SequenceFeature
 
 from ..prompts import TASKS, training_example
 
@@ -110,7 +111,9 @@ def build_units(
     if not 0.0 <= mixed_reasoning_ratio <= 1.0:
         raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {mixed_reasoning_ratio!r}.")
     n = len(dataset)
-    chained = [i for i, r in enumerate(dataset["reasoning"]) if has_chain(r)] if "reasoning" in dataset.column_names else []
+    chained = (
+        [i for i, r in enumerate(dataset["reasoning"]) if has_chain(r)] if "reasoning" in dataset.column_names else []
+    )
     chained_set = set(chained)
     feature = SequenceFeature(Value("int8"))
 
@@ -121,7 +124,9 @@ def build_units(
 
     dropped = 0
     if mode == "paired":
-        units = with_tasks(range(n), [[CLASSIFICATION, REASONING] if i in chained_set else [CLASSIFICATION] for i in range(n)])
+        units = with_tasks(
+            range(n), [[CLASSIFICATION, REASONING] if i in chained_set else [CLASSIFICATION] for i in range(n)]
+        )
         cls_rows, reasoning_rows = n, len(chained)
     elif mode == "cls_only":
         units = with_tasks(range(n), [[CLASSIFICATION]] * n)
@@ -150,7 +155,9 @@ def unit_rows(unit: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[
     """
     label = unit["label"]
     if label is None or not 0 <= int(label) < len(class_names):
-        raise ValueError(f"Label {label!r} is outside the class list ({len(class_names)} classes: {', '.join(class_names)}).")
+        raise ValueError(
+            f"Label {label!r} is outside the class list ({len(class_names)} classes: {', '.join(class_names)})."
+        )
     rows = []
     for task in unit[TASKS_COLUMN]:
         answer = class_names[int(label)] if task == CLASSIFICATION else unit["reasoning"]

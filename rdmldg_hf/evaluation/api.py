@@ -37,7 +37,12 @@ def api_settings(
     """Teacher settings for zero-shot evaluation: one candidate at temperature 0, no extra rounds."""
     return TeacherSettings(
         sampling=SamplingSettings(
-            model=model, candidates=1, temperature=0.0, max_tokens=max_tokens, image_max_side=image_max_side, image_format="png"
+            model=model,
+            candidates=1,
+            temperature=0.0,
+            max_tokens=max_tokens,
+            image_max_side=image_max_side,
+            image_format="png",
         ),
         retry=retry or RetryPolicy(),
         base_url=base_url,
@@ -87,7 +92,9 @@ def predict_api(
             text = next((t for reply in replies for t in reply.texts if t), None)
             i = position[source.image_id]
             texts[i] = text
-            index = match_class(extract_conclusion(text) if text else None, benchmark.class_names, benchmark.class_aliases)
+            index = match_class(
+                extract_conclusion(text) if text else None, benchmark.class_names, benchmark.class_aliases
+            )
             indices[i] = -1 if index is None else index
     finally:
         chains.close()

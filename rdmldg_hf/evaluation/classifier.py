@@ -72,7 +72,9 @@ class DGClassifier:
         if run_config.prompt_version != PROMPT_VERSION:
             logger.warning(
                 "%s was trained with prompts %s; this rdmldg_hf asks %s: answers may differ.",
-                source or "The model", run_config.prompt_version, PROMPT_VERSION,
+                source or "The model",
+                run_config.prompt_version,
+                PROMPT_VERSION,
             )
 
     @property
@@ -138,15 +140,23 @@ class DGClassifier:
         """Predict each image's class in one of ``direct``, ``direct-generate``, ``reasoning``."""
         aliases = get_benchmark(self.benchmark).class_aliases if self.benchmark else None
         result = predict(
-            self.model, self.processor, images, self.class_names, mode,
-            batch_size=batch_size, max_new_tokens=max_new_tokens, aliases=aliases,
+            self.model,
+            self.processor,
+            images,
+            self.class_names,
+            mode,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            aliases=aliases,
         )
         outputs = []
         for i, index in enumerate(result.indices):
             probabilities = None
             if result.probabilities is not None and result.probabilities[i] is not None:
                 probabilities = dict(zip(self.classes, result.probabilities[i]))
-            outputs.append(ClassifierOutput(self.classes[index] if index >= 0 else None, index, probabilities, result.texts[i]))
+            outputs.append(
+                ClassifierOutput(self.classes[index] if index >= 0 else None, index, probabilities, result.texts[i])
+            )
         return outputs
 
     modes = MODES
@@ -156,5 +166,6 @@ def _missing(error: BaseException) -> bool:
     """Whether a loading error means 'no such model' (rather than a broken one)."""
     text = str(error).lower()
     return isinstance(error, (OSError, HfHubHTTPError)) or any(
-        phrase in text for phrase in ("not a valid", "does not appear", "can't load", "is not a local folder", "not found", "no such")
+        phrase in text
+        for phrase in ("not a valid", "does not appear", "can't load", "is not a local folder", "not found", "no such")
     )

@@ -20,7 +20,9 @@ def load_metric(**kwargs: Any):
     return evaluate.load(metric_path(), **kwargs)
 
 
-def compute_dg_metrics(predictions: Sequence[int], references: Sequence[int], domains: Sequence[str]) -> dict[str, Any]:
+def compute_dg_metrics(
+    predictions: Sequence[int], references: Sequence[int], domains: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy per domain, mean over domains and invalid-output rate, via the ``evaluate`` metric."""
     return load_metric().compute(
         predictions=[int(p) for p in predictions], references=[int(r) for r in references], domains=list(domains)

@@ -50,7 +50,12 @@ class ICLSettings:
 
 
 def _candidates(
-    strategy: str, domain: str, image_id: str, train_domains: set[str], by_domain: dict[str, list[int]], ids: Sequence[str]
+    strategy: str,
+    domain: str,
+    image_id: str,
+    train_domains: set[str],
+    by_domain: dict[str, list[int]],
+    ids: Sequence[str],
 ) -> list[int]:
     if strategy == "same_domain":
         pool = by_domain.get(domain, [])
@@ -105,7 +110,9 @@ def select_demos(
     labels, domains, ids = pool["label"], pool["domain"], pool["image_id"]
     chains = pool["reasoning"] if needs_chain and "reasoning" in pool.column_names else None
     if needs_chain and chains is None:
-        raise ValueError("Reasoning demos need chains, but the demo pool has no 'reasoning' column; use a direct mode.")
+        raise ValueError(
+            "Reasoning demos need chains, but the demo pool has no 'reasoning' column; use a direct mode."
+        )
     by_domain: dict[str, list[int]] = defaultdict(list)
     for i, domain in enumerate(domains):
         if chains is None or has_chain(chains[i]):
@@ -115,7 +122,11 @@ def select_demos(
     for domain, image_id in zip(test_domains, test_image_ids):
         pool_rows = _candidates(settings.strategy, domain, image_id, train, by_domain, ids)
         if len(pool_rows) < settings.shots:
-            source = f"domain {domain!r}" if settings.strategy == "same_domain" else f"domains {', '.join(sorted(train)) or '(none)'}"
+            source = (
+                f"domain {domain!r}"
+                if settings.strategy == "same_domain"
+                else f"domains {', '.join(sorted(train)) or '(none)'}"
+            )
             raise ValueError(
                 f"--icl-shots {settings.shots} is larger than the {len(pool_rows)} demos available for image "
                 f"{image_id!r} (strategy {settings.strategy!r}, from {source}"
@@ -129,7 +140,9 @@ def select_demos(
     return picked
 
 
-def build_demos(pool: Dataset, indices: Sequence[Sequence[int]], class_names: Sequence[str], mode: str) -> list[list[Demo]]:
+def build_demos(
+    pool: Dataset, indices: Sequence[Sequence[int]], class_names: Sequence[str], mode: str
+) -> list[list[Demo]]:
     """The :class:`~rdmldg_hf.evaluation.predict.Demo` lists of :func:`select_demos`' indices.
 
     Images are read lazily per row (``pool`` may keep them undecoded).

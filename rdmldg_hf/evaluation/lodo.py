@@ -115,8 +115,10 @@ class LodoConfig:
     output_dir: str = field(default="outputs/lodo", metadata={"help": "Folder of results.json, results.md and runs/."})
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning; unset: the embedded benchmark, built "
-                  "into <output_dir>/dataset."},
+        metadata={
+            "help": "Dataset folder or Hub id of DomainBed-Reasoning; unset: the embedded benchmark, built "
+            "into <output_dir>/dataset."
+        },
     )
     dataset_config: str = field(
         default=EMBEDDED_BENCHMARK,
@@ -124,8 +126,9 @@ class LodoConfig:
     )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Base model (Hub id or folder); unset: a tiny random model built into "
-                  "<output_dir>/base-model."},
+        metadata={
+            "help": "Base model (Hub id or folder); unset: a tiny random model built into <output_dir>/base-model."
+        },
     )
     tiny_preset: str = field(
         default="embedded", metadata={"help": "Preset of the tiny model built when model_name_or_path is unset."}
@@ -140,18 +143,23 @@ class LodoConfig:
     )
     eval_modes: dict | str | None = field(
         default_factory=dict,
-        metadata={"help": "Per method, the prediction modes tested ('direct', 'reasoning'); the first one selects "
-                  "the checkpoint (default: the method's own)."},
+        metadata={
+            "help": "Per method, the prediction modes tested ('direct', 'reasoning'); the first one selects "
+            "the checkpoint (default: the method's own)."
+        },
     )
     max_train_images_per_domain: int | None = field(
         default=None,
-        metadata={"help": "A stratified sample of this many in-part images per training domain (validation "
-                  "shrinks in proportion); unset: all."},
+        metadata={
+            "help": "A stratified sample of this many in-part images per training domain (validation "
+            "shrinks in proportion); unset: all."
+        },
     )
     reasoning_eval_limit: int | None = field(
         default=None,
-        metadata={"help": "A stratified sample of this many test images per domain in the generating modes; "
-                  "unset: all."},
+        metadata={
+            "help": "A stratified sample of this many test images per domain in the generating modes; unset: all."
+        },
     )
     sample_seed: int = field(default=DEFAULT_SAMPLE_SEED, metadata={"help": "Seed of the stratified samples."})
     holdout_fraction: float = field(
@@ -163,18 +171,25 @@ class LodoConfig:
     )
     holdout_style: str = field(
         default=DEFAULT_HOLDOUT_STYLE,
-        metadata={"help": "'hash' (seeded hash of image_id) or 'domainbed' (DomainBed's own in/out split).",
-                  "choices": list(HOLDOUT_STYLES)},
+        metadata={
+            "help": "'hash' (seeded hash of image_id) or 'domainbed' (DomainBed's own in/out split).",
+            "choices": list(HOLDOUT_STYLES),
+        },
     )
     test_split: str = field(
         default="whole",
-        metadata={"help": "Test rows: the 'whole' held-out domain, or its 'in' part (what DomainBed reports).",
-                  "choices": list(TEST_SPLITS)},
+        metadata={
+            "help": "Test rows: the 'whole' held-out domain, or its 'in' part (what DomainBed reports).",
+            "choices": list(TEST_SPLITS),
+        },
     )
     selection_rule: str = field(
         default=DEFAULT_SELECTION_RULE,
-        metadata={"help": "Checkpoint selection: 'mean' of the training domains' validation accuracies (DomainBed) "
-                  "or 'pooled' over their images.", "choices": list(SELECTION_RULES)},
+        metadata={
+            "help": "Checkpoint selection: 'mean' of the training domains' validation accuracies (DomainBed) "
+            "or 'pooled' over their images.",
+            "choices": list(SELECTION_RULES),
+        },
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank on both towers; 0 trains every weight."})
     select_every: str = field(  # or an int (a number of steps): parsed as a string on the command line
@@ -347,9 +362,14 @@ class LodoRunner:
     def split(self, test_domain: str) -> LodoSplit:
         """Train (in-part), validation (out-part) and test rows (whole domain or in-part) of a held-out domain."""
         return lodo_split(
-            self.dataset, test_domain, self.config.holdout_fraction, self.config.holdout_seed,
-            self.config.max_train_images_per_domain, holdout_style=self.config.holdout_style,
-            test_split=self.config.test_split, sample_seed=self.config.sample_seed,
+            self.dataset,
+            test_domain,
+            self.config.holdout_fraction,
+            self.config.holdout_seed,
+            self.config.max_train_images_per_domain,
+            holdout_style=self.config.holdout_style,
+            test_split=self.config.test_split,
+            sample_seed=self.config.sample_seed,
         )
 
     def _test_rows(self, rows: Dataset, mode: str) -> tuple[Dataset, dict[str, Any]]:
@@ -363,8 +383,13 @@ class LodoRunner:
 
     def _evaluate(self, model: Any, processor: Any, rows: Dataset, mode: str) -> EvalOutcome:
         return evaluate_rows(
-            model, processor, rows, self.benchmark, mode,
-            batch_size=self.config.eval_batch_size, max_new_tokens=self.config.max_new_tokens,
+            model,
+            processor,
+            rows,
+            self.benchmark,
+            mode,
+            batch_size=self.config.eval_batch_size,
+            max_new_tokens=self.config.max_new_tokens,
         )
 
     def _validate(self, model: Any, processor: Any, rows: Dataset, mode: str) -> float:
@@ -422,7 +447,9 @@ class LodoRunner:
         run_config.settings.update({key: value for key, value in split.record().items() if key != "test_domain"})
         run_config.settings.update(selection_rule=self.config.selection_rule, select_every=self.config.select_every)
         run_config.settings["selection"] = {
-            "mode": select_mode, "rule": self.config.selection_rule, "checked": selector.history,
+            "mode": select_mode,
+            "rule": self.config.selection_rule,
+            "checked": selector.history,
             "selected": selector.best_at,
         }
         tests, test_rows = {}, {}
@@ -457,16 +484,24 @@ class LodoRunner:
                 main.record(
                     dataset=self.config.dataset_name or "rdmldg/domainbed-reasoning",
                     config=self.config.dataset_config,
-                    benchmark=self.benchmark.name, method=method, test_domain=test_domain,
-                    validation_accuracy=selector.best, selected=selector.best_at, rows=test_rows[modes[0]][1],
+                    benchmark=self.benchmark.name,
+                    method=method,
+                    test_domain=test_domain,
+                    validation_accuracy=selector.best,
+                    selected=selector.best_at,
+                    rows=test_rows[modes[0]][1],
                 ),
             )
-            write_predictions(model_dir / PREDICTIONS_NAME, [
-                record for mode, outcome in tests.items()
-                for record in outcome.predictions.records(
-                    *(test_rows[mode][0][column] for column in ("image_id", "domain", "label"))
-                )
-            ])
+            write_predictions(
+                model_dir / PREDICTIONS_NAME,
+                [
+                    record
+                    for mode, outcome in tests.items()
+                    for record in outcome.predictions.records(
+                        *(test_rows[mode][0][column] for column in ("image_id", "domain", "label"))
+                    )
+                ],
+            )
             shutil.rmtree(run_dir / "train", ignore_errors=True)
         self.state.wait_for_everyone()
         return record
@@ -476,8 +511,13 @@ class LodoRunner:
 
         args = MTCTConfig(**self._training_args(spec, run_dir))
         trainer = MTCTTrainer(
-            model, args=args, train_dataset=split.train, processing_class=processor, peft_config=self._peft_config(),
-            split_record=split.record(), callbacks=[_SelectEvery(selector, self.config.select_every)],
+            model,
+            args=args,
+            train_dataset=split.train,
+            processing_class=processor,
+            peft_config=self._peft_config(),
+            split_record=split.record(),
+            callbacks=[_SelectEvery(selector, self.config.select_every)],
         )
         trainer.train()
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -495,15 +535,18 @@ class LodoRunner:
             return PeftModel.from_pretrained(base, done["model_dir"], is_trainable=True)
         return type(base).from_pretrained(done["model_dir"])
 
-    def _train_sarr(self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector,
-                    mtct_stage: bool = True):
+    def _train_sarr(
+        self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector, mtct_stage: bool = True
+    ):
         from ..trainers.sarr import SARRTrainer
 
         values = self._training_args(spec, run_dir)
         values.update(self.config.sarr)
         values.update(
-            output_dir=str(run_dir / "train"), overwrite_output_dir=True,
-            round_dataset_dir=str(run_dir / "train" / "dataset"), mtct_stage=mtct_stage,
+            output_dir=str(run_dir / "train"),
+            overwrite_output_dir=True,
+            round_dataset_dir=str(run_dir / "train" / "dataset"),
+            mtct_stage=mtct_stage,
         )
         args = SARRConfig(**values)
 
@@ -511,17 +554,32 @@ class LodoRunner:
             return {"validation_accuracy": selector.check(stage_model, name)}
 
         trainer = SARRTrainer(
-            model, args, train_dataset=split.train, processing_class=processor, peft_config=self._peft_config(),
-            split_record=split.record(), stage_callback=stage_done,
+            model,
+            args,
+            train_dataset=split.train,
+            processing_class=processor,
+            peft_config=self._peft_config(),
+            split_record=split.record(),
+            stage_callback=stage_done,
         )
         results = trainer.train()
         run_config = RunConfig(
-            method="sarr", benchmark=self.benchmark.name, classes=list(self.benchmark.classes),
-            class_names=list(self.benchmark.class_names), domains=[], test_domain=None, prompt_version=PROMPT_VERSION,
-            base_model=self.model_path, adapter=self.config.lora_r > 0,
-            settings={"mode": spec.mode, "num_rounds": args.num_rounds, "fallback": args.fallback,
-                      "started_from": None if mtct_stage else spec.starts_from,
-                      "rounds": [r.relabel for r in results if r.relabel]},
+            method="sarr",
+            benchmark=self.benchmark.name,
+            classes=list(self.benchmark.classes),
+            class_names=list(self.benchmark.class_names),
+            domains=[],
+            test_domain=None,
+            prompt_version=PROMPT_VERSION,
+            base_model=self.model_path,
+            adapter=self.config.lora_r > 0,
+            settings={
+                "mode": spec.mode,
+                "num_rounds": args.num_rounds,
+                "fallback": args.fallback,
+                "started_from": None if mtct_stage else spec.starts_from,
+                "rounds": [r.relabel for r in results if r.relabel],
+            },
         )
         return trainer.model, run_config
 
@@ -568,7 +626,8 @@ def _protocol_line(settings: Mapping[str, Any]) -> str:
     train = settings.get("max_train_images_per_domain")
     sample = (
         f"a stratified sample of {train} in-part images per training domain (seed {settings.get('sample_seed', 0)})"
-        if train else "their whole in-part"
+        if train
+        else "their whole in-part"
     )
     return (
         f"Protocol: holdout {settings.get('holdout_style', 'hash')} (fraction {settings.get('holdout_fraction')}, "
@@ -600,8 +659,14 @@ def render_results_md(results: Mapping[str, Any], benchmark: Benchmark) -> str:
     lines = [f"# Leave-one-domain-out on {benchmark.title} (accuracy %)", "", protocol, ""]
     order = [m for m in METHODS if m in results["runs"]]
     for mode, methods in table.items():
-        lines += [f"## Prediction mode: {mode}", "", _test_images_line(results, mode, order, domains), "",
-                  "| Method | " + " | ".join(domains) + " | Avg |", "|---|" + "---|" * (len(domains) + 1)]
+        lines += [
+            f"## Prediction mode: {mode}",
+            "",
+            _test_images_line(results, mode, order, domains),
+            "",
+            "| Method | " + " | ".join(domains) + " | Avg |",
+            "|---|" + "---|" * (len(domains) + 1),
+        ]
         for method in order:
             if method not in methods:
                 continue
@@ -610,7 +675,8 @@ def render_results_md(results: Mapping[str, Any], benchmark: Benchmark) -> str:
             lines.append(f"| {METHODS[method].title} | " + " | ".join(cells) + f" | {row['avg']:.2f} |")
         lines.append("")
     lines += [
-        "## Runs", "",
+        "## Runs",
+        "",
         "| Method | Held out | Train images | Selected | Validation acc. | Invalid (reasoning) | Seconds |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -119,8 +119,12 @@ def prediction_records(
     out = []
     for i, (image_id, domain, label, index) in enumerate(zip(image_ids, domains, labels, indices)):
         record: dict[str, Any] = {
-            "image_id": image_id, "domain": domain, "label": int(label), "mode": mode,
-            "prediction": int(index), "correct": int(index) == int(label),
+            "image_id": image_id,
+            "domain": domain,
+            "label": int(label),
+            "mode": mode,
+            "prediction": int(index),
+            "correct": int(index) == int(label),
         }
         if probabilities is not None:
             row = probabilities[i]
@@ -198,7 +202,9 @@ def decode_images(values: Iterable[Any]) -> tuple[list[Image.Image | None], list
     return images, failed
 
 
-def _class_of_answer(text: str, class_names: Sequence[str], aliases: Mapping[str, Iterable[str]] | None, mode: str) -> int:
+def _class_of_answer(
+    text: str, class_names: Sequence[str], aliases: Mapping[str, Iterable[str]] | None, mode: str
+) -> int:
     answer = extract_conclusion(text) if mode == "reasoning" else text
     index = match_class(answer, class_names, aliases)
     return -1 if index is None else index

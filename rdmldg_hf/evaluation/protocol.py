@@ -68,7 +68,13 @@ class EvalOutcome:
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """A JSON-serialisable record (what ``results.json`` holds)."""
-        return {**extra, **self.settings, "prompt_version": PROMPT_VERSION, "metrics": self.metrics, "seconds": round(self.seconds, 2)}
+        return {
+            **extra,
+            **self.settings,
+            "prompt_version": PROMPT_VERSION,
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def evaluate_rows(
@@ -99,7 +105,12 @@ def evaluate_rows(
         demo_pool = undecoded(demo_pool)
         indices = select_demos(demo_pool, rows["domain"], rows["image_id"], train_domains, icl, mode)
         demos = build_demos(demo_pool, indices, benchmark.class_names, mode)
-        settings["icl"] = {"shots": icl.shots, "strategy": icl.strategy, "seed": icl.seed, "train_domains": list(train_domains)}
+        settings["icl"] = {
+            "shots": icl.shots,
+            "strategy": icl.strategy,
+            "seed": icl.seed,
+            "train_domains": list(train_domains),
+        }
     predictions = predict(
         model,
         processor,

@@ -104,7 +104,9 @@ def model_card(
             eval_results.append(
                 EvalResult(
                     task_type="image-classification",
-                    task_name="Domain generalization (held-out domain)" if domain == run.test_domain else "Image classification",
+                    task_name="Domain generalization (held-out domain)"
+                    if domain == run.test_domain
+                    else "Image classification",
                     dataset_type=str(results.get("dataset") or dataset),
                     dataset_name=f"{benchmark.title if benchmark else run.benchmark} ({domain})",
                     dataset_config=str(results.get("config") or run.benchmark),
@@ -196,7 +198,8 @@ def push_adapter(
     for needed in (ADAPTER_CONFIG, RUN_CONFIG_NAME):
         if not (root / needed).is_file():
             raise FileNotFoundError(
-                f"{str(folder)!r} holds no {needed}: push the output folder of an rdmldg training run with a PEFT adapter."
+                f"{str(folder)!r} holds no {needed}: push the output folder of an rdmldg "
+                "training run with a PEFT adapter."
             )
     check_repo_id(repo_id)
     run = RunConfig.load(root)

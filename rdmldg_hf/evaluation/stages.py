@@ -52,8 +52,13 @@ class StageEvaluation:
         if rows is None or len(rows) == 0:
             return None
         outcome = evaluate_rows(
-            model, self.processor, rows, self.benchmark, mode,
-            batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+            model,
+            self.processor,
+            rows,
+            self.benchmark,
+            mode,
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
         )
         columns = (rows[column] for column in ("image_id", "domain", "label"))
         self.predictions += [{"part": part, **record} for record in outcome.predictions.records(*columns)]
@@ -71,7 +76,8 @@ class StageEvaluation:
             scores = self._score(model, "heldout", "reasoning")
             if scores is not None:
                 metrics["heldout_reasoning"], metrics["heldout_reasoning_invalid"] = (
-                    scores["accuracy"], scores["invalid_rate"]
+                    scores["accuracy"],
+                    scores["invalid_rate"],
                 )
         metrics["eval_seconds"] = round(time.time() - start, 2)
         return metrics
@@ -92,23 +98,34 @@ def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
 def summary_table(results: Mapping[str, Any]) -> str:
     """One table of a run's ``results.json``: per stage, acceptance of the round and accuracy (held-out domain,
     source holdout), and where the time went."""
-    rows: list[Sequence[Any]] = [(
-        "stage", "accepted", "bad format", "fallback", "heldout direct", "heldout reasoning",
-        "source-holdout direct", "relabel s", "train s",
-    )]
+    rows: list[Sequence[Any]] = [
+        (
+            "stage",
+            "accepted",
+            "bad format",
+            "fallback",
+            "heldout direct",
+            "heldout reasoning",
+            "source-holdout direct",
+            "relabel s",
+            "train s",
+        )
+    ]
     for stage in results["stages"]:
         relabel, metrics = stage.get("relabel") or {}, stage["metrics"]
-        rows.append((
-            stage["stage"],
-            _percent(relabel.get("acceptance")),
-            _percent(relabel.get("invalid_format_rate")),
-            ",".join(f"{k}:{v}" for k, v in (relabel.get("fallbacks") or {}).items()) or "-",
-            _percent(metrics.get("heldout_direct")),
-            _percent(metrics.get("heldout_reasoning")),
-            _percent(metrics.get("source_holdout_direct")),
-            f"{relabel['seconds']:.0f}" if relabel else "-",
-            f"{stage['losses'].get('train_runtime', 0):.0f}",
-        ))
+        rows.append(
+            (
+                stage["stage"],
+                _percent(relabel.get("acceptance")),
+                _percent(relabel.get("invalid_format_rate")),
+                ",".join(f"{k}:{v}" for k, v in (relabel.get("fallbacks") or {}).items()) or "-",
+                _percent(metrics.get("heldout_direct")),
+                _percent(metrics.get("heldout_reasoning")),
+                _percent(metrics.get("source_holdout_direct")),
+                f"{relabel['seconds']:.0f}" if relabel else "-",
+                f"{stage['losses'].get('train_runtime', 0):.0f}",
+            )
+        )
     timing = results["timing"]
     footer = (
         f"test domain {results['test_domain']} (chance {100 * results['chance']:.0f}%); wall "

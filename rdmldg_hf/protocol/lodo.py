@@ -80,8 +80,15 @@ class LodoSplit:
     def record(self) -> dict[str, Any]:
         """How the rows were split (JSON-serialisable): what a trained model's ``rdmldg_config.json`` records,
         so that analyses and evaluation find the same training and validation images again."""
-        keys = ("test_domain", "holdout_fraction", "holdout_seed", "holdout_style", "test_split",
-                "max_train_images_per_domain", "sample_seed")
+        keys = (
+            "test_domain",
+            "holdout_fraction",
+            "holdout_seed",
+            "holdout_style",
+            "test_split",
+            "max_train_images_per_domain",
+            "sample_seed",
+        )
         return {key: getattr(self, key) for key in keys}
 
 
@@ -121,6 +128,15 @@ def lodo_split(
     test_rows = in_part if test_split == "in" else rows
     test_rows = test_rows.filter(lambda d: d == test, input_columns="domain")
     return LodoSplit(
-        test, [d for d in domains if d != test], train, validation, test_rows, test_split,
-        holdout_fraction, holdout_seed, holdout_style, max_train_images_per_domain, sample_seed,
+        test,
+        [d for d in domains if d != test],
+        train,
+        validation,
+        test_rows,
+        test_split,
+        holdout_fraction,
+        holdout_seed,
+        holdout_style,
+        max_train_images_per_domain,
+        sample_seed,
     )

@@ -27,7 +27,9 @@ PRICES: dict[str, tuple[float, float]] = {
 BATCH_DISCOUNT = 0.5  # the Batch API's price relative to the synchronous API
 
 
-def price_for(model: str, override: tuple[float, float] | None = None, table: Mapping[str, tuple[float, float]] = PRICES) -> tuple[float, float] | None:
+def price_for(
+    model: str, override: tuple[float, float] | None = None, table: Mapping[str, tuple[float, float]] = PRICES
+) -> tuple[float, float] | None:
     """(input, output) USD per million tokens of ``model``: the override, the table, or None."""
     if override is not None:
         return override

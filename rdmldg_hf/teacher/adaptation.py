@@ -20,7 +20,12 @@ from typing import Any, Collection
 from .retry import TeacherConfigError
 
 __all__ = [
-    "ADAPTABLE_PARAMETERS", "RequestRefused", "ServerAdaptations", "refused_parameter", "error_details", "refusal",
+    "ADAPTABLE_PARAMETERS",
+    "RequestRefused",
+    "ServerAdaptations",
+    "refused_parameter",
+    "error_details",
+    "refusal",
 ]
 
 logger = logging.getLogger(__name__)

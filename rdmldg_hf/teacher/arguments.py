@@ -44,53 +44,142 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "teacher", "Label-blind chains from an OpenAI-compatible API, rejection-sampled against the label."
     )
-    group.add_argument("--teacher", metavar="MODEL", default=None,
-                       help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.")
-    group.add_argument("--base-url", default=None,
-                       help="An OpenAI-compatible server (vLLM, transformers serve, ...); default: the OpenAI API.")
-    group.add_argument("--api-key-env", default=settings.api_key_env, metavar="VAR",
-                       help="Environment variable holding the API key (default %(default)s). The key is never printed or stored.")
-    group.add_argument("--candidates", type=int, default=defaults.candidates, metavar="K",
-                       help="Chains per image and round, asked as n=K (default %(default)s).")
-    group.add_argument("--max-rounds", type=int, default=settings.max_rounds,
-                       help="Further rounds of K candidates for images with no accepted chain (default %(default)s).")
-    group.add_argument("--concurrency", type=int, default=settings.concurrency,
-                       help="Requests in flight at once (default %(default)s).")
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s).")
+    group.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        default=None,
+        help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.",
+    )
+    group.add_argument(
+        "--base-url",
+        default=None,
+        help="An OpenAI-compatible server (vLLM, transformers serve, ...); default: the OpenAI API.",
+    )
+    group.add_argument(
+        "--api-key-env",
+        default=settings.api_key_env,
+        metavar="VAR",
+        help="Environment variable holding the API key (default %(default)s). The key is never printed or stored.",
+    )
+    group.add_argument(
+        "--candidates",
+        type=int,
+        default=defaults.candidates,
+        metavar="K",
+        help="Chains per image and round, asked as n=K (default %(default)s).",
+    )
+    group.add_argument(
+        "--max-rounds",
+        type=int,
+        default=settings.max_rounds,
+        help="Further rounds of K candidates for images with no accepted chain (default %(default)s).",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=settings.concurrency,
+        help="Requests in flight at once (default %(default)s).",
+    )
+    group.add_argument(
+        "--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s)."
+    )
     group.add_argument("--top-p", type=float, default=None, help="Nucleus sampling top_p (not sent by default).")
-    group.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
-                       help="Most tokens per chain, sent as max_completion_tokens (max_tokens to a server that only "
-                            "takes that; default %(default)s). Reasoning models count their hidden reasoning in it.")
-    group.add_argument("--reasoning-effort", choices=REASONING_EFFORTS, default=None,
-                       help="reasoning_effort of reasoning models (o-series, GPT-5; not sent by default). "
-                            "Parameters a model refuses (temperature, top_p, n) are left out automatically and reported.")
-    group.add_argument("--image-max-side", type=int, default=defaults.image_max_side,
-                       help="Images are resized to this longest side before sending (default %(default)s).")
-    group.add_argument("--image-format", choices=IMAGE_FORMATS, default=defaults.image_format,
-                       help="Encoding of the images sent (default %(default)s).")
-    group.add_argument("--image-quality", type=int, default=defaults.image_quality, help="JPEG/WebP quality (default %(default)s).")
-    group.add_argument("--image-detail", choices=IMAGE_DETAILS, default=None, help="OpenAI image detail (not sent by default).")
-    group.add_argument("--timeout", type=float, default=settings.timeout, help="Seconds per request (default %(default)s).")
-    group.add_argument("--max-retries", type=int, default=retry.max_retries,
-                       help="Retries of a request on 429/5xx/timeouts before the image is marked failed for this run (default %(default)s).")
-    group.add_argument("--backoff-base", type=float, default=retry.base_delay,
-                       help="First backoff wait in seconds, doubled per retry (default %(default)s).")
-    group.add_argument("--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s).")
-    group.add_argument("--teacher-price", type=_price, default=None, metavar="IN,OUT",
-                       help="USD per million input,output tokens for the cost estimate (default: built-in table).")
-    group.add_argument("--teacher-store", default=None, metavar="DIR",
-                       help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).")
-    group.add_argument("--no-teacher-progress", dest="teacher_progress", action="store_false",
-                       help="Hide the teacher's progress bar.")
-    group.add_argument("--mode", choices=("sync", "batch"), default="sync",
-                       help="sync: chat requests now; batch: OpenAI Batch API files (about half the price; "
-                            "run the same command again to collect). Both share the store (default %(default)s).")
+    group.add_argument(
+        "--max-tokens",
+        type=int,
+        default=defaults.max_tokens,
+        help="Most tokens per chain, sent as max_completion_tokens (max_tokens to a server that only "
+        "takes that; default %(default)s). Reasoning models count their hidden reasoning in it.",
+    )
+    group.add_argument(
+        "--reasoning-effort",
+        choices=REASONING_EFFORTS,
+        default=None,
+        help="reasoning_effort of reasoning models (o-series, GPT-5; not sent by default). "
+        "Parameters a model refuses (temperature, top_p, n) are left out automatically and reported.",
+    )
+    group.add_argument(
+        "--image-max-side",
+        type=int,
+        default=defaults.image_max_side,
+        help="Images are resized to this longest side before sending (default %(default)s).",
+    )
+    group.add_argument(
+        "--image-format",
+        choices=IMAGE_FORMATS,
+        default=defaults.image_format,
+        help="Encoding of the images sent (default %(default)s).",
+    )
+    group.add_argument(
+        "--image-quality", type=int, default=defaults.image_quality, help="JPEG/WebP quality (default %(default)s)."
+    )
+    group.add_argument(
+        "--image-detail", choices=IMAGE_DETAILS, default=None, help="OpenAI image detail (not sent by default)."
+    )
+    group.add_argument(
+        "--timeout", type=float, default=settings.timeout, help="Seconds per request (default %(default)s)."
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=retry.max_retries,
+        help="Retries of a request on 429/5xx/timeouts before the image is marked failed "
+        "for this run (default %(default)s).",
+    )
+    group.add_argument(
+        "--backoff-base",
+        type=float,
+        default=retry.base_delay,
+        help="First backoff wait in seconds, doubled per retry (default %(default)s).",
+    )
+    group.add_argument(
+        "--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s)."
+    )
+    group.add_argument(
+        "--teacher-price",
+        type=_price,
+        default=None,
+        metavar="IN,OUT",
+        help="USD per million input,output tokens for the cost estimate (default: built-in table).",
+    )
+    group.add_argument(
+        "--teacher-store",
+        default=None,
+        metavar="DIR",
+        help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).",
+    )
+    group.add_argument(
+        "--no-teacher-progress", dest="teacher_progress", action="store_false", help="Hide the teacher's progress bar."
+    )
+    group.add_argument(
+        "--mode",
+        choices=("sync", "batch"),
+        default="sync",
+        help="sync: chat requests now; batch: OpenAI Batch API files (about half the price; "
+        "run the same command again to collect). Both share the store (default %(default)s).",
+    )
     group.add_argument("--wait", action="store_true", help="Batch mode: poll until every batch is collected.")
-    group.add_argument("--poll-interval", type=float, default=30.0, help="Batch mode: seconds between polls (default %(default)s).")
-    group.add_argument("--batch-max-requests", type=int, default=50_000, help="Batch mode: requests per batch file (default %(default)s).")
-    group.add_argument("--batch-max-bytes", type=int, default=200 * 1024 * 1024, help="Batch mode: bytes per batch file (default %(default)s).")
-    group.add_argument("--batch-price-factor", type=float, default=settings.batch_price_factor,
-                       help="Batch API price as a fraction of --teacher-price or the table's (default %(default)s).")
+    group.add_argument(
+        "--poll-interval", type=float, default=30.0, help="Batch mode: seconds between polls (default %(default)s)."
+    )
+    group.add_argument(
+        "--batch-max-requests",
+        type=int,
+        default=50_000,
+        help="Batch mode: requests per batch file (default %(default)s).",
+    )
+    group.add_argument(
+        "--batch-max-bytes",
+        type=int,
+        default=200 * 1024 * 1024,
+        help="Batch mode: bytes per batch file (default %(default)s).",
+    )
+    group.add_argument(
+        "--batch-price-factor",
+        type=float,
+        default=settings.batch_price_factor,
+        help="Batch API price as a fraction of --teacher-price or the table's (default %(default)s).",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
@@ -144,19 +233,38 @@ def teacher_chains(
 
     limits = BatchLimits(max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes)
     chains, report = generate_chains_batch(
-        images, get_benchmark(benchmark), settings, store_root, limits=limits, wait=args.wait, poll_interval=args.poll_interval
+        images,
+        get_benchmark(benchmark),
+        settings,
+        store_root,
+        limits=limits,
+        wait=args.wait,
+        poll_interval=args.poll_interval,
     )
     if report.submitted:
         print(f"Submitted {len(report.submitted)} batch(es): {', '.join(report.submitted)}")
     if report.collected:
-        print(f"Collected {len(report.collected)} batch(es): {report.replies} replies, {report.failed_requests} failed requests.")
+        print(
+            f"Collected {len(report.collected)} batch(es): {report.replies} replies, "
+            f"{report.failed_requests} failed requests."
+        )
     if report.adapted_requests:
-        print(f"{report.adapted_requests} requests were refused for a parameter the model does not take; they are "
-              "asked again without it (see server_adaptations in the build report).")
+        print(
+            f"{report.adapted_requests} requests were refused for a parameter the model does not take; they are "
+            "asked again without it (see server_adaptations in the build report)."
+        )
     for problem, count, where in (
         ("results for unknown request ids (ignored)", report.unknown_ids, []),
-        ("malformed result lines (their requests are asked again)", len(report.malformed_lines), report.malformed_lines),
-        ("batches the server no longer knows (their requests are asked again)", len(report.lost_batches), report.lost_batches),
+        (
+            "malformed result lines (their requests are asked again)",
+            len(report.malformed_lines),
+            report.malformed_lines,
+        ),
+        (
+            "batches the server no longer knows (their requests are asked again)",
+            len(report.lost_batches),
+            report.lost_batches,
+        ),
     ):
         if count:
             print(f"Warning: {count} {problem}{': ' + ', '.join(where[:10]) if where else ''}.")

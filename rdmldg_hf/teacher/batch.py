@@ -40,7 +40,13 @@ from .settings import TeacherSettings
 from .store import Reply, TeacherStore
 
 __all__ = [
-    "BatchLimits", "Shard", "BatchReport", "write_shards", "submit_shard", "collect_batches", "run_batches",
+    "BatchLimits",
+    "Shard",
+    "BatchReport",
+    "write_shards",
+    "submit_shard",
+    "collect_batches",
+    "run_batches",
     "generate_chains_batch",
 ]
 
@@ -168,8 +174,14 @@ def write_shards(
     pending = store.pending_ids()
     writer = _ShardWriter(folder, limits)
     for image in images:
-        decision = decide(store.replies(image.image_id), benchmark, image.label,
-                          sampling.candidates, settings.max_rounds, sampling.model)
+        decision = decide(
+            store.replies(image.image_id),
+            benchmark,
+            image.label,
+            sampling.candidates,
+            settings.max_rounds,
+            sampling.model,
+        )
         if decision.final:
             continue
         request_id = custom_id(image.image_id, decision.next_round, decision.next_start)
@@ -178,7 +190,9 @@ def write_shards(
         if report is not None and report.failures.get(request_id, 0) > settings.retry.max_retries:
             continue  # given up for this run, like a synchronous request after its retries
         try:
-            url = image_data_url(image.read_bytes(), sampling.image_max_side, sampling.image_format, sampling.image_quality)
+            url = image_data_url(
+                image.read_bytes(), sampling.image_max_side, sampling.image_format, sampling.image_quality
+            )
         except (OSError, ValueError) as error:
             store.add_failure(image.image_id, request_id, f"{type(error).__name__}: {error}"[:300], 0)
             if report is not None:
@@ -207,7 +221,9 @@ async def submit_shard(client: openai.AsyncOpenAI, store: TeacherStore, shard: S
         with open(shard.path, "rb") as handle:
             uploaded = await client.files.create(file=(shard.path.name, handle), purpose="batch")
         batch = await client.batches.create(
-            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window=limits.completion_window,
+            input_file_id=uploaded.id,
+            endpoint=ENDPOINT,
+            completion_window=limits.completion_window,
             metadata={SHARD_KEY: shard.shard_id},
         )
     store.add_batch(batch.id, shard.shard_id, batch.input_file_id, shard.request_keys(), shard.wire_ids())
@@ -215,7 +231,10 @@ async def submit_shard(client: openai.AsyncOpenAI, store: TeacherStore, shard: S
 
 
 async def collect_batches(
-    client: openai.AsyncOpenAI, store: TeacherStore, candidates: int, report: BatchReport,
+    client: openai.AsyncOpenAI,
+    store: TeacherStore,
+    candidates: int,
+    report: BatchReport,
     adaptations: ServerAdaptations | None = None,
 ) -> None:
     """Store the results of every recorded batch that reached a final status.
@@ -234,8 +253,11 @@ async def collect_batches(
         try:
             batch = await client.batches.retrieve(batch_id)
         except openai.NotFoundError:
-            logger.warning("The server no longer knows batch %s: its %d requests are submitted again.",
-                           batch_id, len(record["custom_ids"]))
+            logger.warning(
+                "The server no longer knows batch %s: its %d requests are submitted again.",
+                batch_id,
+                len(record["custom_ids"]),
+            )
             report.lost_batches.append(batch_id)
             store.add_batch_done(batch_id, "unknown")
             continue
@@ -255,8 +277,14 @@ async def collect_batches(
 
 
 def _store_results(
-    store: TeacherStore, batch_id: str, file_id: str, text: str, expected: dict[str, str], candidates: int,
-    report: BatchReport, adaptations: ServerAdaptations,
+    store: TeacherStore,
+    batch_id: str,
+    file_id: str,
+    text: str,
+    expected: dict[str, str],
+    candidates: int,
+    report: BatchReport,
+    adaptations: ServerAdaptations,
 ) -> None:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -292,7 +320,9 @@ def _store_results(
         try:
             if item.get("error") or response.get("status_code") != 200:
                 raise ValueError(json.dumps(item.get("error") or response.get("body"))[:200])
-            reply = Reply.from_completion(image_id, round_index, start, candidates - start, response.get("body"), batch=True)
+            reply = Reply.from_completion(
+                image_id, round_index, start, candidates - start, response.get("body"), batch=True
+            )
         except ValueError as error:
             store.add_failure(image_id, request_id, f"batch {batch_id}: {error}", 0)
             report.failed_requests += 1
@@ -352,8 +382,18 @@ def generate_chains_batch(
 
     async def main() -> BatchReport:
         try:
-            return await run_batches(images, benchmark, settings, store, client, store.directory / "batch-files",
-                                     limits, wait, poll_interval, sleep=sleep or asyncio.sleep)
+            return await run_batches(
+                images,
+                benchmark,
+                settings,
+                store,
+                client,
+                store.directory / "batch-files",
+                limits,
+                wait,
+                poll_interval,
+                sleep=sleep or asyncio.sleep,
+            )
         finally:
             await client.close()
 

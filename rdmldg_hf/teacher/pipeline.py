@@ -93,14 +93,20 @@ class TeacherRun:
         """The image's state from its stored replies (or ``replies``, when the caller holds them)."""
         sampling = self.settings.sampling
         return decide(
-            self.store.replies(image.image_id) if replies is None else replies, self.benchmark, image.label,
-            sampling.candidates, self.settings.max_rounds, sampling.model,
+            self.store.replies(image.image_id) if replies is None else replies,
+            self.benchmark,
+            image.label,
+            sampling.candidates,
+            self.settings.max_rounds,
+            sampling.model,
         )
 
     async def run(self, images: Sequence[SourceImage]) -> RunCounters:
         """Process every image with ``concurrency`` workers sharing one iterator."""
         iterator: Iterator[SourceImage] = iter(images)
-        self._bar = tqdm(total=len(images), unit="img", desc="teacher", disable=not self.settings.progress, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=len(images), unit="img", desc="teacher", disable=not self.settings.progress, dynamic_ncols=True
+        )
         try:
             await asyncio.gather(*(self._worker(iterator) for _ in range(self.settings.concurrency)))
         finally:
@@ -131,12 +137,22 @@ class TeacherRun:
         if self._bar is not None:
             self._bar.update(1)
             totals = self.store.totals  # the whole build so far, earlier runs included
-            cost = estimate_cost(totals.prompt_tokens, totals.completion_tokens, self._price,
-                                 totals.batch_prompt_tokens, totals.batch_completion_tokens, self.settings.batch_price_factor)
+            cost = estimate_cost(
+                totals.prompt_tokens,
+                totals.completion_tokens,
+                self._price,
+                totals.batch_prompt_tokens,
+                totals.batch_completion_tokens,
+                self.settings.batch_price_factor,
+            )
             self._bar.set_postfix(
-                accepted=counters.accepted, rejected=counters.rejected, failed=counters.failed,
-                retries=counters.retries, tokens=totals.prompt_tokens + totals.completion_tokens,
-                cost="?" if cost is None else f"${cost:.2f}", refresh=False,
+                accepted=counters.accepted,
+                rejected=counters.rejected,
+                failed=counters.failed,
+                retries=counters.retries,
+                tokens=totals.prompt_tokens + totals.completion_tokens,
+                cost="?" if cost is None else f"${cost:.2f}",
+                refresh=False,
             )
 
     async def process(self, image: SourceImage) -> Decision:
@@ -254,7 +270,12 @@ class TeacherChains(Mapping):
         failure = self._run.failures.get(image_id)
         if not decision.final:
             why = f"request failed: {failure}" if failure else "no complete teacher reply yet"
-            record = ChainRecord(**{**asdict(record), "rejection_reasons": (*record.rejection_reasons, f"{why} (the next run asks again)")})
+            record = ChainRecord(
+                **{
+                    **asdict(record),
+                    "rejection_reasons": (*record.rejection_reasons, f"{why} (the next run asks again)"),
+                }
+            )
         return record
 
     def __iter__(self) -> Iterator[str]:
@@ -297,8 +318,12 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
         "price_usd_per_million_tokens": list(price) if price else None,
         "batch_api_tokens": {"prompt": totals.batch_prompt_tokens, "completion": totals.batch_completion_tokens},
         "estimated_cost_usd": estimate_cost(
-            totals.prompt_tokens, totals.completion_tokens, price,
-            totals.batch_prompt_tokens, totals.batch_completion_tokens, settings.batch_price_factor,
+            totals.prompt_tokens,
+            totals.completion_tokens,
+            price,
+            totals.batch_prompt_tokens,
+            totals.batch_completion_tokens,
+            settings.batch_price_factor,
         ),
         "this_run": {
             **asdict(counters),

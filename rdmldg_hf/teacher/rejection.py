@@ -13,8 +13,8 @@ uninterrupted one.
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Sequence
 
 from ..benchmarks import Benchmark
@@ -84,13 +84,19 @@ def judge_candidate(
         truncated = " (cut at max tokens)" if finish_reason == "length" else ""
         return Verdict(False, None, False, reason="; ".join(check.problems) + truncated, category="invalid format")
     index = _exact_classes(tuple(names)).get(normalize_answer(check.chain.conclusion))
-    match = ClassMatch(index) if index is not None else resolve_conclusion(check.chain.conclusion, names, benchmark.class_aliases)
+    match = (
+        ClassMatch(index)
+        if index is not None
+        else resolve_conclusion(check.chain.conclusion, names, benchmark.class_aliases)
+    )
     if match.index is None:
         category = "several classes" if "several classes" in (match.reason or "") else "no class"
         return Verdict(True, None, False, reason=match.reason, category=category)
     if match.index != label:
         return Verdict(
-            True, match.index, False,
+            True,
+            match.index,
+            False,
             reason=f"concludes {names[match.index]!r}, not the label",
             category="wrong class",
         )

@@ -18,7 +18,14 @@ import openai
 
 from .settings import RetryPolicy
 
-__all__ = ["Transient", "RetriesExhausted", "TeacherConfigError", "classify_error", "retry_after_seconds", "call_with_retries"]
+__all__ = [
+    "Transient",
+    "RetriesExhausted",
+    "TeacherConfigError",
+    "classify_error",
+    "retry_after_seconds",
+    "call_with_retries",
+]
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[Any]]

@@ -93,7 +93,9 @@ class Reply:
         }
 
     @classmethod
-    def from_completion(cls, image_id: str, round_index: int, start: int, n: int, completion: Any, batch: bool = False) -> "Reply":
+    def from_completion(
+        cls, image_id: str, round_index: int, start: int, n: int, completion: Any, batch: bool = False
+    ) -> "Reply":
         """The reply held in a chat-completion JSON body (from the chat API or a Batch API output line).
 
         Raises:
@@ -178,7 +180,9 @@ class TeacherStore:
     SETTINGS = "settings.json"
     LOCK = "writer.lock"  # held by the one process appending (see rdmldg_hf.locking)
 
-    def __init__(self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False, read_only: bool = False):
+    def __init__(
+        self, directory: str | os.PathLike, key: dict[str, Any], fsync: bool = False, read_only: bool = False
+    ):
         self.directory = Path(directory)
         self.key = dict(key)
         self.fsync = fsync
@@ -206,7 +210,9 @@ class TeacherStore:
             self._size = os.fstat(self._append_fd).st_size
 
     @classmethod
-    def open(cls, root: str | os.PathLike, benchmark: Benchmark, sampling: SamplingSettings, **kwargs: Any) -> "TeacherStore":
+    def open(
+        cls, root: str | os.PathLike, benchmark: Benchmark, sampling: SamplingSettings, **kwargs: Any
+    ) -> "TeacherStore":
         """The store of this benchmark and sampling settings under ``root`` (created if new)."""
         key = store_key(benchmark, sampling)
         return cls(Path(root) / store_name(key), key, **kwargs)
@@ -312,7 +318,13 @@ class TeacherStore:
         self, batch_id: str, shard: str, input_file_id: str, custom_ids: list[str], wire_ids: list[str] | None = None
     ) -> None:
         """Record a submitted Batch API job, the store keys of its requests and the opaque ids they were sent under."""
-        record = {"kind": "batch", "batch_id": batch_id, "shard": shard, "input_file_id": input_file_id, "custom_ids": custom_ids}
+        record = {
+            "kind": "batch",
+            "batch_id": batch_id,
+            "shard": shard,
+            "input_file_id": input_file_id,
+            "custom_ids": custom_ids,
+        }
         if wire_ids is not None:
             if len(wire_ids) != len(custom_ids):
                 raise ValueError(f"Batch {batch_id}: {len(wire_ids)} opaque ids for {len(custom_ids)} requests.")

@@ -28,7 +28,10 @@ def _multipart(headers: dict[str, str], raw: bytes) -> dict[str, bytes]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {headers['content-type']}\r\n\r\n".encode() + raw
     )
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True) for part in message.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
 
 
 class LoopbackBatchServer(LoopbackServer):
@@ -56,7 +59,9 @@ class LoopbackBatchServer(LoopbackServer):
     async def route(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Scripted:
         parts = path.strip("/").split("/")  # ["v1", "files", ...]
         name = {
-            ("POST", "files"): "upload", ("GET", "files"): "content", ("POST", "batches"): "create",
+            ("POST", "files"): "upload",
+            ("GET", "files"): "content",
+            ("POST", "batches"): "create",
             ("GET", "batches"): "retrieve" if len(parts) == 3 else "list",
         }.get((method, parts[1] if len(parts) > 1 else ""), "chat")
         self.hits[name] += 1
@@ -75,9 +80,16 @@ class LoopbackBatchServer(LoopbackServer):
             body = json.loads(raw)
             batch_id = f"batch_{next(self._ids)}"
             self.batches[batch_id] = {
-                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
-                "completion_window": body["completion_window"], "status": "validating", "created_at": 0,
-                "metadata": body.get("metadata"), "output_file_id": None, "error_file_id": None,
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": body["endpoint"],
+                "input_file_id": body["input_file_id"],
+                "completion_window": body["completion_window"],
+                "status": "validating",
+                "created_at": 0,
+                "metadata": body.get("metadata"),
+                "output_file_id": None,
+                "error_file_id": None,
                 "request_counts": {"total": 0, "completed": 0, "failed": 0},
             }
             return Scripted(200, self.batches[batch_id])
@@ -96,8 +108,15 @@ class LoopbackBatchServer(LoopbackServer):
 
     @staticmethod
     def _file_object(file_id: str, purpose: str) -> dict[str, Any]:
-        return {"id": file_id, "object": "file", "bytes": 0, "created_at": 0, "filename": f"{file_id}.jsonl",
-                "purpose": purpose, "status": "processed"}
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": 0,
+            "created_at": 0,
+            "filename": f"{file_id}.jsonl",
+            "purpose": purpose,
+            "status": "processed",
+        }
 
     def _advance(self, batch: dict[str, Any]) -> dict[str, Any]:
         if batch["status"] == "validating":
@@ -113,19 +132,40 @@ class LoopbackBatchServer(LoopbackServer):
             request = json.loads(line)
             cid = request["custom_id"]
             if self.outcome != "completed":
-                errors.append({"id": cid, "custom_id": cid, "response": None,
-                               "error": {"code": f"batch_{self.outcome}", "message": f"This request was not run: batch {self.outcome}."}})
+                errors.append(
+                    {
+                        "id": cid,
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {
+                            "code": f"batch_{self.outcome}",
+                            "message": f"This request was not run: batch {self.outcome}.",
+                        },
+                    }
+                )
             elif cid in self.fail_ids:
                 self.fail_ids.discard(cid)
-                errors.append({"id": cid, "custom_id": cid, "response": None,
-                               "error": {"code": "server_error", "message": "The server had an error."}})
+                errors.append(
+                    {
+                        "id": cid,
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {"code": "server_error", "message": "The server had an error."},
+                    }
+                )
             else:
                 self.count += 1
                 if self.record:
                     self.requests.append(request["body"])
                 answer = self.answer(request["body"])
-                outputs.append({"id": cid, "custom_id": cid, "error": None,
-                                "response": {"status_code": answer.status, "request_id": cid, "body": answer.body}})
+                outputs.append(
+                    {
+                        "id": cid,
+                        "custom_id": cid,
+                        "error": None,
+                        "response": {"status_code": answer.status, "request_id": cid, "body": answer.body},
+                    }
+                )
         batch["status"] = self.outcome
         batch["request_counts"] = {"total": len(lines), "completed": len(outputs), "failed": len(errors)}
         if outputs:

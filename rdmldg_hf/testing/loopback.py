@@ -34,7 +34,9 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def chat_completion(texts: Sequence[str | None], model: str = "scripted", prompt_tokens: int = 100, completion_tokens_each: int = 50) -> dict[str, Any]:
+def chat_completion(
+    texts: Sequence[str | None], model: str = "scripted", prompt_tokens: int = 100, completion_tokens_each: int = 50
+) -> dict[str, Any]:
     """A chat-completion JSON body whose choices hold ``texts``."""
     return {
         "id": "chatcmpl-loopback",
@@ -57,26 +59,42 @@ Reply = Callable[[dict[str, Any]], "Sequence[str | None] | Scripted"]
 
 
 def _error(message: str, param: str | None, code: str | None) -> Scripted:
-    return Scripted(400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
+    return Scripted(
+        400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    )
 
 
 def _unsupported_value(name: str, value: Any) -> Scripted:
-    return _error(f"Unsupported value: '{name}' does not support {value} with this model. "
-                  "Only the default (1) value is supported.", name, "unsupported_value")
+    return _error(
+        f"Unsupported value: '{name}' does not support {value} with this model. "
+        "Only the default (1) value is supported.",
+        name,
+        "unsupported_value",
+    )
 
 
 # Parameter -> (is it refused in this body?, the refusal), as OpenAI's reasoning models (and, for
 # max_completion_tokens, servers that predate it) answer.
 REFUSABLE: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], Scripted]]] = {
-    "max_tokens": (lambda body: "max_tokens" in body, lambda body: _error(
-        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-        "max_tokens", "unsupported_parameter")),
-    "temperature": (lambda body: body.get("temperature", 1) != 1,
-                    lambda body: _unsupported_value("temperature", body["temperature"])),
+    "max_tokens": (
+        lambda body: "max_tokens" in body,
+        lambda body: _error(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        ),
+    ),
+    "temperature": (
+        lambda body: body.get("temperature", 1) != 1,
+        lambda body: _unsupported_value("temperature", body["temperature"]),
+    ),
     "top_p": (lambda body: body.get("top_p", 1) != 1, lambda body: _unsupported_value("top_p", body["top_p"])),
     "n": (lambda body: body.get("n", 1) != 1, lambda body: _unsupported_value("n", body["n"])),
-    "max_completion_tokens": (lambda body: "max_completion_tokens" in body, lambda body: _error(
-        "Unrecognized request argument supplied: max_completion_tokens", None, None)),
+    "max_completion_tokens": (
+        lambda body: "max_completion_tokens" in body,
+        lambda body: _error("Unrecognized request argument supplied: max_completion_tokens", None, None),
+    ),
 }
 
 
@@ -89,8 +107,17 @@ def refusal(body: dict[str, Any], refuse: Sequence[str]) -> Scripted | None:
     return None
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class LoopbackServer:
@@ -221,12 +248,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A loopback OpenAI-compatible teacher answering one fixed chain.")
     parser.add_argument("--delay", type=float, default=0.0, help="Seconds every answer waits.")
     parser.add_argument("--conclusion", default="unknown", help="The chain's conclusion.")
-    parser.add_argument("--refuse", nargs="*", choices=list(REFUSABLE), default=[], metavar="PARAMETER",
-                        help=f"Refuse these parameters with OpenAI's HTTP 400 bodies ({', '.join(REFUSABLE)}).")
+    parser.add_argument(
+        "--refuse",
+        nargs="*",
+        choices=list(REFUSABLE),
+        default=[],
+        metavar="PARAMETER",
+        help=f"Refuse these parameters with OpenAI's HTTP 400 bodies ({', '.join(REFUSABLE)}).",
+    )
     args = parser.parse_args(argv)
-    text = render_chain("Name the object.", "A picture.", "Its shape decides.", "Nothing contradicts it.", args.conclusion)
-    server = LoopbackServer(lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False,
-                            refuse=args.refuse)
+    text = render_chain(
+        "Name the object.", "A picture.", "Its shape decides.", "Nothing contradicts it.", args.conclusion
+    )
+    server = LoopbackServer(
+        lambda body: [text] * int(body.get("n") or 1), delay=args.delay, record=False, refuse=args.refuse
+    )
     print(server.base_url, flush=True)
     try:
         server.serve_forever()

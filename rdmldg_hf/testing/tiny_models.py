@@ -38,8 +38,8 @@ from transformers import (
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
 )
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.llava.processing_llava import LlavaProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -107,8 +107,7 @@ def chat_template(image_placeholder: str) -> str:
     prompt-completion pair splits as prompt + ``"<answer><|end|>"``.
     """
     return (
-        _render_macro(image_placeholder)
-        + "{%- for message in messages -%}"
+        _render_macro(image_placeholder) + "{%- for message in messages -%}"
         "{{- '<|' + message['role'] + '|>\\n' -}}"
         "{%- if message['role'] == 'assistant' -%}"
         "{% generation %}{{- render(message['content']) + '" + _END + "' -}}{% endgeneration %}"
@@ -134,9 +133,7 @@ def chatml_template(image_placeholder: str, default_system: str | None = None) -
         else ""
     )
     return (
-        _render_macro(image_placeholder)
-        + system
-        + "{%- for message in messages -%}"
+        _render_macro(image_placeholder) + system + "{%- for message in messages -%}"
         "{{- '" + _IM_START + "' + message['role'] + '\\n' -}}"
         "{%- if message['role'] == 'assistant' -%}"
         "{% generation %}{{- render(message['content']) + '" + _IM_END + "' -}}{% endgeneration %}{{- '\\n' -}}"
@@ -473,9 +470,7 @@ def _internvl(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> tuple[
         chat_template=chatml_template(_INTERNVL_IMAGE["context_image_token"] + "\n"),
     )
     config = InternVLConfig(
-        vision_config=dict(
-            **_vit_sizes(spec), image_size=[spec.image_size] * 2, patch_size=[spec.patch_size] * 2
-        ),
+        vision_config=dict(**_vit_sizes(spec), image_size=[spec.image_size] * 2, patch_size=[spec.patch_size] * 2),
         text_config=dict(
             model_type="qwen2",
             **_text_sizes(spec, tokenizer),

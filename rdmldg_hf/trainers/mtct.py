@@ -40,6 +40,8 @@ __all__ = ["MTCTConfig", "MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare
 logger = logging.getLogger(__name__)
 
 _TASK_KEY, _INDEX_KEY, _UNITS_KEY = "mtct_task", "mtct_image_index", "mtct_num_units"
+
+
 def _default_bf16() -> bool:
     """bf16 where an accelerator supports it, fp32 on CPU."""
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -161,11 +161,34 @@ class SARRConfig(MTCTConfig):
 
 # Settings that change what a run computes (a rerun with other values is another run).
 _RUN_FIELDS = (
-    "num_rounds", "mtct_stage", "fallback", "round_init", "round_num_train_epochs", "round_max_steps",
-    "relabel_batch_size", "relabel_max_new_tokens", "relabel_num_candidates", "relabel_temperature", "relabel_top_p",
-    "strict_chains", "mode", "mixed_reasoning_ratio", "cls_weight", "reasoning_weight", "reasoning_normalization",
-    "benchmark", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "max_length",
+    "num_rounds",
+    "mtct_stage",
+    "fallback",
+    "round_init",
+    "round_num_train_epochs",
+    "round_max_steps",
+    "relabel_batch_size",
+    "relabel_max_new_tokens",
+    "relabel_num_candidates",
+    "relabel_temperature",
+    "relabel_top_p",
+    "strict_chains",
+    "mode",
+    "mixed_reasoning_ratio",
+    "cls_weight",
+    "reasoning_weight",
+    "reasoning_normalization",
+    "benchmark",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "seed",
+    "max_length",
 )
 
 
@@ -267,8 +290,14 @@ class SARRTrainer:
         self.output_dir = Path(args.output_dir)
         self.base_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "model")
         self.rounds = RoundBuilder(
-            rows, self.benchmark, args.relabel_settings(), args.fallback, args.strict_chains, self.model_name,
-            self.output_dir / "relabel", Path(args.round_dataset_dir or self.output_dir / "dataset"),
+            rows,
+            self.benchmark,
+            args.relabel_settings(),
+            args.fallback,
+            args.strict_chains,
+            self.model_name,
+            self.output_dir / "relabel",
+            Path(args.round_dataset_dir or self.output_dir / "dataset"),
         )
         run = {k: getattr(args, k) for k in _RUN_FIELDS}
         peft = peft_config.to_dict() if peft_config is not None else None
@@ -329,8 +358,14 @@ class SARRTrainer:
                 self._finish_stage(self.run_state.result(name), self._logged(name))
                 continue
             self.control = call_round_event(
-                self.callbacks, "on_round_begin", self.args, self.state, self.control,
-                round=round_index, stage=name, model=self.model,
+                self.callbacks,
+                "on_round_begin",
+                self.args,
+                self.state,
+                self.control,
+                round=round_index,
+                stage=name,
+                model=self.model,
             )
             data = self.train_dataset if name == "mtct" else self._relabel_round(round_index)
             if name != "mtct" and self.args.round_init == "restart":
@@ -347,8 +382,16 @@ class SARRTrainer:
             self.run_state.update(name, "done", record)
             self._finish_stage(self.run_state.result(name), trainer_state.log_history)
             self.control = call_round_event(
-                self.callbacks, "on_round_end", self.args, self.state, self.control, round=round_index, stage=name,
-                model=self.model, relabel=self.stage_results[-1].relabel, metrics=metrics,
+                self.callbacks,
+                "on_round_end",
+                self.args,
+                self.state,
+                self.control,
+                round=round_index,
+                stage=name,
+                model=self.model,
+                relabel=self.stage_results[-1].relabel,
+                metrics=metrics,
             )
         self.dist.wait_for_everyone()
         return self.stage_results
@@ -369,11 +412,15 @@ class SARRTrainer:
         expected = f"{self.stage_dir('<stage>')}/{PREFIX_CHECKPOINT_DIR}-<N>"
         is_checkpoint = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", path.name)
         if path.parent != self.stage_dir(stage).resolve() or not is_checkpoint:
-            raise ValueError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r} is not a stage checkpoint "
-                             f"of this run; expected {expected} (stages: {', '.join(self.stages)}).")
+            raise ValueError(
+                f"resume_from_checkpoint={str(resume_from_checkpoint)!r} is not a stage checkpoint "
+                f"of this run; expected {expected} (stages: {', '.join(self.stages)})."
+            )
         if stage not in self.stages or self.run_state.is_done(stage) or not path.is_dir():
-            raise ValueError(f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: stage {stage!r} has no such "
-                             "checkpoint, or is already done.")
+            raise ValueError(
+                f"resume_from_checkpoint={str(resume_from_checkpoint)!r}: stage {stage!r} has no such "
+                "checkpoint, or is already done."
+            )
         missing = [name for name in self.stages[: self.stages.index(stage)] if not self.run_state.is_done(name)]
         if missing:
             raise ValueError(
@@ -517,7 +564,10 @@ class SARRTrainer:
             return
         hub_model_id = self._hub_model_id()
         card = sarr_model_card(
-            self, model_name or hub_model_id.split("/")[-1], hub_model_id, dataset_name,
+            self,
+            model_name or hub_model_id.split("/")[-1],
+            hub_model_id,
+            dataset_name,
             [tags] if isinstance(tags, str) else list(tags or []),
         )
         card.save(self.output_dir / "README.md")
@@ -555,11 +605,19 @@ class SARRTrainer:
         api = HfApi(token=token, library_name="rdmldg_hf")
         repo_id = api.create_repo(self._hub_model_id(), private=private, exist_ok=True).repo_id
         if self.rounds.dataset_dir.is_dir():
-            push_folder(self.rounds.dataset_dir, f"{repo_id}-rounds", private=private, token=token,
-                        commit_message=f"SARR round datasets of {repo_id}")
+            push_folder(
+                self.rounds.dataset_dir,
+                f"{repo_id}-rounds",
+                private=private,
+                token=token,
+                commit_message=f"SARR round datasets of {repo_id}",
+            )
         self.create_model_card(**card_kwargs)
-        inside = [p.relative_to(out.resolve()).as_posix() + "/" for p in (self.rounds.dataset_dir.resolve(),)
-                  if p.is_relative_to(out.resolve())]
+        inside = [
+            p.relative_to(out.resolve()).as_posix() + "/"
+            for p in (self.rounds.dataset_dir.resolve(),)
+            if p.is_relative_to(out.resolve())
+        ]
         info = api.upload_folder(
             repo_id=repo_id,
             folder_path=out,
