@@ -21,9 +21,9 @@ _LAZY = {
     "parse_chain": "chains",
     "render_chain": "chains",
     "PROMPT_VERSION": "prompts",
-    "MTCTConfig": "trainers.mtct",
+    "MTCTConfig": "trainers.mtct_config",
     "MTCTTrainer": "trainers.mtct",
-    "SARRConfig": "trainers.sarr",
+    "SARRConfig": "trainers.sarr_config",
     "SARRTrainer": "trainers.sarr",
     "DGClassifier": "evaluation.classifier",
 }

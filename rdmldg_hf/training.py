@@ -25,8 +25,7 @@ from .recipe_setup import (
     prepare_embedded_inputs,
     split_training_dataset,
 )
-from .trainers import MTCTConfig, MTCTTrainer
-from .trainers.sarr import SARRConfig, SARRTrainer
+from .trainers import MTCTConfig, MTCTTrainer, SARRConfig, SARRTrainer
 
 __all__ = [
     "MTCTScriptArguments",

@@ -27,7 +27,7 @@ from pathlib import Path
 from trl import ModelConfig
 
 from rdmldg_hf.recipe_setup import parse_recipe_args, use_cpu_cores
-from rdmldg_hf.trainers.sarr import SARRConfig
+from rdmldg_hf.trainers import SARRConfig
 from rdmldg_hf.training import TRAINING_METHODS, SARRScriptArguments, run_sarr
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sarr_tiny.yaml"

@@ -58,7 +58,7 @@ def kill_during_relabel() -> None:
 
 
 def run_sarr(out_dir: str, model_dir: str, kill: str | None, rounds: int) -> None:
-    from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
+    from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 
     model, processor = load_model_and_processor(model_dir)
     args = SARRConfig(

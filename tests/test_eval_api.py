@@ -17,7 +17,7 @@ from helpers_hub import free_port
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.evaluation.api import api_settings, predict_api
 from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.evaluation.protocol import score_predictions
+from rdmldg_hf.evaluation.rows import score_predictions
 from rdmldg_hf.teacher.settings import RetryPolicy
 from teacher_fakes import RecordedSleep, ScriptedTransport, chain, seen, status, write_images
 

@@ -17,7 +17,7 @@ from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main as cli_main
 from rdmldg_hf.evaluation.classifier import BaseModelNotFound, DGClassifier
 from rdmldg_hf.evaluation.predict import decode_image
-from rdmldg_hf.evaluation.protocol import evaluate_rows
+from rdmldg_hf.evaluation.rows import evaluate_rows
 from rdmldg_hf.evaluation.sharing import push_adapter
 from rdmldg_hf.testing import ARCHITECTURES
 

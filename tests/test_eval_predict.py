@@ -11,7 +11,7 @@ from rdmldg_hf.chains import render_chain
 from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics, metric_path
 from rdmldg_hf.evaluation.icl import ICLSettings, build_demos, select_demos
 from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.evaluation.protocol import check_same_benchmark, evaluate_rows
+from rdmldg_hf.evaluation.rows import check_same_benchmark, evaluate_rows
 from rdmldg_hf.protocol import check_domains, lodo_split
 from rdmldg_hf.scoring import score_classes
 from rdmldg_hf.testing import ScriptedBackend

@@ -17,8 +17,7 @@ from transformers import AutoConfig
 
 from officehome_support import OFFICEHOME, build_officehome
 from rdmldg_hf.testing import TinyModelSpec, build_tiny_model
-from rdmldg_hf.trainers import MTCTConfig
-from rdmldg_hf.trainers.sarr import SARRConfig
+from rdmldg_hf.trainers import MTCTConfig, SARRConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 CONFIGS = RECIPES / "configs"

@@ -18,7 +18,7 @@ from rdmldg_hf.commands import analyze as analyze_command
 from rdmldg_hf.evaluation.lodo import LodoConfig, LodoRunner
 from rdmldg_hf.models import RunConfig, load_model_and_processor
 from rdmldg_hf.protocol import split_holdout
-from rdmldg_hf.trainers.sarr import SARRConfig
+from rdmldg_hf.trainers import SARRConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -10,7 +10,7 @@ from datasets import load_dataset
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
-from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
+from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
 
 

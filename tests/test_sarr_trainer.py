@@ -16,7 +16,7 @@ from helpers_hub import FakeHub
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import build_tiny_model
-from rdmldg_hf.trainers.sarr import SARRConfig, SARRTrainer
+from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from rdmldg_hf.trainers.sarr_callbacks import SARRCallback
 
 REPO = "rdmldg-tests/sarr-rotdigits-rot30"

@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.classifier import DGClassifier
     from ..evaluation.icl import ICLSettings
     from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
-    from ..evaluation.protocol import check_same_benchmark, evaluate_rows, score_predictions, undecoded
+    from ..evaluation.rows import check_same_benchmark, evaluate_rows, score_predictions, undecoded
     from ..protocol import check_domains, find_benchmark, merge_domains
 
     _check_sources(args)

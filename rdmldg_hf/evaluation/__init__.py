@@ -4,7 +4,7 @@
   and ``reasoning`` (invalid outputs predicted as -1, scored wrong, reported as a rate);
 * :mod:`.icl` -- k-shot demos (``random``, ``balanced``, ``same_domain``, ``other_domain``), seeded;
 * :mod:`.api` -- the zero-shot baseline of an OpenAI-compatible model through the teacher's client;
-* :mod:`.protocol` -- benchmark checks and scoring with the ``evaluate`` metric
+* :mod:`.rows` -- benchmark checks and scoring with the ``evaluate`` metric
   of :mod:`.dg_metric` (``metric/metric.py``, loadable offline with ``evaluate.load``);
 * :mod:`.lodo` -- the ablation runner of ``recipes/lodo.py`` (results.json, results.md);
 * :mod:`.stages` -- accuracy after each training stage, a run's results.json and its summary table;

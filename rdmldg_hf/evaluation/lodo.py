@@ -70,10 +70,9 @@ from ..protocol import (
 )
 from ..recipe_setup import unknown_fields_error
 from ..testing import TinyModelSpec
-from ..trainers import MTCTConfig
-from ..trainers.sarr import SARRConfig
+from ..trainers import MTCTConfig, SARRConfig
 from .predict import PREDICTIONS_NAME, check_mode, write_predictions
-from .protocol import EvalOutcome, evaluate_rows
+from .rows import EvalOutcome, evaluate_rows
 from .sharing import RESULTS_NAME
 
 __all__ = ["METHODS", "MethodSpec", "LodoConfig", "LodoRunner", "render_results_md"]
@@ -538,7 +537,7 @@ class LodoRunner:
     def _train_sarr(
         self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector, mtct_stage: bool = True
     ):
-        from ..trainers.sarr import SARRTrainer
+        from ..trainers import SARRTrainer
 
         values = self._training_args(spec, run_dir)
         values.update(self.config.sarr)

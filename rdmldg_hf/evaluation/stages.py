@@ -17,7 +17,7 @@ from datasets import Dataset
 
 from ..benchmarks import Benchmark
 from .predict import PREDICTIONS_NAME, write_predictions
-from .protocol import evaluate_rows
+from .rows import evaluate_rows
 
 __all__ = ["REASONING_EVALUATIONS", "StageEvaluation", "summary_table", "write_run_results"]
 

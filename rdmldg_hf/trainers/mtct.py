@@ -18,104 +18,29 @@ before, in :mod:`rdmldg_hf.protocol`:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping, Sequence
 
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import Benchmark, display_name, get_benchmark
-from ..data.training_rows import INDEX_COLUMN, MODES, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
+from ..data.training_rows import INDEX_COLUMN, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
 from ..models import RunConfig, check_lora_covers_both_towers, register_processors
 from ..prompts import PROMPT_VERSION
 from ..protocol.domains import match_benchmark, merge_domains
-from .losses import NORMALIZATIONS, NamedSums, batch_normalizer, loss_metrics, mtct_loss
+from .losses import NamedSums, batch_normalizer, loss_metrics, mtct_loss
+from .mtct_config import MTCTConfig
 
-__all__ = ["MTCTConfig", "MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data"]
+__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data"]
 
 logger = logging.getLogger(__name__)
 
 _TASK_KEY, _INDEX_KEY, _UNITS_KEY = "mtct_task", "mtct_image_index", "mtct_num_units"
-
-
-def _default_bf16() -> bool:
-    """bf16 where an accelerator supports it, fp32 on CPU."""
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
-def _no_accelerator() -> bool:
-    return not torch.accelerator.is_available()
-
-
-@dataclass
-class MTCTConfig(SFTConfig):
-    """Configuration of :class:`MTCTTrainer`: ``SFTConfig`` plus the MTCT fields.
-
-    ``per_device_train_batch_size`` counts images (units, see :mod:`rdmldg_hf.data.training_rows`):
-    in ``paired`` mode a batch of B images holds up to 2B sequences. ``bf16`` defaults to True
-    only where a GPU supports it (TRL's default would fail on CPU); on a machine without any
-    accelerator ``use_cpu`` is set, so multi-process CPU launches run DDP over gloo.
-    """
-
-    mode: str = field(
-        default="paired",
-        metadata={
-            "help": "How the classification and reasoning rows are trained: 'paired' (both rows of each image in "
-            "the same batch, the paper's MTCT), 'mixed' (rows shuffled independently, see mixed_reasoning_ratio), "
-            "'cls_only' (labels only) or 'reasoning_only' (chains only), the paper's ablation rows.",
-            "choices": list(MODES),
-        },
-    )
-    mixed_reasoning_ratio: float = field(
-        default=1.0,
-        metadata={
-            "help": "In 'mixed' mode, the share of images with a chain whose reasoning row is included (seeded)."
-        },
-    )
-    cls_weight: float = field(default=1.0, metadata={"help": "Weight of the classification term (paper: 1)."})
-    reasoning_weight: float = field(default=1.0, metadata={"help": "Weight of the reasoning term (paper: 1)."})
-    reasoning_normalization: str = field(
-        default="per_sequence",
-        metadata={
-            "help": "Normalisation of a chain's summed NLL: 'per_sequence' divides by its own length T_i (the "
-            "paper's), 'per_token' by the batch's mean chain length (every chain token weighs the same).",
-            "choices": list(NORMALIZATIONS),
-        },
-    )
-    benchmark: str | None = field(
-        default=None,
-        metadata={"help": "Benchmark of the dataset (e.g. 'officehome'); inferred from the label classes when unset."},
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={"help": "bf16 mixed precision. Unset: on where the GPU supports it, off on CPU."},
-    )
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown MTCT mode {self.mode!r}. Valid modes: {', '.join(MODES)}.")
-        if self.reasoning_normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"Unknown reasoning_normalization {self.reasoning_normalization!r}. "
-                f"Valid: {', '.join(NORMALIZATIONS)}."
-            )
-        if not 0.0 <= self.mixed_reasoning_ratio <= 1.0:
-            raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {self.mixed_reasoning_ratio!r}.")
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = _default_bf16()
-        if _no_accelerator():
-            # Makes `accelerate launch --multi_gpu --num_processes N` on a CPU machine run DDP over gloo
-            # (without it, transformers sees N unconnected single processes).
-            self.use_cpu = True
-        super().__post_init__()
-        if self.loss_type != "nll":
-            raise ValueError(
-                f"MTCT computes its own loss from log-probabilities; loss_type must be 'nll', got {self.loss_type!r}."
-            )
 
 
 # --------------------------------------------------------------------------- data

@@ -1,4 +1,4 @@
-"""Evaluation helpers of the leave-one-domain-out protocol: benchmark checks and scoring a model on domains.
+"""Scoring a model on dataset rows (prediction, the metric, unreadable images) and benchmark checks.
 
 The splits themselves (holdout, leave-one-domain-out, subsets) live in :mod:`rdmldg_hf.protocol`.
 Accuracies come from the package's ``evaluate`` metric (:mod:`rdmldg_hf.evaluation.dg_metric`).
