@@ -1,4 +1,4 @@
-"""`rdmldg eval` on a Hub-layout folder: adapters, in-context demos, and the bad inputs of the issue."""
+"""`rdmldg eval` on a Hub-layout folder: adapters, in-context demos, and bad inputs."""
 
 from __future__ import annotations
 

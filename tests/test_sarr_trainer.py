@@ -1,4 +1,4 @@
-"""SARRTrainer used as a TRL user would (the issue's example): LODO split, train, one continuous log with the
+"""SARRTrainer used as a TRL user would: LODO split, train, one continuous log with the
 round, round events, resume, push (adapter, round datasets as configs, TRL's cards for SARR and MTCT)."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def sarr_config(out, **overrides) -> SARRConfig:
     return SARRConfig(**settings)
 
 
-def test_the_issue_example_trains_logs_one_stream_resumes_and_pushes(tmp_path, model_dir, monkeypatch):
+def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, model_dir, monkeypatch):
     monkeypatch.setitem(integration_utils.INTEGRATION_TO_CALLBACK, "rdmldg-test-reporter", Reporter)
     Reporter.made.clear()
     splits = lodo_split(load_dataset(str(dataset_dir()), "rotdigits"), test_domain="rot30")
