@@ -22,7 +22,8 @@ import logging
 
 from accelerate import PartialState
 
-from rdmldg_hf.evaluation.lodo import LodoConfig, LodoRunner
+from rdmldg_hf.evaluation.lodo import LodoRunner
+from rdmldg_hf.evaluation.lodo_config import LodoConfig
 from rdmldg_hf.recipe_setup import parse_recipe_args
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
 from rdmldg_hf.data.domainbed import scan_domainbed
-from rdmldg_hf.evaluation.lodo import LodoConfig
+from rdmldg_hf.evaluation.lodo_config import LodoConfig
 from rdmldg_hf.protocol import (
     CheckpointSelector,
     holdout_ids,

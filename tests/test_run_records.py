@@ -15,7 +15,8 @@ from trl import ModelConfig, TrlParser
 from analysis_support import dataset_dir
 from mtct_support import tiny_model_dir
 from rdmldg_hf.commands import analyze as analyze_command
-from rdmldg_hf.evaluation.lodo import LodoConfig, LodoRunner
+from rdmldg_hf.evaluation.lodo import LodoRunner
+from rdmldg_hf.evaluation.lodo_config import LodoConfig
 from rdmldg_hf.models import RunConfig, load_model_and_processor
 from rdmldg_hf.protocol import split_holdout
 from rdmldg_hf.trainers import SARRConfig

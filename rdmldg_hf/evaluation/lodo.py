@@ -34,9 +34,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -47,219 +46,25 @@ from ..locking import FolderLock
 from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
 from ..protocol import (
-    DEFAULT_HOLDOUT_FRACTION,
-    DEFAULT_HOLDOUT_SEED,
-    DEFAULT_HOLDOUT_STYLE,
-    DEFAULT_SAMPLE_SEED,
-    DEFAULT_SELECTION_RULE,
-    HOLDOUT_STYLES,
-    SELECTION_RULES,
-    TEST_SPLITS,
     CheckpointSelector,
     LodoSplit,
     check_domains,
-    check_holdout_style,
-    check_selection_rule,
-    check_test_split,
-    describe_rows,
     find_benchmark,
     lodo_split,
     sample_record,
     selection_score,
     stratified_sample,
 )
-from ..recipe_setup import unknown_fields_error
-from ..testing import TinyModelSpec
 from ..trainers import MTCTConfig, SARRConfig
-from .predict import PREDICTIONS_NAME, check_mode, write_predictions
+from .lodo_config import METHODS, LodoConfig, MethodSpec
+from .lodo_tables import render_results_md, results_table
+from .predict import PREDICTIONS_NAME, write_predictions
 from .rows import EvalOutcome, evaluate_rows
 from .sharing import RESULTS_NAME
 
-__all__ = ["METHODS", "MethodSpec", "LodoConfig", "LodoRunner", "render_results_md"]
+__all__ = ["LodoRunner"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One ablation row: its trainer, MTCT mode, title, default evaluation modes and (SARR) the row it starts from."""
-
-    title: str
-    trainer: str  # "mtct" or "sarr"
-    mode: str
-    eval_modes: tuple[str, ...]
-    starts_from: str | None = None
-
-
-METHODS: dict[str, MethodSpec] = {
-    "labels_only": MethodSpec("Labels only", "mtct", "cls_only", ("direct",)),
-    "reasoning_only": MethodSpec("Reasoning only", "mtct", "reasoning_only", ("reasoning",)),
-    "mtct": MethodSpec("+MTCT", "mtct", "paired", ("direct", "reasoning")),
-    "sarr": MethodSpec("+SARR", "sarr", "reasoning_only", ("reasoning",), starts_from="reasoning_only"),
-    "full": MethodSpec("Full (MTCT + SARR)", "sarr", "paired", ("direct", "reasoning"), starts_from="mtct"),
-}
-
-
-def _section(kind: type, help_text: str) -> Any:
-    return field(
-        default_factory=dict,
-        metadata={"help": f"{help_text}: a mapping of {kind.__name__} fields (JSON on the command line)."},
-    )
-
-
-@dataclass
-class LodoConfig:
-    """Settings of a leave-one-domain-out run (``recipes/lodo.py``: YAML keys or ``--field value``)."""
-
-    output_dir: str = field(default="outputs/lodo", metadata={"help": "Folder of results.json, results.md and runs/."})
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dataset folder or Hub id of DomainBed-Reasoning; unset: the embedded benchmark, built "
-            "into <output_dir>/dataset."
-        },
-    )
-    dataset_config: str = field(
-        default=EMBEDDED_BENCHMARK,
-        metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."},
-    )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Base model (Hub id or folder); unset: a tiny random model built into <output_dir>/base-model."
-        },
-    )
-    tiny_preset: str = field(
-        default="embedded", metadata={"help": "Preset of the tiny model built when model_name_or_path is unset."}
-    )
-    tiny_sizes: dict | str | None = _section(TinyModelSpec, "Sizes overriding the tiny model's preset")
-    test_domains: list[str] | None = field(
-        default=None, metadata={"help": "Domains held out, one pair per method each (default: every domain)."}
-    )
-    methods: list[str] = field(
-        default_factory=lambda: list(METHODS),
-        metadata={"help": f"Ablation rows to run: {', '.join(METHODS)}.", "choices": list(METHODS)},
-    )
-    eval_modes: dict | str | None = field(
-        default_factory=dict,
-        metadata={
-            "help": "Per method, the prediction modes tested ('direct', 'reasoning'); the first one selects "
-            "the checkpoint (default: the method's own)."
-        },
-    )
-    max_train_images_per_domain: int | None = field(
-        default=None,
-        metadata={
-            "help": "A stratified sample of this many in-part images per training domain (validation "
-            "shrinks in proportion); unset: all."
-        },
-    )
-    reasoning_eval_limit: int | None = field(
-        default=None,
-        metadata={
-            "help": "A stratified sample of this many test images per domain in the generating modes; unset: all."
-        },
-    )
-    sample_seed: int = field(default=DEFAULT_SAMPLE_SEED, metadata={"help": "Seed of the stratified samples."})
-    holdout_fraction: float = field(
-        default=DEFAULT_HOLDOUT_FRACTION,
-        metadata={"help": "Per domain, the fraction of images in the out-part (validation of the training domains)."},
-    )
-    holdout_seed: int = field(
-        default=DEFAULT_HOLDOUT_SEED, metadata={"help": "Seed of the in/out split (DomainBed's trial_seed)."}
-    )
-    holdout_style: str = field(
-        default=DEFAULT_HOLDOUT_STYLE,
-        metadata={
-            "help": "'hash' (seeded hash of image_id) or 'domainbed' (DomainBed's own in/out split).",
-            "choices": list(HOLDOUT_STYLES),
-        },
-    )
-    test_split: str = field(
-        default="whole",
-        metadata={
-            "help": "Test rows: the 'whole' held-out domain, or its 'in' part (what DomainBed reports).",
-            "choices": list(TEST_SPLITS),
-        },
-    )
-    selection_rule: str = field(
-        default=DEFAULT_SELECTION_RULE,
-        metadata={
-            "help": "Checkpoint selection: 'mean' of the training domains' validation accuracies (DomainBed) "
-            "or 'pooled' over their images.",
-            "choices": list(SELECTION_RULES),
-        },
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank on both towers; 0 trains every weight."})
-    select_every: str = field(  # or an int (a number of steps): parsed as a string on the command line
-        default="epoch",
-        metadata={"help": "Checkpoints compared: 'epoch' (each epoch's end), a number of steps, or 'final'."},
-    )
-    eval_batch_size: int = field(default=32, metadata={"help": "Images per batch when scoring and generating."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per answer in reasoning mode."})
-    num_threads: int | None = field(default=None, metadata={"help": "Torch threads (CPU); unset: torch's default."})
-    training: dict | str | None = _section(MTCTConfig, "Training settings of every method")
-    sarr: dict | str | None = _section(SARRConfig, "Further settings of the sarr and full rows")
-    overwrite: bool = field(
-        default=False, metadata={"help": "Start again in an output_dir holding a run with other settings."}
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("tiny_sizes", "eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
-            value = getattr(self, name)
-            setattr(self, name, json.loads(value) if isinstance(value, str) else dict(value or {}))
-        if isinstance(self.select_every, str) and self.select_every.isdigit():
-            self.select_every = int(self.select_every)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown methods {unknown}. Valid methods: {', '.join(METHODS)}.")
-        for method, modes in self.eval_modes.items():
-            if method not in METHODS:
-                raise ValueError(f"eval_modes names unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
-            for mode in modes:
-                check_mode(mode)
-        for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig), ("tiny_sizes", TinyModelSpec)):
-            valid = {f.name for f in fields(kind)}
-            wrong = [key for key in getattr(self, section) if key not in valid]
-            if wrong:
-                raise unknown_fields_error(None, wrong, valid, section)
-        check_holdout_style(self.holdout_style)
-        check_test_split(self.test_split)
-        check_selection_rule(self.selection_rule)
-        valid_every = self.select_every in ("epoch", "final") or (
-            isinstance(self.select_every, int) and not isinstance(self.select_every, bool) and self.select_every > 0
-        )
-        if not valid_every:
-            raise ValueError(
-                f"select_every must be 'epoch', 'final' or a number of steps above 0; got {self.select_every!r}."
-            )
-        for name in ("max_train_images_per_domain", "reasoning_eval_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be 1 or more images per domain, or null for all; got {value!r}.")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "LodoConfig":
-        """The config of a mapping of its fields.
-
-        Raises:
-            ValueError: naming the fields it does not have, with the closest valid ones.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise unknown_fields_error(None, unknown, known)
-        return cls(**dict(values))
-
-    def modes_of(self, method: str) -> list[str]:
-        return list(self.eval_modes.get(method) or METHODS[method].eval_modes)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a resumed run must share with the finished pairs (not the lists of what to run)."""
-        values = asdict(self)
-        for key in ("output_dir", "test_domains", "methods", "num_threads", "eval_batch_size", "overwrite"):
-            values.pop(key)
-        return values
 
 
 class _SelectEvery(TrainerCallback):
@@ -605,89 +410,3 @@ class LodoRunner:
         self.results["table"] = results_table(self.results, self.benchmark)
         _write_json(self.results_path, self.results)
         (self.out / "results.md").write_text(render_results_md(self.results, self.benchmark))
-
-
-def results_table(results: Mapping[str, Any], benchmark: Benchmark) -> dict[str, dict[str, dict[str, float]]]:
-    """mode -> method -> {domain: accuracy %, "avg": mean over the domains done}."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for method, runs in results["runs"].items():
-        for domain in benchmark.domains:
-            for mode, metrics in (runs.get(domain) or {}).get("test", {}).items():
-                table.setdefault(mode, {}).setdefault(method, {})[domain] = round(100 * metrics["accuracy"], 2)
-    for methods in table.values():
-        for row in methods.values():
-            row["avg"] = round(sum(row.values()) / len(row), 2)
-    return table
-
-
-def _protocol_line(settings: Mapping[str, Any]) -> str:
-    """How the pairs were split and selected, in one line (from the run's settings)."""
-    train = settings.get("max_train_images_per_domain")
-    sample = (
-        f"a stratified sample of {train} in-part images per training domain (seed {settings.get('sample_seed', 0)})"
-        if train
-        else "their whole in-part"
-    )
-    return (
-        f"Protocol: holdout {settings.get('holdout_style', 'hash')} (fraction {settings.get('holdout_fraction')}, "
-        f"seed {settings.get('holdout_seed')}); training on {sample}; selection on the "
-        f"{'unweighted mean of per-domain' if settings.get('selection_rule', 'mean') == 'mean' else 'pooled'} "
-        f"validation accuracy, checked at select_every={settings.get('select_every')}."
-    )
-
-
-def _test_images_line(results: Mapping[str, Any], mode: str, order: list[str], domains: list[str]) -> str:
-    """What each held-out domain's test rows were in ``mode`` (whole domain, in-part, or a sample of them)."""
-    seen: dict[str, str] = {}
-    for method in order:
-        for domain in domains:
-            about = ((results["runs"][method].get(domain) or {}).get("test", {}).get(mode) or {}).get("rows")
-            if about is not None:
-                seen.setdefault(domain, f"{describe_rows(about)} ({sum(about['images_per_domain'].values())} images)")
-    return "Test images: " + "; ".join(f"{domain}: {text}" for domain, text in seen.items()) + "."
-
-
-def render_results_md(results: Mapping[str, Any], benchmark: Benchmark) -> str:
-    """Paper-shaped tables: one per prediction mode, a row per method, a column per held-out domain + Avg.
-
-    Each table says which test images it scored (the whole held-out domain, its in-part, or a seeded sample).
-    """
-    table = results_table(results, benchmark)
-    domains = [d for d in benchmark.domains if any(d in r for m in table.values() for r in m.values())]
-    protocol = _protocol_line(results.get("settings", {}))
-    lines = [f"# Leave-one-domain-out on {benchmark.title} (accuracy %)", "", protocol, ""]
-    order = [m for m in METHODS if m in results["runs"]]
-    for mode, methods in table.items():
-        lines += [
-            f"## Prediction mode: {mode}",
-            "",
-            _test_images_line(results, mode, order, domains),
-            "",
-            "| Method | " + " | ".join(domains) + " | Avg |",
-            "|---|" + "---|" * (len(domains) + 1),
-        ]
-        for method in order:
-            if method not in methods:
-                continue
-            row = methods[method]
-            cells = [f"{row[d]:.2f}" if d in row else "-" for d in domains]
-            lines.append(f"| {METHODS[method].title} | " + " | ".join(cells) + f" | {row['avg']:.2f} |")
-        lines.append("")
-    lines += [
-        "## Runs",
-        "",
-        "| Method | Held out | Train images | Selected | Validation acc. | Invalid (reasoning) | Seconds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for method in order:
-        for domain in benchmark.domains:
-            run = results["runs"][method].get(domain)
-            if not run:
-                continue
-            invalid = run["test"].get("reasoning", {}).get("invalid_rate")
-            invalid_text = "-" if invalid is None else f"{100 * invalid:.2f}"
-            lines.append(
-                f"| {METHODS[method].title} | {domain} | {run['train_images']} | {run['selected']} | "
-                f"{100 * run['validation_accuracy']:.2f} | {invalid_text} | {run['seconds']} |"
-            )
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,210 @@
+"""Settings of a leave-one-domain-out run: the ablation rows (methods) and :class:`LodoConfig`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from ..benchmarks import EMBEDDED_BENCHMARK
+from ..protocol import (
+    DEFAULT_HOLDOUT_FRACTION,
+    DEFAULT_HOLDOUT_SEED,
+    DEFAULT_HOLDOUT_STYLE,
+    DEFAULT_SAMPLE_SEED,
+    DEFAULT_SELECTION_RULE,
+    HOLDOUT_STYLES,
+    SELECTION_RULES,
+    TEST_SPLITS,
+    check_holdout_style,
+    check_selection_rule,
+    check_test_split,
+)
+from ..recipe_setup import unknown_fields_error
+from ..testing import TinyModelSpec
+from ..trainers import MTCTConfig, SARRConfig
+from .predict import check_mode
+
+__all__ = ["METHODS", "MethodSpec", "LodoConfig"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ablation row: its trainer, MTCT mode, title, default evaluation modes and (SARR) the row it starts from."""
+
+    title: str
+    trainer: str  # "mtct" or "sarr"
+    mode: str
+    eval_modes: tuple[str, ...]
+    starts_from: str | None = None
+
+
+METHODS: dict[str, MethodSpec] = {
+    "labels_only": MethodSpec("Labels only", "mtct", "cls_only", ("direct",)),
+    "reasoning_only": MethodSpec("Reasoning only", "mtct", "reasoning_only", ("reasoning",)),
+    "mtct": MethodSpec("+MTCT", "mtct", "paired", ("direct", "reasoning")),
+    "sarr": MethodSpec("+SARR", "sarr", "reasoning_only", ("reasoning",), starts_from="reasoning_only"),
+    "full": MethodSpec("Full (MTCT + SARR)", "sarr", "paired", ("direct", "reasoning"), starts_from="mtct"),
+}
+
+
+def _section(kind: type, help_text: str) -> Any:
+    return field(
+        default_factory=dict,
+        metadata={"help": f"{help_text}: a mapping of {kind.__name__} fields (JSON on the command line)."},
+    )
+
+
+@dataclass
+class LodoConfig:
+    """Settings of a leave-one-domain-out run (``recipes/lodo.py``: YAML keys or ``--field value``)."""
+
+    output_dir: str = field(default="outputs/lodo", metadata={"help": "Folder of results.json, results.md and runs/."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset folder or Hub id of DomainBed-Reasoning; unset: the embedded benchmark, built "
+            "into <output_dir>/dataset."
+        },
+    )
+    dataset_config: str = field(
+        default=EMBEDDED_BENCHMARK,
+        metadata={"help": "Config to load: a benchmark ('officehome'); splits are domains."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base model (Hub id or folder); unset: a tiny random model built into <output_dir>/base-model."
+        },
+    )
+    tiny_preset: str = field(
+        default="embedded", metadata={"help": "Preset of the tiny model built when model_name_or_path is unset."}
+    )
+    tiny_sizes: dict | str | None = _section(TinyModelSpec, "Sizes overriding the tiny model's preset")
+    test_domains: list[str] | None = field(
+        default=None, metadata={"help": "Domains held out, one pair per method each (default: every domain)."}
+    )
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS),
+        metadata={"help": f"Ablation rows to run: {', '.join(METHODS)}.", "choices": list(METHODS)},
+    )
+    eval_modes: dict | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per method, the prediction modes tested ('direct', 'reasoning'); the first one selects "
+            "the checkpoint (default: the method's own)."
+        },
+    )
+    max_train_images_per_domain: int | None = field(
+        default=None,
+        metadata={
+            "help": "A stratified sample of this many in-part images per training domain (validation "
+            "shrinks in proportion); unset: all."
+        },
+    )
+    reasoning_eval_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "A stratified sample of this many test images per domain in the generating modes; unset: all."
+        },
+    )
+    sample_seed: int = field(default=DEFAULT_SAMPLE_SEED, metadata={"help": "Seed of the stratified samples."})
+    holdout_fraction: float = field(
+        default=DEFAULT_HOLDOUT_FRACTION,
+        metadata={"help": "Per domain, the fraction of images in the out-part (validation of the training domains)."},
+    )
+    holdout_seed: int = field(
+        default=DEFAULT_HOLDOUT_SEED, metadata={"help": "Seed of the in/out split (DomainBed's trial_seed)."}
+    )
+    holdout_style: str = field(
+        default=DEFAULT_HOLDOUT_STYLE,
+        metadata={
+            "help": "'hash' (seeded hash of image_id) or 'domainbed' (DomainBed's own in/out split).",
+            "choices": list(HOLDOUT_STYLES),
+        },
+    )
+    test_split: str = field(
+        default="whole",
+        metadata={
+            "help": "Test rows: the 'whole' held-out domain, or its 'in' part (what DomainBed reports).",
+            "choices": list(TEST_SPLITS),
+        },
+    )
+    selection_rule: str = field(
+        default=DEFAULT_SELECTION_RULE,
+        metadata={
+            "help": "Checkpoint selection: 'mean' of the training domains' validation accuracies (DomainBed) "
+            "or 'pooled' over their images.",
+            "choices": list(SELECTION_RULES),
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank on both towers; 0 trains every weight."})
+    select_every: str = field(  # or an int (a number of steps): parsed as a string on the command line
+        default="epoch",
+        metadata={"help": "Checkpoints compared: 'epoch' (each epoch's end), a number of steps, or 'final'."},
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "Images per batch when scoring and generating."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per answer in reasoning mode."})
+    num_threads: int | None = field(default=None, metadata={"help": "Torch threads (CPU); unset: torch's default."})
+    training: dict | str | None = _section(MTCTConfig, "Training settings of every method")
+    sarr: dict | str | None = _section(SARRConfig, "Further settings of the sarr and full rows")
+    overwrite: bool = field(
+        default=False, metadata={"help": "Start again in an output_dir holding a run with other settings."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("tiny_sizes", "eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
+            value = getattr(self, name)
+            setattr(self, name, json.loads(value) if isinstance(value, str) else dict(value or {}))
+        if isinstance(self.select_every, str) and self.select_every.isdigit():
+            self.select_every = int(self.select_every)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown methods {unknown}. Valid methods: {', '.join(METHODS)}.")
+        for method, modes in self.eval_modes.items():
+            if method not in METHODS:
+                raise ValueError(f"eval_modes names unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
+            for mode in modes:
+                check_mode(mode)
+        for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig), ("tiny_sizes", TinyModelSpec)):
+            valid = {f.name for f in fields(kind)}
+            wrong = [key for key in getattr(self, section) if key not in valid]
+            if wrong:
+                raise unknown_fields_error(None, wrong, valid, section)
+        check_holdout_style(self.holdout_style)
+        check_test_split(self.test_split)
+        check_selection_rule(self.selection_rule)
+        valid_every = self.select_every in ("epoch", "final") or (
+            isinstance(self.select_every, int) and not isinstance(self.select_every, bool) and self.select_every > 0
+        )
+        if not valid_every:
+            raise ValueError(
+                f"select_every must be 'epoch', 'final' or a number of steps above 0; got {self.select_every!r}."
+            )
+        for name in ("max_train_images_per_domain", "reasoning_eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be 1 or more images per domain, or null for all; got {value!r}.")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "LodoConfig":
+        """The config of a mapping of its fields.
+
+        Raises:
+            ValueError: naming the fields it does not have, with the closest valid ones.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise unknown_fields_error(None, unknown, known)
+        return cls(**dict(values))
+
+    def modes_of(self, method: str) -> list[str]:
+        return list(self.eval_modes.get(method) or METHODS[method].eval_modes)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with the finished pairs (not the lists of what to run)."""
+        values = asdict(self)
+        for key in ("output_dir", "test_domains", "methods", "num_threads", "eval_batch_size", "overwrite"):
+            values.pop(key)
+        return values
