@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from datasets import load_dataset
 
-from mtct_support import config, load_tiny
+from mtct_support import config, load_tiny, tiny_model_dir
 from rdmldg_hf.data.build import build_dataset
 from rdmldg_hf.data.embedded import embedded_source_images
 from rdmldg_hf.models import default_lora_config
@@ -36,6 +36,17 @@ def dataset_dir() -> Path:
     out = Path(tempfile.mkdtemp(prefix="rdmldg-analysis-data-")) / "rotdigits"
     build_dataset("rotdigits", out, images=images)
     return out
+
+
+def recipe_args(out: Path, holdout_fraction: float, *extra: str) -> list[str]:
+    """A tiny recipe run's arguments: this dataset and the tiny model, rot30 held out, no checkpoints, CPU-safe."""
+    return [
+        *("--dataset_name", str(dataset_dir()), "--dataset_config", "rotdigits"),
+        *("--model_name_or_path", str(tiny_model_dir()), "--output_dir", str(out)),
+        *("--test_domain", "rot30", "--holdout_fraction", str(holdout_fraction)),
+        *("--save_strategy", "no", "--eval_strategy", "no", "--bf16", "false", "--activation_checkpointing", "false"),
+        *("--report_to", "none", "--dataloader_num_workers", "0", "--disable_tqdm", "true", *extra),
+    ]
 
 
 @functools.lru_cache(maxsize=None)

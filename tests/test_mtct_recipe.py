@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig, TrlParser
 
-from analysis_support import dataset_dir
+from analysis_support import dataset_dir, recipe_args
 from mtct_support import tiny_model_dir
 from rdmldg_hf.cli import main as rdmldg
 from rdmldg_hf.commands import train as train_command
@@ -53,40 +53,7 @@ def test_paper_configs(script_arguments, name, base):
 def test_run_without_checkpoints_writes_the_loss_log_the_analysis_reads(script_arguments, tmp_path):
     out = tmp_path / "run"
     script, args, model = TrlParser((script_arguments, MTCTConfig, ModelConfig)).parse_args_and_config(
-        args=[
-            "--dataset_name",
-            str(dataset_dir()),
-            "--dataset_config",
-            "rotdigits",
-            "--model_name_or_path",
-            str(tiny_model_dir()),
-            "--output_dir",
-            str(out),
-            "--test_domain",
-            "rot30",
-            "--holdout_fraction",
-            "0",
-            "--max_steps",
-            "2",
-            "--logging_steps",
-            "1",
-            "--per_device_train_batch_size",
-            "4",
-            "--save_strategy",
-            "no",
-            "--eval_strategy",
-            "no",
-            "--bf16",
-            "false",
-            "--activation_checkpointing",
-            "false",
-            "--report_to",
-            "none",
-            "--dataloader_num_workers",
-            "0",
-            "--disable_tqdm",
-            "true",
-        ]
+        args=recipe_args(out, 0, "--max_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4")
     )
     runpy.run_path(str(RECIPES / "mtct.py"), run_name="mtct_recipe")["main"](script, args, model)
     assert not list(out.glob("checkpoint-*"))

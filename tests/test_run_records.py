@@ -12,7 +12,7 @@ import pytest
 from datasets import concatenate_datasets, load_dataset
 from trl import ModelConfig, TrlParser
 
-from analysis_support import dataset_dir
+from analysis_support import dataset_dir, recipe_args
 from mtct_support import tiny_model_dir
 from rdmldg_hf.commands import analyze as analyze_command
 from rdmldg_hf.evaluation.lodo import LodoRunner
@@ -47,50 +47,13 @@ def test_sarr_recipe_records_the_runs_holdout_and_writes_predictions(tmp_path):
     recipe = runpy.run_path(str(RECIPES / "sarr.py"), run_name="sarr_recipe")
     out = tmp_path / "sarr"
     script, args, model = TrlParser((recipe["SARRScriptArguments"], SARRConfig, ModelConfig)).parse_args_and_config(
-        args=[
-            "--dataset_name",
-            str(dataset_dir()),
-            "--dataset_config",
-            "rotdigits",
-            "--model_name_or_path",
-            str(tiny_model_dir()),
-            "--output_dir",
-            str(out),
-            "--test_domain",
-            "rot30",
-            "--holdout_fraction",
-            "0.34",
-            "--max_steps",
-            "1",
-            "--num_rounds",
-            "1",
-            "--round_max_steps",
-            "1",
-            "--per_device_train_batch_size",
-            "4",
-            "--relabel_batch_size",
-            "12",
-            "--relabel_max_new_tokens",
-            "4",
-            "--eval_batch_size",
-            "12",
-            "--save_strategy",
-            "no",
-            "--eval_strategy",
-            "no",
-            "--bf16",
-            "false",
-            "--activation_checkpointing",
-            "false",
-            "--report_to",
-            "none",
-            "--dataloader_num_workers",
-            "0",
-            "--disable_tqdm",
-            "true",
-            "--logging_steps",
-            "1",
-        ]
+        args=recipe_args(
+            out,
+            0.34,
+            *("--max_steps", "1", "--num_rounds", "1", "--round_max_steps", "1"),
+            *("--per_device_train_batch_size", "4", "--eval_batch_size", "12", "--logging_steps", "1"),
+            *("--relabel_batch_size", "12", "--relabel_max_new_tokens", "4"),
+        )
     )
     recipe["main"](script, args, model)
     run = RunConfig.load(out)

@@ -154,30 +154,18 @@ def test_a_batch_created_just_before_a_crash_is_adopted_not_submitted_twice(imag
         assert all(chains[image.image_id].reasoning is not None for image in images[:7])
 
 
+def batch_build_command(tmp_path, server, *extra: str) -> list[str]:
+    """`rdmldg build` of the PACS images in batch mode against ``server`` (3 candidates, 1 round)."""
+    return [
+        *("build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out")),
+        *("--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1"),
+        *("--image-max-side", "32", "--mode", "batch", "--no-teacher-progress", *extra),
+    ]
+
+
 def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
-        command = [
-            "build",
-            "--benchmark",
-            "pacs",
-            "--images",
-            str(tmp_path / "PACS"),
-            "--out",
-            str(tmp_path / "out"),
-            "--teacher",
-            "gpt-4o",
-            "--base-url",
-            server.base_url,
-            "--candidates",
-            "3",
-            "--max-rounds",
-            "1",
-            "--image-max-side",
-            "32",
-            "--mode",
-            "batch",
-            "--no-teacher-progress",
-        ]
+        command = batch_build_command(tmp_path, server)
         with pytest.raises(SystemExit) as exit_info:
             main(command)
         assert exit_info.value.code == 0
@@ -189,30 +177,7 @@ def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):
 
 def test_rdmldg_batches_reports_the_jobs_of_a_build(images, tmp_path, capsys):
     with LoopbackBatchServer(pixel_teacher(PACS)) as server:
-        command = [
-            "build",
-            "--benchmark",
-            "pacs",
-            "--images",
-            str(tmp_path / "PACS"),
-            "--out",
-            str(tmp_path / "out"),
-            "--teacher",
-            "gpt-4o",
-            "--base-url",
-            server.base_url,
-            "--candidates",
-            "3",
-            "--max-rounds",
-            "1",
-            "--image-max-side",
-            "32",
-            "--mode",
-            "batch",
-            "--no-teacher-progress",
-            "--batch-max-requests",
-            "20",
-        ]
+        command = batch_build_command(tmp_path, server, "--batch-max-requests", "20")
         with pytest.raises(SystemExit):
             main(command)
     capsys.readouterr()
