@@ -3,8 +3,6 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from launch_support import cpu_launch
 from mtct_multiprocess_script import main as one_step
 from mtct_support import tiny_model_dir
 
 SCRIPT = Path(__file__).with_name("mtct_multiprocess_script.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(command: list[str], out_dir: Path) -> tuple[dict, dict]:
@@ -34,22 +27,9 @@ def _run(command: list[str], out_dir: Path) -> tuple[dict, dict]:
 
 def test_two_processes_match_one(tmp_path):
     model_dir = str(tiny_model_dir())
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     two, two_weights = _run(
         [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(_free_port()),
+            *cpu_launch(2),
             str(SCRIPT),
             model_dir,
             str(tmp_path / "two"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from launch_support import cpu_launch
 from rdmldg_hf.testing import build_tiny_model
 
 WORKER = Path(__file__).parent / "sarr_worker.py"
@@ -98,22 +98,7 @@ def test_killed_twice_in_round_2_resumes_to_the_same_result(tmp_path, model_dir,
 def test_two_process_relabel_equals_one_process(tmp_path, model_dir):
     single = run(str(tmp_path / "one"), model_dir, "--relabel-only")
     assert single.returncode == 0, single.stderr[-3000:]
-    accelerate = [
-        shutil.which("accelerate") or "accelerate",
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-    ]
-    double = run(str(tmp_path / "two"), model_dir, "--relabel-only", launcher=accelerate)
+    double = run(str(tmp_path / "two"), model_dir, "--relabel-only", launcher=cpu_launch(2))
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "outputs.json").read_text())
     two = json.loads((tmp_path / "two" / "outputs.json").read_text())
