@@ -57,6 +57,23 @@ def write_images(
     return images
 
 
+def pacs_build_arguments(
+    images: Path,
+    out: Path,
+    base_url: str,
+    *extra: str,
+    teacher: str = "gpt-4o",
+    candidates: int = 3,
+    max_rounds: int = 1,
+) -> list[str]:
+    """`rdmldg build` of a PACS folder with the teacher at ``base_url`` (32-pixel images, no progress bar)."""
+    return [
+        *("build", "--benchmark", "pacs", "--images", str(images), "--out", str(out), "--teacher", teacher),
+        *("--base-url", base_url, "--candidates", str(candidates), "--max-rounds", str(max_rounds)),
+        *("--image-max-side", "32", "--no-teacher-progress", *extra),
+    ]
+
+
 _REPO = Path(__file__).resolve().parents[1]
 _BUILD_SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
 

@@ -14,7 +14,7 @@ from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.locking import FolderBusyError, FolderLock, lock_path
 from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import built_rows, pixel_teacher, sigkill_build_when, write_images
+from teacher_fakes import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
 _BUILD_SCRIPT = Path(__file__).with_name("teacher_build_script.py")
@@ -45,27 +45,10 @@ def folder(tmp_path):
 
 
 def build_arguments(folder: Path, out: Path, base_url: str, store: Path) -> list[str]:
-    return [
-        "--benchmark",
-        "pacs",
-        "--images",
-        str(folder),
-        "--out",
-        str(out),
-        "--teacher",
-        "gpt-4o",
-        "--base-url",
-        base_url,
-        "--candidates",
-        "1",
-        "--max-rounds",
-        "0",
-        "--concurrency",
-        "1",
-        "--no-teacher-progress",
-        "--teacher-store",
-        str(store),
-    ]
+    arguments = pacs_build_arguments(
+        folder, out, base_url, "--concurrency", "1", "--teacher-store", str(store), candidates=1, max_rounds=0
+    )
+    return arguments[1:]  # the options of `rdmldg build`
 
 
 def test_a_second_build_of_the_same_folder_or_store_refuses_and_the_first_finishes_as_alone(folder, tmp_path, capsys):

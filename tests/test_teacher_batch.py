@@ -17,7 +17,7 @@ from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
 from rdmldg_hf.testing import LoopbackBatchServer
-from teacher_fakes import pixel_teacher, sent_id, write_images
+from teacher_fakes import pacs_build_arguments, pixel_teacher, sent_id, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -156,11 +156,7 @@ def test_a_batch_created_just_before_a_crash_is_adopted_not_submitted_twice(imag
 
 def batch_build_command(tmp_path, server, *extra: str) -> list[str]:
     """`rdmldg build` of the PACS images in batch mode against ``server`` (3 candidates, 1 round)."""
-    return [
-        *("build", "--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out")),
-        *("--teacher", "gpt-4o", "--base-url", server.base_url, "--candidates", "3", "--max-rounds", "1"),
-        *("--image-max-side", "32", "--mode", "batch", "--no-teacher-progress", *extra),
-    ]
+    return pacs_build_arguments(tmp_path / "PACS", tmp_path / "out", server.base_url, "--mode", "batch", *extra)
 
 
 def test_rdmldg_build_in_batch_mode(images, tmp_path, capsys):

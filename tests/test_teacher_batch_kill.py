@@ -9,39 +9,15 @@ from pathlib import Path
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.testing import LoopbackBatchServer
-from teacher_fakes import built_rows, pixel_teacher, sigkill_build_when, write_images
+from teacher_fakes import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
 
 
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
-    return [
-        "build",
-        "--benchmark",
-        "pacs",
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--teacher",
-        "gpt-4o",
-        "--base-url",
-        base_url,
-        "--candidates",
-        "3",
-        "--max-rounds",
-        "1",
-        "--image-max-side",
-        "32",
-        "--mode",
-        "batch",
-        "--wait",
-        "--poll-interval",
-        "0.02",
-        "--batch-max-requests",
-        "10",
-        "--no-teacher-progress",
-    ]
+    return pacs_build_arguments(
+        images, out, base_url, "--mode", "batch", "--wait", "--poll-interval", "0.02", "--batch-max-requests", "10"
+    )
 
 
 def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) -> None:

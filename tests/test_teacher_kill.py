@@ -15,7 +15,15 @@ from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.rejection import decide
 from rdmldg_hf.teacher.store import Reply
 from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import built_rows, identity, pixel_teacher, seen, sigkill_build_when, write_images
+from teacher_fakes import (
+    built_rows,
+    identity,
+    pacs_build_arguments,
+    pixel_teacher,
+    seen,
+    sigkill_build_when,
+    write_images,
+)
 
 PACS = get_benchmark("pacs")
 CANDIDATES, MAX_ROUNDS = 3, 1
@@ -23,28 +31,9 @@ CANDIDATES, MAX_ROUNDS = 3, 1
 
 def arguments(images: Path, out: Path, base_url: str) -> list[str]:
     """`rdmldg build` arguments: the same command for every run."""
-    return [
-        "build",
-        "--benchmark",
-        "pacs",
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--teacher",
-        "gpt-4o",
-        "--base-url",
-        base_url,
-        "--candidates",
-        str(CANDIDATES),
-        "--max-rounds",
-        str(MAX_ROUNDS),
-        "--concurrency",
-        "4",
-        "--no-teacher-progress",
-        "--image-max-side",
-        "32",
-    ]
+    return pacs_build_arguments(
+        images, out, base_url, "--concurrency", "4", candidates=CANDIDATES, max_rounds=MAX_ROUNDS
+    )
 
 
 def build(images: Path, out: Path, kill_after: int | None = None) -> Counter:

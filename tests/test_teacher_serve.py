@@ -21,7 +21,7 @@ from datasets import load_dataset
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
-from teacher_fakes import write_images
+from teacher_fakes import pacs_build_arguments, write_images
 
 PACS = get_benchmark("pacs")
 STARTUP_SECONDS = 120
@@ -87,35 +87,9 @@ def served_model(tmp_path_factory):
 def test_a_build_against_transformers_serve_rejects_gibberish_with_reasons(served_model, tmp_path):
     model_id, base_url = served_model
     write_images(tmp_path / "PACS", PACS, 4, classes=1)  # one image per domain
+    extra = ("--max-tokens", "12", "--concurrency", "2", "--max-retries", "2", "--backoff-base", "0.05")
     code = main(
-        [
-            "build",
-            "--benchmark",
-            "pacs",
-            "--images",
-            str(tmp_path / "PACS"),
-            "--out",
-            str(tmp_path / "out"),
-            "--teacher",
-            model_id,
-            "--base-url",
-            base_url,
-            "--candidates",
-            "2",
-            "--max-rounds",
-            "1",
-            "--max-tokens",
-            "12",
-            "--image-max-side",
-            "32",
-            "--concurrency",
-            "2",
-            "--no-teacher-progress",
-            "--max-retries",
-            "2",
-            "--backoff-base",
-            "0.05",
-        ]
+        pacs_build_arguments(tmp_path / "PACS", tmp_path / "out", base_url, *extra, teacher=model_id, candidates=2)
     )
     assert code == 0
     rows = [row for domain in PACS.domains for row in load_dataset(str(tmp_path / "out"), "pacs", split=domain)]
