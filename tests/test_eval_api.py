@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from eval_support import load_tiny, tiny_model_dir
-from helpers_hub import free_port
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.evaluation.api import api_settings, predict_api
 from rdmldg_hf.evaluation.predict import predict
 from rdmldg_hf.evaluation.rows import score_predictions
 from rdmldg_hf.teacher.settings import RetryPolicy
+from serve_support import transformers_serve
 from teacher_fakes import RecordedSleep, ScriptedTransport, chain, seen, status, write_images
 
 PACS = get_benchmark("pacs")
@@ -79,39 +74,9 @@ def _as_rows(sources):
 
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
-    """`transformers serve` over the tiny model on a loopback port (killed at the end)."""
-    tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    (tmp / "cache").mkdir()
-    log = open(tmp / "serve.log", "wb")
-    command = [
-        str(Path(sys.executable).with_name("transformers")),
-        "serve",
-        "--device",
-        "cpu",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        str(tiny_model_dir()),
-    ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp / "serve.log").read_text()[-2000:])
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+    """`transformers serve` over the tiny model on a loopback port (stopped at the end)."""
+    with transformers_serve(tiny_model_dir(), tmp_path_factory.mktemp("serve")) as base_url:
+        yield base_url
 
 
 def test_api_baseline_against_transformers_serve(served_model, tmp_path):

@@ -8,29 +8,16 @@ back to one candidate per request.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from datasets import load_dataset
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
+from serve_support import transformers_serve
 from teacher_fakes import pacs_build_arguments, write_images
 
 PACS = get_benchmark("pacs")
-STARTUP_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,48 +27,8 @@ def served_model(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     model_dir = build_tiny_model(root / "model", architecture="llava", preset="test")
-    (root / "hub").mkdir()
-    port = free_port()
-    env = {**os.environ, "HF_HUB_CACHE": str(root / "hub"), "OMP_NUM_THREADS": "1"}
-    log = open(root / "serve.log", "wb")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("transformers")),
-            "serve",
-            "--device",
-            "cpu",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            str(model_dir),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    try:
-        while True:
-            assert server.poll() is None, (root / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "transformers serve did not start in time"
-            time.sleep(0.25)
-        yield str(model_dir), f"{base}/v1"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with transformers_serve(model_dir, root) as base_url:
+        yield str(model_dir), base_url
 
 
 def test_a_build_against_transformers_serve_rejects_gibberish_with_reasons(served_model, tmp_path):
