@@ -416,28 +416,21 @@ def entropy_report(
         str(write_csv(out / "entropy_by_token.csv", all_rows, ["group", "count", "before", "after", "reduction"]))
     )
     pair = f"{before[0]} -> {after[0]}"
-    report.figures.append(
-        bar_figure(
-            out,
-            "entropy_top_tokens",
-            [c.group for c in ranked],
-            [c.reduction for c in ranked],
-            "mean entropy reduction (nats)",
-            f"Top {len(ranked)} tokens, {pair}",
-            extra=[{"count": c.count, "before": c.before, "after": c.after} for c in ranked],
+    for name, groups, title in (
+        ("entropy_top_tokens", ranked, f"Top {len(ranked)} tokens, {pair}"),
+        ("entropy_by_stage", stages, f"Entropy reduction per stage, {pair}"),
+    ):
+        report.figures.append(
+            bar_figure(
+                out,
+                name,
+                [c.group for c in groups],
+                [c.reduction for c in groups],
+                "mean entropy reduction (nats)",
+                title,
+                extra=[{"count": c.count, "before": c.before, "after": c.after} for c in groups],
+            )
         )
-    )
-    report.figures.append(
-        bar_figure(
-            out,
-            "entropy_by_stage",
-            [c.group for c in stages],
-            [c.reduction for c in stages],
-            "mean entropy reduction (nats)",
-            f"Entropy reduction per stage, {pair}",
-            extra=[{"count": c.count, "before": c.before, "after": c.after} for c in stages],
-        )
-    )
     lines = [f"# Where the tokens with the largest entropy reduction occur ({pair}, {source} chains)", ""]
     for rank, change in enumerate(ranked, 1):
         lines.append(
