@@ -88,7 +88,8 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
 
 def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_args: ModelConfig) -> dict[str, Any]:
     """The whole method (MTCT stage, then the SARR rounds), with accuracy after each stage; writes the model,
-    ``results.json``, ``predictions.jsonl`` and the model card to ``output_dir``. Returns the results."""
+    ``results.json``, ``predictions.jsonl`` and the model card to ``output_dir`` and pushes them when
+    ``push_to_hub`` (round datasets to ``<hub_model_id>-rounds``). Returns the results."""
     started = time.time()
     prepare_embedded_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
@@ -127,6 +128,8 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
             f"Saved to {out}: results.json, {PREDICTIONS_NAME} (the final model's per-image predictions), "
             "rdmldg_config.json, README.md (model card), dataset/ (round configs)."
         )
+    if training_args.push_to_hub:  # every process takes part; the main one uploads
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
     state.destroy_process_group()
     return results
 

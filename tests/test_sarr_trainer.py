@@ -10,14 +10,16 @@ from datasets import load_dataset
 from huggingface_hub import ModelCard
 from transformers import TrainerCallback
 from transformers.integrations import integration_utils
+from trl import TrlParser
 
-from analysis_support import dataset_dir
+from analysis_support import dataset_dir, recipe_args
 from helpers_hub import FakeHub
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from rdmldg_hf.trainers.sarr_callbacks import SARRCallback
+from rdmldg_hf.training import TRAINING_METHODS, run_sarr
 
 REPO = "rdmldg-tests/sarr-rotdigits-rot30"
 STAGES = ["mtct", "round-1", "round-2", "round-3"]
@@ -166,3 +168,23 @@ def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, mod
     assert "| round-3 | 0.0% |" in card.text and card.data.datasets == "rdmldg/domainbed-reasoning"
     stage_card = ModelCard.load(tmp_path / "out" / "stages" / "round-1" / "README.md")  # MTCTTrainer's, at its save
     assert "trained with MTCT, a method introduced in" in stage_card.text and "mtct" in stage_card.data.tags
+
+
+def test_the_sarr_recipe_pushes_when_push_to_hub_is_set(tmp_path):
+    """`push_to_hub: true` in a recipe's config pushes the run (model repo and round datasets) at the end."""
+    parser = TrlParser(TRAINING_METHODS["sarr"].argument_types)
+    script, args, model = parser.parse_args_and_config(
+        args=recipe_args(
+            tmp_path / "out",
+            0.34,
+            *("--max_steps", "1", "--num_rounds", "1", "--round_max_steps", "1", "--eval_reasoning", "never"),
+            *("--per_device_train_batch_size", "4", "--eval_batch_size", "12", "--relabel_batch_size", "12"),
+            *("--relabel_max_new_tokens", "4", "--push_to_hub", "true", "--hub_model_id", REPO),
+        )
+    )
+    with FakeHub(tmp_path / "hub") as hub:
+        run_sarr(script, args, model)
+    pushed = {p.relative_to(hub.repo(REPO)).as_posix() for p in hub.repo(REPO).rglob("*") if p.is_file()}
+    assert {"model.safetensors", "rdmldg_config.json", "results.json", "predictions.jsonl", "README.md"} <= pushed
+    rounds = load_dataset(str(hub.repo(f"{REPO}-rounds")), "rotdigits-sarr-r1")
+    assert sum(len(split) for split in rounds.values()) == 12  # 3 training domains x 4 in-part images
