@@ -34,6 +34,7 @@ import copy
 import gc
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -48,6 +49,8 @@ os.environ.setdefault("USE_HUB_KERNELS", "0")  # the GPU machine is offline: nev
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
+import trl  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import AutoConfig, AutoModelForImageTextToText, TrainerCallback  # noqa: E402
@@ -559,7 +562,7 @@ def relabel_stage(models: Models, plan: Plan, bandwidth: float | None, cache: st
             "seconds": round(seconds, 3),
             "chains_per_s": round(images / seconds, 3),
             "new_tokens_approx": tokens,
-            "ms_per_decoding_step": round(1e3 * seconds / plan.relabel_new_tokens, 2),
+            "ms_per_decoding_step": round(1e3 * seconds / (plan.relabel_new_tokens * math.ceil(images / batch)), 2),
         }
 
     run(1, 1)  # warm-up (and, with a static cache on a GPU, compilation)
@@ -622,9 +625,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     name, peak, bandwidth = device_figures(device, args.peak_tflops, args.bandwidth_tbs)
     plan = PLANS[args.size]
-    import transformers
-    import trl
-
     results: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

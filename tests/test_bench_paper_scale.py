@@ -81,5 +81,8 @@ def test_scoring_and_relabel(results):
     single, largest = relabel["one_at_a_time"], relabel["largest_batch"]
     assert (single["batch"], largest["batch"], largest["images"], relabel["tried"]) == (1, 4, 4, [])
     assert single["chains_per_s"] > 0 and largest["chains_per_s"] > 0 and relabel["max_new_tokens"] == 8
+    # Per decoding step: two chains one at a time are two runs of 8 steps; a batch of 4 is one.
+    assert single["ms_per_decoding_step"] == pytest.approx(1e3 * single["seconds"] / 16, rel=0.02)
+    assert largest["ms_per_decoding_step"] == pytest.approx(1e3 * largest["seconds"] / 8, rel=0.02)
     assert relabel["largest_vs_one_at_a_time"] == pytest.approx(largest["chains_per_s"] / single["chains_per_s"], 0.02)
     assert relabel["memory_bound_ms_per_token"] is None  # no bandwidth known for a CPU
