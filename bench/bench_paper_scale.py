@@ -291,7 +291,7 @@ def count_tokens(batches) -> dict[str, int]:
     return {"real_tokens": real, "computed_tokens": computed, "padding": padding, "forwards": forwards}
 
 
-def padding_stage(work: Path, plan: Plan, chain_words: int) -> dict[str, Any]:
+def padding_stage(work: Path, device: str, plan: Plan, chain_words: int) -> dict[str, Any]:
     dataset = image_rows(plan.padding_units, chain_words)
     words = [len(text.split()) for text in dataset["reasoning"]]
     spread = {"mean": round(statistics.mean(words)), "sd": round(statistics.stdev(words))}
@@ -312,7 +312,7 @@ def padding_stage(work: Path, plan: Plan, chain_words: int) -> dict[str, Any]:
             args = training_config(
                 MTCTConfig,
                 work,
-                "cpu",
+                device,  # the run's device: one accelerate state per process
                 per_device_train_batch_size=plan.padding_batch_images,
                 benchmark=BENCHMARK.name,
                 **overrides,
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     cache = None if args.relabel_cache == "dynamic" else "static"
     stages = {
-        "padding": lambda models: padding_stage(models.work, plan, args.padding_chain_words),
+        "padding": lambda models: padding_stage(models.work, device, plan, args.padding_chain_words),
         "train": lambda models: train_stage(models, plan, peak),
         "scoring": lambda models: scoring_stage(models, plan),
         "relabel": lambda models: relabel_stage(models, plan, bandwidth, cache),
