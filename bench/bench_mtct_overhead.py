@@ -135,7 +135,9 @@ def bench(name: str, images: int, batch: int, steps: int, rounds: int, work: Pat
     mtct_timer, sft_timer = StepTimer(), StepTimer()
     mtct = MTCTTrainer(
         copy.deepcopy(model),
-        args=MTCTConfig(**common(work, batch, steps)),
+        # One padded batch, as SFTTrainer's: the same tokens, so the ratio is the loss's overhead (task
+        # sub-batches, MTCT's default, compute fewer tokens: bench_paper_scale.py measures them).
+        args=MTCTConfig(**common(work, batch, steps), group_by_task=False),
         train_dataset=dataset,
         processing_class=processor,
         peft_config=copy.deepcopy(lora),

@@ -1,8 +1,11 @@
 """Batched generation shared by SARR relabeling and evaluation.
 
-One processor call per batch, left padding, KV cache, greedy by default (sampling with
-``num_candidates`` outputs per prompt optional). Generation goes through a small backend
-protocol (:class:`GenerationBackend`) so tests can script model outputs
+One processor call per batch, left padding, KV cache (dynamic, or static: fixed-size, which
+transformers compiles the decoding step for on a GPU), greedy by default (sampling with
+``num_candidates`` outputs per prompt optional). Batches are consecutive items, or consecutive
+items of an ``order`` (e.g. longest prompt first, :func:`length_order`), so that prompts of
+similar length share a batch; results always come back in item order. Generation goes through
+a small backend protocol (:class:`GenerationBackend`) so tests can script model outputs
 (:class:`rdmldg_hf.testing.ScriptedBackend`) while real runs use :class:`ModelBackend`.
 
 Under ``accelerate launch`` with N processes, :func:`run_batches` forms the batches once,
@@ -25,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import torch
 from datasets import Column
+from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
 
 __all__ = [
     "Messages",
@@ -33,6 +37,7 @@ __all__ = [
     "ModelBackend",
     "as_backend",
     "batch_indices",
+    "length_order",
     "run_batches",
     "generate",
     "eval_mode",
@@ -56,6 +61,9 @@ class GenerationSettings:
         top_p: nucleus sampling threshold (sampling only).
         seed: sampling seed; batch ``b`` is seeded with ``seed + b`` so that results do
             not depend on how batches are dealt to processes.
+        cache_implementation: transformers' KV cache, e.g. ``"static"`` (allocated once at its full
+            length; on a GPU transformers then compiles the decoding step); None: the model's default
+            (dynamic). Greedy outputs are the same with either.
     """
 
     batch_size: int = 16
@@ -65,6 +73,7 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    cache_implementation: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_new_tokens", "num_candidates"):
@@ -77,6 +86,11 @@ class GenerationSettings:
             )
         if self.do_sample and self.temperature <= 0:
             raise ValueError(f"Sampling needs temperature > 0; got {self.temperature!r}.")
+        if self.cache_implementation is not None and self.cache_implementation not in ALL_CACHE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"Unknown cache_implementation {self.cache_implementation!r}; transformers knows "
+                f"{', '.join(ALL_CACHE_IMPLEMENTATIONS)} (or leave it unset for the model's default)."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +145,17 @@ class ModelBackend:
         )
         return batch.to(self.model.device)
 
+    def image_tokens(self, sizes: Sequence[tuple[int, int]]) -> list[int]:
+        """Prompt tokens the processor makes of images of these ``(height, width)`` sizes (their pixels where the
+        processor cannot say): the part of a prompt's length that differs from image to image."""
+        count = getattr(self.processor, "_get_num_multimodal_tokens", None)
+        if count is not None:
+            try:
+                return list(count(image_sizes=[list(size) for size in sizes]).num_image_tokens)
+            except (AttributeError, NotImplementedError, TypeError):
+                pass
+        return [height * width for height, width in sizes]
+
     def generation_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
@@ -138,6 +163,8 @@ class ModelBackend:
             "do_sample": settings.do_sample,
             "use_cache": True,
         }
+        if settings.cache_implementation is not None:
+            kwargs["cache_implementation"] = settings.cache_implementation
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         else:
@@ -190,9 +217,22 @@ def process_state() -> Any:
     return PartialState(cpu=True) if not torch.accelerator.is_available() else PartialState()
 
 
-def batch_indices(num_items: int, batch_size: int) -> list[list[int]]:
-    """Consecutive batches of item indices: batch ``b`` holds items ``b*batch_size ...``."""
-    return [list(range(start, min(start + batch_size, num_items))) for start in range(0, num_items, batch_size)]
+def batch_indices(num_items: int, batch_size: int, order: Sequence[int] | None = None) -> list[list[int]]:
+    """Batches of item indices: batch ``b`` holds items ``order[b*batch_size ...]`` (default order: 0, 1, ...).
+
+    Raises:
+        ValueError: ``order`` is not a permutation of the items.
+    """
+    order = list(range(num_items)) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(num_items)):
+        raise ValueError(f"order must hold each of the {num_items} item indices once; got {len(order)} indices.")
+    return [order[start : start + batch_size] for start in range(0, num_items, batch_size)]
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Item indices, longest first (ties in item order): batches of similar lengths pad little, and the
+    largest batch comes first, so that running out of memory happens at once if it happens."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 def run_batches(
@@ -201,10 +241,11 @@ def run_batches(
     batch_size: int,
     done: Mapping[int, Sequence[T]] | None = None,
     on_batch: Callable[[int, list[int], Sequence[T]], None] | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[T]:
     """Apply ``fn(indices, batch_index)`` to every batch, spread over the accelerate processes.
 
-    Batches are formed globally (see :func:`batch_indices`) and the ones not in ``done``
+    Batches are formed globally (see :func:`batch_indices`, ``order`` included) and the ones not in ``done``
     (batch index -> results already computed, e.g. read back after a crash) are dealt to
     processes round robin. ``on_batch(batch_index, indices, results)`` runs in the process
     that computed a batch, right after it (to write results incrementally). Every process
@@ -214,7 +255,7 @@ def run_batches(
 
     state = process_state()
     done = dict(done or {})
-    batches = batch_indices(num_items, batch_size)
+    batches = batch_indices(num_items, batch_size, order)
     todo = [b for b in range(len(batches)) if b not in done]
     mine = todo[state.process_index :: state.num_processes]
     computed: list[tuple[int, list[T]]] = []
@@ -231,7 +272,11 @@ def run_batches(
     missing = [b for b in range(len(batches)) if b not in merged]
     if missing:
         raise RuntimeError(f"Batches {missing[:10]} were computed by no process.")
-    return [item for b in range(len(batches)) for item in merged[b]]
+    results: list[Any] = [None] * num_items
+    for b, indices in enumerate(batches):
+        for i, result in zip(indices, merged[b]):
+            results[i] = result
+    return results
 
 
 def generate(
@@ -242,6 +287,7 @@ def generate(
     settings: GenerationSettings | None = None,
     done: Mapping[int, Sequence[list[str]]] | None = None,
     on_batch: Callable[[int, list[int], Sequence[list[str]]], None] | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[list[str]]:
     """Generate ``settings.num_candidates`` texts for each (messages, image) pair.
 
@@ -252,6 +298,7 @@ def generate(
         images: one image per prompt; any sequence with ``len`` and indexing (read lazily).
         settings: batch size, length, greedy or sampling (default: greedy, batches of 16).
         done, on_batch: resume support, see :func:`run_batches`.
+        order: the order in which items are batched (e.g. :func:`length_order`); default: item order.
 
     Returns:
         For each prompt, in order, the list of its generated texts (special tokens removed).
@@ -265,4 +312,4 @@ def generate(
         messages = [messages_batch[i] for i in indices]
         return backend.generate_texts(messages, _take(images, indices), settings, batch_index)
 
-    return run_batches(one_batch, len(images), settings.batch_size, done=done, on_batch=on_batch)
+    return run_batches(one_batch, len(images), settings.batch_size, done=done, on_batch=on_batch, order=order)

@@ -9,13 +9,16 @@ from PIL import Image
 
 from rdmldg_hf.generation import (
     GenerationSettings,
+    ModelBackend,
     batch_indices,
     generate,
+    length_order,
     run_batches,
 )
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
+from rdmldg_hf.trainers.relabel import RelabelStore, relabel
 from sarr_support import CLASSES, tiny_rows
 
 
@@ -114,3 +117,58 @@ def test_generation_restores_training_mode(tiny, rows):
     )
     assert model.training
     model.eval()
+
+
+def test_batches_follow_an_order_and_results_come_back_in_item_order():
+    assert batch_indices(5, 2, order=[4, 0, 3, 1, 2]) == [[4, 0], [3, 1], [2]]
+    with pytest.raises(ValueError, match="each of the 3 item indices once"):
+        batch_indices(3, 2, order=[0, 0, 1])
+    assert length_order([3, 9, 3, 12]) == [3, 1, 0, 2]  # longest first, ties in item order
+    out = run_batches(lambda indices, b: [(i, b) for i in indices], 5, 2, order=[4, 0, 3, 1, 2])
+    assert out == [(0, 0), (1, 1), (2, 2), (3, 1), (4, 0)]
+
+
+def test_cache_implementation_is_checked():
+    with pytest.raises(ValueError, match="Unknown cache_implementation 'fast'"):
+        GenerationSettings(cache_implementation="fast")
+    assert GenerationSettings(cache_implementation="static").to_dict()["cache_implementation"] == "static"
+
+
+def test_static_cache_gives_the_same_greedy_outputs(tiny, rows):
+    model, processor = tiny
+    images = list(rows["image"])[:5]
+    messages = [prompt_messages("reasoning", CLASSES)] * len(images)
+    dynamic = generate(model, processor, messages, images, GenerationSettings(batch_size=3, max_new_tokens=10))
+    static = GenerationSettings(batch_size=3, max_new_tokens=10, cache_implementation="static")
+    assert generate(model, processor, messages, images, static) == dynamic
+
+
+# (height, width) of the relabeled images: Qwen2-VL's processor gives them different numbers of image tokens.
+SIZES = [(32, 32), (16, 64), (64, 48), (40, 40), (24, 72), (48, 16), (32, 64)]
+
+
+def test_relabel_batches_by_image_tokens_and_matches_one_at_a_time(tmp_path, rows):
+    model, processor = load_model_and_processor(
+        build_tiny_model(tmp_path / "model", architecture="qwen2_vl", preset="test")
+    )
+    images = rows.select(range(len(SIZES)))
+    images = images.map(lambda row, i: {"image": row["image"].resize(SIZES[i][::-1])}, with_indices=True)
+    backend = ModelBackend(model, processor)
+    tokens = backend.image_tokens(SIZES)
+    assert len(set(tokens)) > 2
+    store = RelabelStore(tmp_path / "store")
+    settings = GenerationSettings(batch_size=3, max_new_tokens=10)
+    batched = relabel(backend, images, CLASSES, settings, store)
+    # Batches hold images of similar token counts, most first; outputs come back in dataset order.
+    ids = list(images["image_id"])
+    written = [
+        [ids.index(i) for i in record["image_ids"]] for record in sorted(store.read(), key=lambda r: r["batch"])
+    ]
+    assert written == batch_indices(len(SIZES), 3, length_order(tokens)) != batch_indices(len(SIZES), 3)
+    assert [tokens[i] for batch in written for i in batch] == sorted(tokens, reverse=True)
+    messages = [prompt_messages("reasoning", CLASSES)] * len(SIZES)
+    single = generate(model, processor, messages, list(images["image"]), GenerationSettings(1, max_new_tokens=10))
+    assert batched == single and all(texts[0] for texts in batched)
+    # A rerun forms the same batches and reads every one back from the store: nothing is generated.
+    backend.generate_texts = None
+    assert relabel(backend, images, CLASSES, settings, store) == batched

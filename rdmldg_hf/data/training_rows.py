@@ -45,6 +45,7 @@ __all__ = [
     "check_mode",
     "build_units",
     "unit_rows",
+    "unit_lengths",
     "build_training_rows",
 ]
 
@@ -166,6 +167,26 @@ def unit_rows(unit: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[
         row["task"] = int(task)
         rows.append(row)
     return rows
+
+
+def unit_lengths(units: Dataset, tokenizer: Any, class_names: Sequence[str]) -> list[int]:
+    """The answer tokens of each unit: its class name's and its chain's, as its tasks say (images not decoded).
+
+    Rows of a unit share their prompts, so the answers are what makes units of one dataset differ in
+    length: the key of length-grouped sampling.
+    """
+    columns = [TASKS_COLUMN, "label"] + (["reasoning"] if "reasoning" in units.column_names else [])
+    table = units.select_columns(columns).to_dict()
+    chains = table.get("reasoning") or [None] * len(units)
+    names = tokenizer(list(class_names), add_special_tokens=False)["input_ids"]
+    texts = [
+        chain if REASONING in tasks and has_chain(chain) else "" for tasks, chain in zip(table[TASKS_COLUMN], chains)
+    ]
+    chain_tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [
+        (len(names[int(label)]) if CLASSIFICATION in tasks else 0) + len(tokens)
+        for tasks, label, tokens in zip(table[TASKS_COLUMN], table["label"], chain_tokens)
+    ]
 
 
 def build_training_rows(

@@ -18,29 +18,42 @@ before, in :mod:`rdmldg_hf.protocol`:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Mapping, Sequence
 
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
+from torch.utils.data import DataLoader
 from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import Benchmark, display_name, get_benchmark
-from ..data.training_rows import INDEX_COLUMN, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
+from ..data.training_rows import (
+    INDEX_COLUMN,
+    TASKS_COLUMN,
+    UnitStats,
+    build_units,
+    check_mode,
+    unit_lengths,
+    unit_rows,
+)
 from ..models import RunConfig, check_lora_covers_both_towers, register_processors
 from ..prompts import PROMPT_VERSION
 from ..protocol.domains import match_benchmark, merge_domains
 from .losses import NamedSums, batch_normalizer, loss_metrics, mtct_loss
 from .mtct_config import MTCTConfig
 
-__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data"]
+__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "batch_groups", "prepare_mtct_data"]
 
 logger = logging.getLogger(__name__)
 
 _TASK_KEY, _INDEX_KEY, _UNITS_KEY = "mtct_task", "mtct_image_index", "mtct_num_units"
+_GROUPS_KEY = "mtct_groups"
+# Samplers of transformers that read each training item's length (TrainingArguments.length_column_name).
+_LENGTH_SAMPLERS = ("group_by_length", "batch_rebalance")
 
 
 # --------------------------------------------------------------------------- data
@@ -57,6 +70,17 @@ class MTCTData:
     class_names: list[str]
     domains: list[str]
     stats: UnitStats
+
+    def with_lengths(self, column: str, tokenizer: Any) -> "MTCTData":
+        """The units with a ``column`` of lengths (:func:`~rdmldg_hf.data.training_rows.unit_lengths`) for
+        length-grouped sampling; a dataset that already has that column keeps its own."""
+        train, evaluation = (
+            units
+            if units is None or column in units.column_names
+            else units.add_column(column, unit_lengths(units, tokenizer, self.class_names))
+            for units in (self.train, self.eval)
+        )
+        return replace(self, train=train, eval=evaluation)
 
     def run_config(
         self, args: MTCTConfig, base_model: str | None, adapter: bool, split_record: Mapping[str, Any] | None = None
@@ -159,11 +183,16 @@ class MTCTDataCollator:
     Adds ``mtct_task`` (task id per row), ``mtct_image_index`` (source image per row) and
     ``mtct_num_units`` (units in the batch). Labels are -100 on prompt, image and padding
     tokens (TRL's completion-only labels).
+
+    With ``group_by_task``, the rows of each task are collated on their own (each sub-batch padded
+    to its own longest row): the batch is ``{"mtct_groups": [sub-batch, ...], "mtct_num_units": n}``,
+    each sub-batch with its ``mtct_task`` and ``mtct_image_index``, classification rows first.
     """
 
     processor: ProcessorMixin
     class_names: Sequence[str]
     max_length: int | None = None
+    group_by_task: bool = False
 
     def __post_init__(self) -> None:
         self._collate = DataCollatorForVisionLanguageModeling(
@@ -171,17 +200,32 @@ class MTCTDataCollator:
         )
 
     def __call__(self, units: list[dict[str, Any]]) -> dict[str, Any]:
-        rows, tasks, images = [], [], []
-        for unit in units:
-            for row in unit_rows(unit, self.class_names):
-                tasks.append(row.pop("task"))
-                images.append(unit.get(INDEX_COLUMN, -1))
-                rows.append(row)
-        batch = self._collate(rows)
+        rows = [(row, unit.get(INDEX_COLUMN, -1)) for unit in units for row in unit_rows(unit, self.class_names)]
+        num_units = torch.tensor(len(units), dtype=torch.long)
+        if not self.group_by_task:
+            return {**self._collate_rows(rows), _UNITS_KEY: num_units}
+        tasks = sorted({row["task"] for row, _ in rows})
+        groups = [self._collate_rows([(row, i) for row, i in rows if row["task"] == task]) for task in tasks]
+        return {_GROUPS_KEY: groups, _UNITS_KEY: num_units}
+
+    def _collate_rows(self, rows: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+        tasks = [row["task"] for row, _ in rows]
+        batch = self._collate([{k: v for k, v in row.items() if k != "task"} for row, _ in rows])
         batch[_TASK_KEY] = torch.tensor(tasks, dtype=torch.long)
-        batch[_INDEX_KEY] = torch.tensor(images, dtype=torch.long)
-        batch[_UNITS_KEY] = torch.tensor(len(units), dtype=torch.long)
+        batch[_INDEX_KEY] = torch.tensor([image for _, image in rows], dtype=torch.long)
         return batch
+
+
+def batch_groups(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sub-batches a forward pass runs on: a task-grouped batch's groups, or the batch itself."""
+    return list(batch[_GROUPS_KEY]) if _GROUPS_KEY in batch else [dict(batch)]
+
+
+def _batch_normalizer(groups: Sequence[Mapping[str, Any]], num_units: int | torch.Tensor) -> torch.Tensor:
+    """``[B, R, T]`` of one collated batch from its sub-batches (see :func:`batch_normalizer`)."""
+    total = sum(batch_normalizer(group[_TASK_KEY], group["labels"], 0) for group in groups)
+    total[0] = torch.as_tensor(num_units, device=total.device).float()  # units count once, not once per group
+    return total
 
 
 # --------------------------------------------------------------------------- trainer
@@ -251,6 +295,9 @@ class MTCTTrainer(SFTTrainer):
                 f"processing_class must be a multimodal processor, got {type(processing_class).__name__} "
                 "(for Qwen2-VL-style models, import rdmldg_hf.models so AutoProcessor loads the real processor)."
             )
+        if args.train_sampling_strategy in _LENGTH_SAMPLERS:
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            self.mtct_data = self.mtct_data.with_lengths(args.length_column_name, tokenizer)
         self._base_model_name = model if isinstance(model, str) else model.config._name_or_path
         self.split_record = dict(split_record or {})
         self._mtct_sums = {"train": NamedSums(), "eval": NamedSums()}  # logged loss parts, by name
@@ -267,59 +314,104 @@ class MTCTTrainer(SFTTrainer):
         if peft_config is not None:  # the paper's LoRA: both towers, never the language model alone unnoticed
             check_lora_covers_both_towers(self.model)
 
-    # The collator needs the unit columns; TRL's default keeps only prompt/completion/image(s).
+    # The collator needs the unit columns (and the sampler their lengths); TRL's default keeps only
+    # prompt/completion/image(s).
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             self._signature_columns = ["image", "label", "reasoning", TASKS_COLUMN, INDEX_COLUMN]
+            if self.args.train_sampling_strategy in _LENGTH_SAMPLERS:
+                self._signature_columns.append(self.args.length_column_name)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Training batches, each task's rows collated as their own sub-batch when ``args.group_by_task``.
+
+        ``data_collator`` (evaluation, analyses) keeps whole batches: ``compute_metrics`` needs their logits.
+        """
+        if not self.args.group_by_task:
+            return super().get_train_dataloader()
+        whole = self.data_collator
+        self.data_collator = replace(whole, group_by_task=True)
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = whole
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> torch.utils.data.Sampler | None:
+        """transformers' sampler; a length-grouped one draws from its own generator seeded with the run's
+        seed, so that every process (and every rerun) draws the same batches."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and sampler.generator is None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler.generator = torch.Generator().manual_seed(seed)
+        return sampler
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         """``[B, R, T]`` of the optimised batch, summed over accumulation steps and processes."""
-        if not batch_samples or _TASK_KEY not in batch_samples[0]:
+        if not batch_samples or _UNITS_KEY not in batch_samples[0]:
             return super()._get_num_items_in_batch(batch_samples, device)
-        total = sum(batch_normalizer(b[_TASK_KEY], b["labels"], b[_UNITS_KEY]).to(device) for b in batch_samples)
+        total = sum(_batch_normalizer(batch_groups(b), b[_UNITS_KEY]).to(device) for b in batch_samples)
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(total, reduction="sum")
         return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The MTCT loss of a micro-batch (see :mod:`rdmldg_hf.trainers.losses`), and its logged parts."""
+        """The MTCT loss of a micro-batch (see :mod:`rdmldg_hf.trainers.losses`), and its logged parts.
+
+        A task-grouped batch runs one forward per sub-batch; their losses add up to the batch's (every
+        row's term is divided by the same global normaliser), and ``Trainer`` runs one backward on the sum.
+        """
         mode = "train" if self.model.training else "eval"
-        task = inputs.pop(_TASK_KEY)
-        inputs.pop(_INDEX_KEY, None)
         num_units = inputs.pop(_UNITS_KEY)
+        groups = batch_groups(inputs)
+        if return_outputs and len(groups) > 1:
+            raise ValueError(
+                "compute_loss(return_outputs=True) needs a whole batch, not task groups; collate with "
+                "MTCTDataCollator(group_by_task=False) (evaluation batches are collated whole)."
+            )
         if num_items_in_batch is None:  # evaluation: this batch alone
-            normalizer, scale = batch_normalizer(task, inputs["labels"], num_units), 1
+            normalizer, scale = _batch_normalizer(groups, num_units), 1
         else:  # DDP averages gradients over processes: undo it, the normaliser is global
             normalizer, scale = num_items_in_batch, self.accelerator.num_processes
+        loss, sums = 0.0, None
+        for group in groups:
+            task = group.pop(_TASK_KEY)
+            group.pop(_INDEX_KEY, None)
+            outputs = self._forward(model, group)
+            result = mtct_loss(
+                outputs.log_probs,
+                outputs.label_mask,
+                task,
+                normalizer,
+                self.args.reasoning_normalization,
+                self.args.cls_weight,
+                self.args.reasoning_weight,
+            )
+            loss = loss + result.loss
+            with torch.no_grad():
+                group_sums = result.stats(outputs.is_top1, outputs.label_mask, outputs.entropy)
+                mask = group.get("attention_mask")
+                group_sums["tokens"] = mask.sum() if mask is not None else result.loss.new_zeros(())  # num_tokens
+                sums = group_sums if sums is None else {name: sums[name] + group_sums[name] for name in sums}
+        with torch.no_grad():  # once per batch: every process reduces the same number of times
+            reduce = partial(self.accelerator.reduce, reduction="sum") if self.accelerator.num_processes > 1 else None
+            self._mtct_sums[mode].add(sums, reduce)  # summed on the device; read (one sync) at logging time
+        loss = loss * scale
+        if return_outputs:  # callers that want logits (compute_metrics): one more forward, as in TRL
+            with torch.no_grad():
+                outputs = model(**{k: v for k, v in groups[0].items() if k != "labels"})
+        return (loss, outputs) if return_outputs else loss
+
+    def _forward(self, model: torch.nn.Module, inputs: dict[str, Any]) -> Any:
+        """One forward of collated rows with TRL's fused LM head (per-token log-probabilities of the labels)."""
         inputs["use_cache"] = False
         try:
-            outputs = model(**inputs, fused_lm_head=True)
+            return model(**inputs, fused_lm_head=True)
         except ValueError as error:
             if "Image features and image tokens do not match" in str(error) and self.args.max_length is not None:
                 raise ValueError(
                     f"max_length={self.args.max_length} truncates image tokens; increase it or set it to None."
                 ) from error
             raise
-        result = mtct_loss(
-            outputs.log_probs,
-            outputs.label_mask,
-            task,
-            normalizer,
-            self.args.reasoning_normalization,
-            self.args.cls_weight,
-            self.args.reasoning_weight,
-        )
-        with torch.no_grad():
-            sums = result.stats(outputs.is_top1, outputs.label_mask, outputs.entropy)
-            mask = inputs.get("attention_mask")
-            sums["tokens"] = mask.sum() if mask is not None else result.loss.new_zeros(())  # for num_tokens
-            reduce = partial(self.accelerator.reduce, reduction="sum") if self.accelerator.num_processes > 1 else None
-            self._mtct_sums[mode].add(sums, reduce)  # summed on the device; read (one sync) at logging time
-        loss = result.loss * scale
-        if return_outputs:  # callers that want logits (compute_metrics): one more forward, as in TRL
-            with torch.no_grad():
-                outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

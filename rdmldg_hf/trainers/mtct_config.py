@@ -10,7 +10,11 @@ from trl import SFTConfig
 from ..data.training_rows import MODES
 from .losses import NORMALIZATIONS
 
-__all__ = ["MTCTConfig"]
+__all__ = ["MTCTConfig", "LENGTH_GROUPED_MODES"]
+
+# Modes whose units hold their longest row (the chain) whole: sampling them by length keeps each batch's
+# composition of tasks. In 'mixed' mode it would sort classification and reasoning rows into separate batches.
+LENGTH_GROUPED_MODES: tuple[str, ...] = ("paired", "reasoning_only")
 
 
 def _default_bf16() -> bool:
@@ -30,6 +34,11 @@ class MTCTConfig(SFTConfig):
     in ``paired`` mode a batch of B images holds up to 2B sequences. ``bf16`` defaults to True
     only where a GPU supports it (TRL's default would fail on CPU); on a machine without any
     accelerator ``use_cpu`` is set, so multi-process CPU launches run DDP over gloo.
+
+    Padding: ``group_by_task`` pads the short classification rows and the long reasoning rows of a
+    training batch separately, and ``train_sampling_strategy`` defaults to ``"group_by_length"`` in
+    ``paired`` and ``reasoning_only`` mode, so that chains of similar length share a batch. Neither
+    changes any row's loss (see :class:`MTCTTrainer`).
     """
 
     mode: str = field(
@@ -65,6 +74,26 @@ class MTCTConfig(SFTConfig):
         default=None,
         metadata={"help": "bf16 mixed precision. Unset: on where the GPU supports it, off on CPU."},
     )
+    group_by_task: bool = field(
+        default=True,
+        metadata={
+            "help": "Collate the classification rows and the reasoning rows of each training batch as two "
+            "sub-batches, each padded to its own longest row, and run one forward per sub-batch: the short "
+            "classification rows are not padded to the length of the chains. The loss and its gradients are those "
+            "of the whole batch (one backward, same normalisation). False: one padded batch, as TRL collates it."
+        },
+    )
+    train_sampling_strategy: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sampler for training (transformers' choices). Unset: 'group_by_length' in 'paired' and "
+            "'reasoning_only' mode (units of similar chain length share a batch, so little padding is computed; "
+            "lengths are the units' answer tokens, or the dataset's own length_column_name column), 'random' in "
+            "'mixed' mode (length grouping would sort classification and reasoning rows into separate batches) "
+            "and 'cls_only' mode (every row has about the same length).",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,6 +107,8 @@ class MTCTConfig(SFTConfig):
             raise ValueError(f"mixed_reasoning_ratio must be in [0, 1]; got {self.mixed_reasoning_ratio!r}.")
         if self.bf16 is None and not self.fp16:
             self.bf16 = _default_bf16()
+        if self.train_sampling_strategy is None:
+            self.train_sampling_strategy = "group_by_length" if self.mode in LENGTH_GROUPED_MODES else "random"
         if _no_accelerator():
             # Makes `accelerate launch --multi_gpu --num_processes N` on a CPU machine run DDP over gloo
             # (without it, transformers sees N unconnected single processes).

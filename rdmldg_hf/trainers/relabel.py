@@ -3,9 +3,9 @@
 Pieces, each usable on its own:
 
 * :func:`relabel` generates chains for a dataset's images with the reasoning question
-  (batched, spread over accelerate processes, see :mod:`rdmldg_hf.generation`) and writes
-  each finished batch to a :class:`RelabelStore` so that a killed run regenerates nothing
-  already written.
+  (batched, images with the most prompt tokens first so that a batch pads little, spread over
+  accelerate processes, see :mod:`rdmldg_hf.generation`) and writes each finished batch to a
+  :class:`RelabelStore` so that a killed run regenerates nothing already written.
 * :func:`judge` decides, per image, which candidate (if any) is accepted: the first one that
   passes :func:`rdmldg_hf.chains.check_chain` and whose conclusion maps to the label, re-rendered
   canonically (the five stages only, the conclusion spelled as the class), as teacher chains are.
@@ -25,10 +25,19 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from datasets import Dataset
+from datasets import Image as ImageFeature
 
 from ..chains import check_chain, extract_conclusion, resolve_conclusion
+from ..data.pixel_limit import open_image
 from ..data.schema import CHAIN_COLUMNS, dataset_features
-from ..generation import GenerationBackend, GenerationSettings, batch_indices, generate, process_state
+from ..generation import (
+    GenerationBackend,
+    GenerationSettings,
+    batch_indices,
+    generate,
+    length_order,
+    process_state,
+)
 from ..prompts import PROMPT_VERSION, prompt_messages
 
 __all__ = [
@@ -37,6 +46,7 @@ __all__ = [
     "RoundStats",
     "RelabelStore",
     "relabel",
+    "prompt_length_order",
     "judge",
     "build_round_dataset",
 ]
@@ -106,11 +116,14 @@ def relabel(
 ) -> list[list[str]]:
     """Generate ``settings.num_candidates`` chains for every image of ``dataset`` (reasoning question).
 
-    With a ``store``, batches it already holds are read back instead of generated, and each
-    new batch is written as soon as it is done. Every accelerate process returns all outputs.
+    Batches hold images of similar prompt length, most image tokens first, when the backend can count
+    them (:meth:`~rdmldg_hf.generation.ModelBackend.image_tokens`, from the image headers); outputs come
+    back in dataset order. With a ``store``, batches it already holds are read back instead of generated,
+    and each new batch is written as soon as it is done. Every accelerate process returns all outputs.
     """
     image_ids = list(dataset["image_id"])
-    batches = [[image_ids[i] for i in batch] for batch in batch_indices(len(image_ids), settings.batch_size)]
+    order = prompt_length_order(backend, dataset)
+    batches = [[image_ids[i] for i in batch] for batch in batch_indices(len(image_ids), settings.batch_size, order)]
     done = store.load(batches) if store is not None else {}
     process_state().wait_for_everyone()  # every process sees the same finished batches
 
@@ -120,7 +133,21 @@ def relabel(
 
     messages = [prompt_messages("reasoning", class_names)] * len(dataset)
     images = dataset["image"]  # datasets' lazy Column: an image decodes when its batch needs it
-    return generate(backend, None, messages, images, settings, done=done, on_batch=write)
+    return generate(backend, None, messages, images, settings, done=done, on_batch=write, order=order)
+
+
+def prompt_length_order(backend: GenerationBackend, dataset: Dataset) -> list[int] | None:
+    """Indices of ``dataset`` by decreasing image tokens (its prompts differ only by their image), or None
+    (dataset order) when the backend cannot count them. Image sizes are read from the headers only."""
+    count = getattr(backend, "image_tokens", None)
+    if count is None or not isinstance(dataset.features.get("image"), ImageFeature):
+        return None
+    sizes = []
+    for chunk in dataset.select_columns(["image"]).cast_column("image", ImageFeature(decode=False)).iter(256):
+        for image in chunk["image"]:
+            with open_image(image["bytes"] if image.get("bytes") else image["path"], max_pixels=None) as header:
+                sizes.append((header.height, header.width))
+    return length_order(count(sizes))
 
 
 @dataclass(frozen=True)

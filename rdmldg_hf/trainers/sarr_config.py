@@ -50,7 +50,22 @@ class SARRConfig(MTCTConfig):
         default=None,
         metadata={"help": "Steps of each SARR round's training, overriding epochs (default: max_steps)."},
     )
-    relabel_batch_size: int = field(default=16, metadata={"help": "Images per generation batch when relabeling."})
+    relabel_batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "Images per generation batch when relabeling, per process. Decoding reads every weight once "
+            "per step for the whole batch, so larger batches make more chains per second until memory runs out "
+            "(the KV cache grows with batch x (prompt + relabel_max_new_tokens))."
+        },
+    )
+    relabel_cache_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "KV cache of relabeling: 'static' allocates it once at full length, which lets transformers "
+            "compile the decoding step on a GPU (the first batch of each size compiles); unset: the model's "
+            "default (dynamic). Greedy chains are the same with either."
+        },
+    )
     relabel_max_new_tokens: int = field(default=512, metadata={"help": "Most tokens generated per chain."})
     relabel_num_candidates: int = field(
         default=1,
@@ -104,4 +119,5 @@ class SARRConfig(MTCTConfig):
             temperature=self.relabel_temperature if sample else 1.0,
             top_p=self.relabel_top_p,
             seed=self.seed,
+            cache_implementation=self.relabel_cache_implementation,
         )
