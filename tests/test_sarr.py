@@ -137,3 +137,33 @@ def test_restart_rounds_with_a_fresh_adapter(tmp_path, split, model_dir):
     trainer.save_model()
     assert (tmp_path / "adapter_config.json").exists()
     assert json.loads((tmp_path / "rdmldg_config.json").read_text())["adapter"] is True
+
+
+@pytest.mark.parametrize("reasoning", [True, False], ids=["with-reasoning", "without-reasoning"])
+def test_a_dataset_without_the_teacher_columns_relabels(tmp_path, rows, model_dir, reasoning):
+    """image/label/domain/image_id(/reasoning) only, as MTCTTrainer accepts: no teacher columns means no teacher
+    chain (nor its source) for the fallback."""
+    keep = ["image", "label", "domain", "image_id"] + (["reasoning"] if reasoning else [])
+    bare = rows.select_columns(keep)
+    split = lodo_split(bare, "rot30", holdout_fraction=0.0)
+    model, processor = load_model_and_processor(model_dir)
+    train = [r for r in bare if r["domain"] != "rot30"]
+    right = {r["image_id"] for r in train[::3]}
+    replies = {r["image_id"]: chain_for(CLASSES[r["label"]] if r["image_id"] in right else "a cloud") for r in train}
+    trainer = sarr(
+        model,
+        processor,
+        split,
+        config(tmp_path, mtct_stage=False, max_steps=1),
+        backend=ScriptedBackend(scripted_reply(bare, replies)),
+    )
+    (result,) = trainer.train()
+    fallbacks = {"teacher": 12 - len(right)} if reasoning else {"cls_only_no_teacher_chain": 12 - len(right)}
+    assert result.relabel["accepted"] == len(right) and result.relabel["fallbacks"] == fallbacks
+    saved = [row for part in load_dataset(str(tmp_path / "dataset"), "rotdigits-sarr-r1").values() for row in part]
+    teacher = {r["image_id"]: r.get("reasoning") for r in train}
+    for row in saved:
+        if row["image_id"] in right:
+            assert row["chain_source"] == f"{model_dir.name}@sarr-r1"
+        else:
+            assert row["reasoning"] == teacher[row["image_id"]] and row["chain_source"] is None
