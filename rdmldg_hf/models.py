@@ -1,4 +1,4 @@
-"""Models: loading base + adapter, LoRA defaults, the run record of a trained output.
+"""Models: loading base + adapter, LoRA defaults, the run record of a trained output and its card's results.
 
 Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
 
@@ -44,6 +44,7 @@ __all__ = [
     "check_lora_covers_both_towers",
     "RUN_CONFIG_NAME",
     "RunConfig",
+    "accuracy_result",
 ]
 
 
@@ -305,3 +306,22 @@ class RunConfig:
         data = json.loads(local.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------- model card results
+
+
+def accuracy_result(accuracy: float, **fields: Any):
+    """A ``model-index`` entry (huggingface_hub ``EvalResult``) of an accuracy given as a fraction in [0, 1].
+
+    Every card of the project writes accuracy in percent, as the Hub's leaderboards show it (0.875 -> 87.5,
+    two decimals). ``fields`` are the other ``EvalResult`` fields (task, dataset, split, metric name).
+
+    Raises:
+        ValueError: for an accuracy outside [0, 1] (a percent given twice, or not an accuracy).
+    """
+    from huggingface_hub import EvalResult
+
+    if not 0.0 <= float(accuracy) <= 1.0:
+        raise ValueError(f"An accuracy is a fraction in [0, 1]; got {accuracy!r}.")
+    return EvalResult(metric_type="accuracy", metric_value=round(100 * float(accuracy), 2), **fields)

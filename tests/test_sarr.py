@@ -7,10 +7,13 @@ import json
 import pytest
 from datasets import load_dataset
 
-from rdmldg_hf.models import default_lora_config, load_model_and_processor
+from rdmldg_hf.evaluation.sharing import model_card
+from rdmldg_hf.models import RunConfig, accuracy_result, default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
+from rdmldg_hf.trainers.sarr_report import sarr_model_card
+from rdmldg_hf.trainers.sarr_state import StageResult
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
 
 
@@ -167,3 +170,21 @@ def test_a_dataset_without_the_teacher_columns_relabels(tmp_path, rows, model_di
             assert row["chain_source"] == f"{model_dir.name}@sarr-r1"
         else:
             assert row["reasoning"] == teacher[row["image_id"]] and row["chain_source"] is None
+
+
+def test_model_index_accuracies_are_percent_in_sarr_and_push_cards(tmp_path, split, model_dir):
+    model, processor = load_model_and_processor(model_dir)
+    trainer = sarr(model, processor, split, config(tmp_path))
+    metrics = {"heldout_direct": 0.875, "source_holdout_direct": 0.5}
+    trainer.stage_results = [StageResult("round-1", str(tmp_path), {}, metrics)]
+    sarr_card = sarr_model_card(trainer, "sarr-rot30", "me/sarr-rot30")
+    assert {r.dataset_split: r.metric_value for r in sarr_card.data.eval_results} == {
+        "rot30": 87.5,
+        "source-holdout": 50.0,
+    }
+    run = RunConfig("sarr", "rotdigits", list(CLASSES), list(CLASSES), ["rot0", "rot60", "rot90"], "rot30", "v")
+    push_card = model_card(run, "me/sarr-rot30", "base", {"metrics": {"per_domain": {"rot30": 0.875}}})
+    assert [r.metric_value for r in push_card.data.eval_results] == [87.5]
+    assert all(r.metric_type == "accuracy" for r in [*sarr_card.data.eval_results, *push_card.data.eval_results])
+    with pytest.raises(ValueError, match=r"fraction in \[0, 1\]; got 87.5"):
+        accuracy_result(87.5)

@@ -1,9 +1,9 @@
 """Share a trained adapter on the Hub: the adapter, its ``rdmldg_config.json``, results and a model card.
 
 The card's metadata is PEFT's (``base_model``, ``library_name: peft``) plus ``datasets``,
-``pipeline_tag`` and a ``model-index`` holding the per-domain accuracies of ``results.json``
-(huggingface_hub's ``ModelCardData`` / ``EvalResult``). Everything is uploaded in one commit
-through ``HfApi.create_commit``.
+``pipeline_tag`` and a ``model-index`` holding the per-domain accuracies of ``results.json`` in percent
+(huggingface_hub's ``ModelCardData``; entries from :func:`rdmldg_hf.models.accuracy_result`).
+Everything is uploaded in one commit through ``HfApi.create_commit``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
 from ..benchmarks import get_benchmark
 from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
-from ..models import RUN_CONFIG_NAME, RunConfig
+from ..models import RUN_CONFIG_NAME, RunConfig, accuracy_result
 
 __all__ = ["RESULTS_NAME", "domain_accuracies", "model_card", "upload_files", "push_adapter"]
 
@@ -102,7 +102,8 @@ def model_card(
         accuracies = domain_accuracies(results)
         for domain, value in accuracies.items():
             eval_results.append(
-                EvalResult(
+                accuracy_result(
+                    value,
                     task_type="image-classification",
                     task_name="Domain generalization (held-out domain)"
                     if domain == run.test_domain
@@ -111,8 +112,6 @@ def model_card(
                     dataset_name=f"{benchmark.title if benchmark else run.benchmark} ({domain})",
                     dataset_config=str(results.get("config") or run.benchmark),
                     dataset_split=domain,
-                    metric_type="accuracy",
-                    metric_value=round(100 * value, 2),
                     metric_name=f"Accuracy ({mode})",
                 )
             )
