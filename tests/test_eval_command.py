@@ -179,3 +179,37 @@ def test_eval_samples_by_class_records_the_rows_and_writes_predictions_and_confu
     assert "trained_domains_scored" not in record and (tmp_path / "val.predictions.jsonl").is_file()
     assert _eval(folder, "--adapter", str(trained_adapter()), "--holdout-seed", "1") == 2
     assert "--holdout-seed set the holdout of --split in/out" in capsys.readouterr().err
+
+
+def _edit_config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+
+    return edit
+
+
+def _write_config(value):
+    return lambda folder: (folder / "adapter_config.json").write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "break_adapter, message",
+    [
+        (_write_config({}), "adapter_config.json has no peft_type"),
+        (_write_config([]), "adapter_config.json holds a JSON list, not an object"),
+        (_edit_config(base_model_name_or_path=None), "names no base model (base_model_name_or_path is None)"),
+        (_edit_config(peft_type="BOGUS"), "has peft_type 'BOGUS', which is not a PEFT method (valid: "),
+        (lambda folder: (folder / "adapter_model.safetensors").unlink(), "has no adapter_model.safetensors"),
+        (_edit_config(target_modules=["no_such_module"]), "targets the modules ['no_such_module']"),
+        (_edit_config(r=8), "holds LoRA weights of rank 4 (e.g. base_model.model."),
+    ],
+    ids=["empty", "list", "no-base", "bogus-type", "no-weights", "no-target", "rank"],
+)
+def test_a_broken_adapter_is_named_not_its_base(folder, tmp_path, capsys, break_adapter, message):
+    """What is wrong with the adapter, never 'the base model cannot be found' (the base is fine), nor a traceback."""
+    adapter = adapter_copy(tmp_path / "adapter")
+    break_adapter(adapter)
+    assert _eval(folder, "--adapter", str(adapter), "--domains", "rot0") == 2
+    err = capsys.readouterr().err
+    assert message in err and f"The adapter {str(adapter)!r}" in err and "cannot be found" not in err

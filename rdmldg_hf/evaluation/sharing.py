@@ -17,12 +17,11 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..benchmarks import get_benchmark
 from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
-from ..models import RUN_CONFIG_NAME, RunConfig, accuracy_result
+from ..models import ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME, RunConfig, accuracy_result
 
 __all__ = ["RESULTS_NAME", "domain_accuracies", "model_card", "upload_files", "push_adapter"]
 
 RESULTS_NAME = "results.json"
-ADAPTER_CONFIG = "adapter_config.json"
 # Training-state files a run folder holds that a shared model does not need.
 _SKIP = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "README.md"}
 
@@ -194,7 +193,7 @@ def push_adapter(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     root = Path(folder)
-    for needed in (ADAPTER_CONFIG, RUN_CONFIG_NAME):
+    for needed in (ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME):
         if not (root / needed).is_file():
             raise FileNotFoundError(
                 f"{str(folder)!r} holds no {needed}: push the output folder of an rdmldg "
@@ -202,7 +201,7 @@ def push_adapter(
             )
     check_repo_id(repo_id)
     run = RunConfig.load(root)
-    adapter_config = json.loads((root / ADAPTER_CONFIG).read_text())
+    adapter_config = json.loads((root / ADAPTER_CONFIG_NAME).read_text())
     base = base_model or adapter_config.get("base_model_name_or_path") or run.base_model
     if not _is_repo_id(base):
         raise ValueError(
@@ -217,9 +216,9 @@ def push_adapter(
     operations = [
         CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
         for p in upload_files(root)
-        if p.name not in (ADAPTER_CONFIG, RESULTS_NAME)
+        if p.name not in (ADAPTER_CONFIG_NAME, RESULTS_NAME)
     ]
-    operations.append(CommitOperationAdd(ADAPTER_CONFIG, (json.dumps(adapter_config, indent=2) + "\n").encode()))
+    operations.append(CommitOperationAdd(ADAPTER_CONFIG_NAME, (json.dumps(adapter_config, indent=2) + "\n").encode()))
     if record is not None:
         operations.append(CommitOperationAdd(RESULTS_NAME, (json.dumps(record, indent=2) + "\n").encode()))
     operations.append(CommitOperationAdd("README.md", str(card).encode()))
