@@ -29,6 +29,7 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import Benchmark, display_name, get_benchmark
+from ..chains import find_special_tokens
 from ..data.training_rows import INDEX_COLUMN, TASKS_COLUMN, UnitStats, build_units, check_mode, unit_rows
 from ..models import RunConfig, check_lora_covers_both_towers, register_processors
 from ..prompts import PROMPT_VERSION
@@ -36,7 +37,7 @@ from ..protocol.domains import match_benchmark, merge_domains
 from .losses import NamedSums, batch_normalizer, loss_metrics, mtct_loss
 from .mtct_config import MTCTConfig
 
-__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data"]
+__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "prepare_mtct_data", "tokenizer_special_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +153,44 @@ def prepare_mtct_data(
 # --------------------------------------------------------------------------- collator
 
 
+def tokenizer_special_tokens(processor: Any) -> tuple[str, ...]:
+    """The special-token strings of a processor's (or tokenizer's) tokenizer: its named special tokens and every
+    added token marked special (image placeholders, turn markers)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    tokens = {*getattr(tokenizer, "all_special_tokens", ()), *(t.content for t in added if t.special)}
+    return tuple(sorted(tokens))
+
+
+def _report_special_tokens(units: Dataset, special_tokens: Sequence[str]) -> int:
+    """Warn about (and count) the training chains that hold the tokenizer's special-token strings."""
+    if "reasoning" not in units.column_names or not special_tokens:
+        return 0
+    ids = units["image_id"] if "image_id" in units.column_names else units[INDEX_COLUMN]
+    flagged: dict[Any, list[str]] = {}
+    for image, chain in zip(ids, units["reasoning"]):
+        found = find_special_tokens(chain, special_tokens) if chain else []
+        if found:
+            flagged[image] = found
+    if flagged:
+        examples = "; ".join(f"{', '.join(tokens)} in {image}" for image, tokens in list(flagged.items())[:3])
+        logger.warning(
+            "%d training chains hold the tokenizer's special-token strings (%s): they train as plain text "
+            "(escaped), never as those tokens. rdmldg build --chains and the teacher reject such chains.",
+            len(flagged),
+            examples,
+        )
+    return len(flagged)
+
+
 @dataclass
 class MTCTDataCollator:
     """Expands units into their prompt-completion rows and collates them with TRL's vision collator.
 
     Adds ``mtct_task`` (task id per row), ``mtct_image_index`` (source image per row) and
     ``mtct_num_units`` (units in the batch). Labels are -100 on prompt, image and padding
-    tokens (TRL's completion-only labels).
+    tokens (TRL's completion-only labels). The tokenizer's special-token strings inside a chain
+    are escaped, so they are trained as text, never as an image or turn token.
     """
 
     processor: ProcessorMixin
@@ -169,11 +201,12 @@ class MTCTDataCollator:
         self._collate = DataCollatorForVisionLanguageModeling(
             processor=self.processor, max_length=self.max_length, completion_only_loss=True
         )
+        self.special_tokens = tokenizer_special_tokens(self.processor)
 
     def __call__(self, units: list[dict[str, Any]]) -> dict[str, Any]:
         rows, tasks, images = [], [], []
         for unit in units:
-            for row in unit_rows(unit, self.class_names):
+            for row in unit_rows(unit, self.class_names, self.special_tokens):
                 tasks.append(row.pop("task"))
                 images.append(unit.get(INDEX_COLUMN, -1))
                 rows.append(row)
@@ -251,6 +284,7 @@ class MTCTTrainer(SFTTrainer):
                 f"processing_class must be a multimodal processor, got {type(processing_class).__name__} "
                 "(for Qwen2-VL-style models, import rdmldg_hf.models so AutoProcessor loads the real processor)."
             )
+        _report_special_tokens(self.mtct_data.train, tokenizer_special_tokens(processing_class))
         self._base_model_name = model if isinstance(model, str) else model.config._name_or_path
         self.split_record = dict(split_record or {})
         self._mtct_sums = {"train": NamedSums(), "eval": NamedSums()}  # logged loss parts, by name
