@@ -265,15 +265,19 @@ def check_chain(text: str, strict: bool = False, special_tokens: Iterable[str] |
     return ChainCheck(chain, tuple(problems), tuple(found_tokens))
 
 
-def _escapable(tokens: Iterable[str]) -> frozenset[str]:
-    """The tokens of two characters or more (a single character cannot be split by an escape)."""
-    return frozenset(token for token in tokens if len(token.strip()) > 1)
+def _pattern(special_tokens: Iterable[str] | None) -> re.Pattern[str] | None:
+    """The regex of ``special_tokens`` (default: :data:`SPECIAL_TOKEN_STRINGS` and any ``<|name|>``)."""
+    if special_tokens is None:
+        return _compile(SPECIAL_TOKEN_STRINGS, True)
+    return _compile(special_tokens if isinstance(special_tokens, (tuple, frozenset)) else tuple(special_tokens), False)
 
 
 @lru_cache(maxsize=64)
-def _token_pattern(tokens: frozenset[str], any_pipe_token: bool) -> re.Pattern[str] | None:
-    """One regex matching every token (longest first), plus any ``<|name|>`` when asked."""
-    parts = [re.escape(token) for token in sorted(tokens, key=lambda t: (-len(t), t))]
+def _compile(tokens: tuple[str, ...] | frozenset[str], any_pipe_token: bool) -> re.Pattern[str] | None:
+    """One regex matching every token of two characters or more (longest first; a single character cannot be
+    escaped), plus any ``<|name|>`` when asked; None when there is nothing to match."""
+    usable = {token for token in tokens if len(token.strip()) > 1}
+    parts = [re.escape(token) for token in sorted(usable, key=lambda t: (-len(t), t))]
     if any_pipe_token:
         parts.append(_PIPE_TOKEN)
     return re.compile("|".join(parts)) if parts else None
@@ -284,8 +288,7 @@ def find_special_tokens(text: str, special_tokens: Iterable[str] | None = None) 
 
     ``special_tokens`` is a tokenizer's own list; by default :data:`SPECIAL_TOKEN_STRINGS` and any ``<|name|>``.
     """
-    tokens = SPECIAL_TOKEN_STRINGS if special_tokens is None else _escapable(special_tokens)
-    pattern = _token_pattern(tokens, special_tokens is None)
+    pattern = _pattern(special_tokens)
     return list(dict.fromkeys(pattern.findall(text))) if pattern is not None else []
 
 
@@ -298,7 +301,7 @@ def escape_special_tokens(text: str, special_tokens: Iterable[str]) -> str:
     A tokenizer then reads them as plain characters, never as the special token (the chain trains as the
     text it shows); text without such strings is returned unchanged.
     """
-    pattern = _token_pattern(_escapable(special_tokens), False)
+    pattern = _pattern(special_tokens)
     if pattern is None:
         return text
     return pattern.sub(lambda match: match.group(0)[0] + _ESCAPE + match.group(0)[1:], text)

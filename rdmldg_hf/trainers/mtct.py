@@ -162,10 +162,10 @@ def tokenizer_special_tokens(processor: Any) -> tuple[str, ...]:
     return tuple(sorted(tokens))
 
 
-def _report_special_tokens(units: Dataset, special_tokens: Sequence[str]) -> int:
-    """Warn about (and count) the training chains that hold the tokenizer's special-token strings."""
+def _report_special_tokens(units: Dataset, special_tokens: Sequence[str]) -> None:
+    """Warn how many training chains hold the tokenizer's special-token strings, and which."""
     if "reasoning" not in units.column_names or not special_tokens:
-        return 0
+        return
     ids = units["image_id"] if "image_id" in units.column_names else units[INDEX_COLUMN]
     flagged: dict[Any, list[str]] = {}
     for image, chain in zip(ids, units["reasoning"]):
@@ -180,7 +180,6 @@ def _report_special_tokens(units: Dataset, special_tokens: Sequence[str]) -> int
             len(flagged),
             examples,
         )
-    return len(flagged)
 
 
 @dataclass
