@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from transformers import (
@@ -27,6 +27,10 @@ from transformers import (
 from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+    from peft import PeftConfig
 
 __all__ = [
     "WithoutVideoProcessor",
@@ -155,11 +159,16 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
+_RESAVE = "Restore the file saved with the adapter (save_pretrained writes it)."
+
+
 class AdapterError(ValueError):
     """A PEFT adapter that cannot be used as it is; the message names the folder, what is wrong and the fix."""
 
 
-def check_adapter(adapter: str | Path, model: torch.nn.Module | None = None, base_model: str | None = None):
+def check_adapter(
+    adapter: str | Path, model: torch.nn.Module | None = None, base_model: str | None = None
+) -> PeftConfig | None:
     """Check a local PEFT adapter folder before it is loaded; returns its ``PeftConfig`` (None for a Hub id).
 
     Checked: ``adapter_config.json`` is a JSON object with a known ``peft_type`` that PEFT accepts, and names
@@ -225,9 +234,6 @@ def check_adapter(adapter: str | Path, model: torch.nn.Module | None = None, bas
                 "model, or its config was edited. Pass the base model it was trained on (--model, or model=...)."
             )
     return config
-
-
-_RESAVE = "Restore the file saved with the adapter (save_pretrained writes it)."
 
 
 def _check_lora_rank(weights: Path, config: Any, where: str) -> None:
@@ -421,7 +427,7 @@ class RunConfig:
 # --------------------------------------------------------------------------- model card results
 
 
-def accuracy_result(accuracy: float, **fields: Any):
+def accuracy_result(accuracy: float, **fields: Any) -> EvalResult:
     """A ``model-index`` entry (huggingface_hub ``EvalResult``) of an accuracy given as a fraction in [0, 1].
 
     Every card of the project writes accuracy in percent, as the Hub's leaderboards show it (0.875 -> 87.5,
