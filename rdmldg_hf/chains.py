@@ -10,6 +10,9 @@ A chain is five tagged stages in this order::
 
 Parsing is tolerant of whitespace, tag case and text around the tags; ``strict=True``
 also requires nothing but whitespace outside the five tags. Every failure has a reason.
+A chain is at most :data:`MAX_CHAIN_CHARS` characters and holds no model control token
+(:data:`SPECIAL_TOKEN_STRINGS`: image placeholders and turn markers, which would stop training
+or forge a turn boundary); :func:`escape_special_tokens` makes such strings plain text.
 A conclusion maps to a class by normalised exact match, then ignoring word spacing, then by an
 unambiguous alias; anything else is invalid, never a guess.
 """
@@ -19,10 +22,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 __all__ = [
     "STAGES",
+    "MAX_CHAIN_CHARS",
+    "SPECIAL_TOKEN_STRINGS",
     "Chain",
     "ChainCheck",
     "ClassMatch",
@@ -34,11 +40,64 @@ __all__ = [
     "match_class",
     "resolve_conclusion",
     "normalize_answer",
+    "find_special_tokens",
+    "escape_special_tokens",
 ]
 
 STAGES: tuple[str, ...] = ("SUMMARY", "CAPTION", "REASONING", "REFLECTION", "CONCLUSION")
 
 _TAG = re.compile(r"<\s*(/?)\s*(" + "|".join(STAGES) + r")\s*>", re.IGNORECASE)
+
+# A chain longer than this is rejected: a real one is a few thousand characters (1,024 tokens, the teacher's
+# default, are about 5,000), and a training row keeps far fewer tokens than this.
+MAX_CHAIN_CHARS = 32_000
+
+# Control tokens of the supported architectures written as text: image and video placeholders, turn markers,
+# sequence ends. In a chain they become the real tokens when tokenized (an image token without an image stops
+# training; an end-of-turn inside the target forges a turn boundary).
+SPECIAL_TOKEN_STRINGS: frozenset[str] = frozenset(
+    {
+        # LLaVA (1.5, NeXT, OneVision): image/video placeholders, llama sequence tokens
+        "<image>",
+        "<video>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        # Qwen2-VL / Qwen2.5-VL (and InternVL3's Qwen2.5 language model): ChatML turns and vision tokens
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|vision_pad|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<|object_ref_start|>",
+        "<|object_ref_end|>",
+        "<|box_start|>",
+        "<|box_end|>",
+        "<|quad_start|>",
+        "<|quad_end|>",
+        # InternVL3: image context and its grounding tags
+        "<img>",
+        "</img>",
+        "<IMG_CONTEXT>",
+        "<quad>",
+        "</quad>",
+        "<ref>",
+        "</ref>",
+        "<box>",
+        "</box>",
+        # the project's tiny models and Phi-style templates: turns
+        "<|system|>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|end|>",
+        "<|pad|>",
+    }
+)
+# Any other "<|name|>" is a control token in ChatML, Phi, Llama 3 and most recent templates.
+_PIPE_TOKEN = r"<\|[A-Za-z0-9_.:\-]{1,64}\|>"
 
 
 class ChainParseError(ValueError):
@@ -70,10 +129,12 @@ class Chain:
 
 @dataclass(frozen=True)
 class ChainCheck:
-    """Result of checking a text: the chain (when all five stages were found once) and problems."""
+    """Result of checking a text: the chain (when all five stages were found once), problems, and the
+    special-token strings found in it."""
 
     chain: Chain | None
     problems: tuple[str, ...]
+    special_tokens: tuple[str, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -163,16 +224,27 @@ def _scan(text: str) -> _Scan:
     return _Scan(found, order, outside, problems, opened)
 
 
-def check_chain(text: str, strict: bool = False) -> ChainCheck:
+def check_chain(text: str, strict: bool = False, special_tokens: Iterable[str] | None = None) -> ChainCheck:
     """Check a text against the five-stage format; never raises.
 
-    Problems reported: missing stage, empty stage, duplicated stage (a stage opened twice,
-    closed or not, a second conclusion included), stages out of order, unclosed or stray
-    tags, and, with ``strict=True``, text outside the tags.
+    Problems reported: a text longer than :data:`MAX_CHAIN_CHARS` (nothing else is checked then),
+    special-token strings (``special_tokens``, default :data:`SPECIAL_TOKEN_STRINGS` and any ``<|name|>``),
+    missing stage, empty stage, duplicated stage (a stage opened twice, closed or not, a second
+    conclusion included), stages out of order, unclosed or stray tags, and, with ``strict=True``,
+    text outside the tags.
     """
     if not isinstance(text, str):
         return ChainCheck(None, (f"expected a string, got {type(text).__name__}",))
+    if len(text) > MAX_CHAIN_CHARS:
+        return ChainCheck(None, (f"too long: {len(text):,} characters (a chain has at most {MAX_CHAIN_CHARS:,})",))
+    found_tokens = find_special_tokens(text, special_tokens)
     found, order, outside, problems, opened = _scan(text)
+    if found_tokens:
+        problems.insert(
+            0,
+            f"special token {', '.join(map(repr, found_tokens))} in the text (a model's image or turn token: "
+            "it would stop training or forge a turn)",
+        )
     for stage in STAGES:
         count = max(len(found[stage]), opened[stage])
         if count == 0:
@@ -190,7 +262,49 @@ def check_chain(text: str, strict: bool = False) -> ChainCheck:
     chain = None
     if all(len(found[stage]) == 1 == opened[stage] for stage in STAGES):
         chain = Chain(*(found[stage][0] for stage in STAGES))
-    return ChainCheck(chain, tuple(problems))
+    return ChainCheck(chain, tuple(problems), tuple(found_tokens))
+
+
+def _pattern(special_tokens: Iterable[str] | None) -> re.Pattern[str] | None:
+    """The regex of ``special_tokens`` (default: :data:`SPECIAL_TOKEN_STRINGS` and any ``<|name|>``)."""
+    if special_tokens is None:
+        return _compile(SPECIAL_TOKEN_STRINGS, True)
+    return _compile(special_tokens if isinstance(special_tokens, (tuple, frozenset)) else tuple(special_tokens), False)
+
+
+@lru_cache(maxsize=64)
+def _compile(tokens: tuple[str, ...] | frozenset[str], any_pipe_token: bool) -> re.Pattern[str] | None:
+    """One regex matching every token of two characters or more (longest first; a single character cannot be
+    escaped), plus any ``<|name|>`` when asked; None when there is nothing to match."""
+    usable = {token for token in tokens if len(token.strip()) > 1}
+    parts = [re.escape(token) for token in sorted(usable, key=lambda t: (-len(t), t))]
+    if any_pipe_token:
+        parts.append(_PIPE_TOKEN)
+    return re.compile("|".join(parts)) if parts else None
+
+
+def find_special_tokens(text: str, special_tokens: Iterable[str] | None = None) -> list[str]:
+    """The distinct special-token strings in ``text``, in order of appearance.
+
+    ``special_tokens`` is a tokenizer's own list; by default :data:`SPECIAL_TOKEN_STRINGS` and any ``<|name|>``.
+    """
+    pattern = _pattern(special_tokens)
+    return list(dict.fromkeys(pattern.findall(text))) if pattern is not None else []
+
+
+_ESCAPE = "\u200b"  # zero-width space: no tokenizer's special token contains it
+
+
+def escape_special_tokens(text: str, special_tokens: Iterable[str]) -> str:
+    """``text`` with a zero-width space after the first character of each special-token string in it.
+
+    A tokenizer then reads them as plain characters, never as the special token (the chain trains as the
+    text it shows); text without such strings is returned unchanged.
+    """
+    pattern = _pattern(special_tokens)
+    if pattern is None:
+        return text
+    return pattern.sub(lambda match: match.group(0)[0] + _ESCAPE + match.group(0)[1:], text)
 
 
 def parse_chain(text: str, strict: bool = False) -> Chain:

@@ -1,4 +1,4 @@
-"""Models: loading base + adapter, LoRA defaults, the run record of a trained output.
+"""Models: loading base + adapter, LoRA defaults, the run record of a trained output and its card's results.
 
 Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
 
@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from transformers import (
@@ -28,6 +28,10 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+    from peft import PeftConfig
+
 __all__ = [
     "WithoutVideoProcessor",
     "NO_VIDEO_PROCESSORS",
@@ -36,6 +40,9 @@ __all__ = [
     "InternVLProcessorNoVideo",
     "register_processors",
     "load_model_and_processor",
+    "ADAPTER_CONFIG_NAME",
+    "AdapterError",
+    "check_adapter",
     "LORA_TARGET_MODULES",
     "default_lora_config",
     "lora_target_names",
@@ -44,6 +51,7 @@ __all__ = [
     "check_lora_covers_both_towers",
     "RUN_CONFIG_NAME",
     "RunConfig",
+    "accuracy_result",
 ]
 
 
@@ -124,6 +132,9 @@ def load_model_and_processor(
         dtype: passed to ``from_pretrained`` (``"auto"`` keeps the saved dtype).
         merge_adapter: merge the adapter weights into the base and return a plain model.
         model_kwargs: further ``from_pretrained`` arguments (``device_map``, ...).
+
+    Raises:
+        AdapterError: saying what is wrong with the adapter (:func:`check_adapter`).
     """
     register_processors()
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **model_kwargs)
@@ -131,6 +142,7 @@ def load_model_and_processor(
     if adapter is not None:
         from peft import PeftModel
 
+        check_adapter(adapter, model)
         model = PeftModel.from_pretrained(model, adapter)
         if merge_adapter:
             model = model.merge_and_unload()
@@ -138,6 +150,111 @@ def load_model_and_processor(
             processor_source = adapter
     processor = AutoProcessor.from_pretrained(processor_source)
     return model, processor
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+_RESAVE = "Restore the file saved with the adapter (save_pretrained writes it)."
+
+
+class AdapterError(ValueError):
+    """A PEFT adapter that cannot be used as it is; the message names the folder, what is wrong and the fix."""
+
+
+def check_adapter(
+    adapter: str | Path, model: torch.nn.Module | None = None, base_model: str | None = None
+) -> PeftConfig | None:
+    """Check a local PEFT adapter folder before it is loaded; returns its ``PeftConfig`` (None for a Hub id).
+
+    Checked: ``adapter_config.json`` is a JSON object with a known ``peft_type`` that PEFT accepts, and names
+    its base model (unless ``model`` or ``base_model`` gives one); the weights file is there; LoRA weights
+    have the rank the config says; with ``model`` (the base model), the config's ``target_modules`` match
+    at least one of its modules.
+
+    Raises:
+        AdapterError: naming the folder, the bad value and what to do.
+    """
+    from peft import PeftConfig, PeftType
+
+    folder = Path(adapter)
+    if not folder.is_dir():
+        return None  # a Hub id: PEFT downloads it (DGClassifier checks the downloaded folder)
+    where = f"The adapter {str(adapter)!r}"
+    config_file = folder / ADAPTER_CONFIG_NAME
+    if not config_file.is_file():
+        raise AdapterError(f"{where} has no {ADAPTER_CONFIG_NAME}: it is not a PEFT adapter folder.")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AdapterError(f"{where}: {ADAPTER_CONFIG_NAME} is not valid JSON ({error}). {_RESAVE}") from None
+    if not isinstance(data, dict):
+        raise AdapterError(
+            f"{where}: {ADAPTER_CONFIG_NAME} holds a JSON {type(data).__name__}, not an object. {_RESAVE}"
+        )
+    valid_types = [t.value for t in PeftType]
+    if "peft_type" not in data:
+        raise AdapterError(f"{where}: {ADAPTER_CONFIG_NAME} has no peft_type, so it is no PEFT config. {_RESAVE}")
+    if data["peft_type"] not in valid_types:
+        raise AdapterError(
+            f"{where}: {ADAPTER_CONFIG_NAME} has peft_type {data['peft_type']!r}, which is not a PEFT method "
+            f"(valid: {', '.join(valid_types)}). {_RESAVE}"
+        )
+    base = data.get("base_model_name_or_path")
+    if model is None and base_model is None and (not isinstance(base, str) or not base.strip()):
+        raise AdapterError(
+            f"{where}: {ADAPTER_CONFIG_NAME} names no base model (base_model_name_or_path is {base!r}). Pass the "
+            "base model it was trained on: --model FOLDER_OR_HUB_ID (model=... in Python)."
+        )
+    try:
+        config = PeftConfig.from_peft_type(**data)
+    except (TypeError, ValueError, KeyError) as error:
+        raise AdapterError(
+            f"{where}: {ADAPTER_CONFIG_NAME} is not a valid {data['peft_type']} config ({error})."
+        ) from None
+    weights = [folder / name for name in _ADAPTER_WEIGHTS if (folder / name).is_file()]
+    if not weights:
+        raise AdapterError(
+            f"{where} has no {_ADAPTER_WEIGHTS[0]}: the adapter's weights are missing. Copy the file from the "
+            "training output, or save the adapter again (save_pretrained)."
+        )
+    if data["peft_type"] == "LORA" and weights[0].suffix == ".safetensors":
+        _check_lora_rank(weights[0], config, where)
+    if model is not None and getattr(config, "target_modules", None):
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        if not any(check_target_module_exists(config, name) for name, _ in model.named_modules()):
+            raise AdapterError(
+                f"{where} targets the modules {data['target_modules']!r} (target_modules of {ADAPTER_CONFIG_NAME}), "
+                f"but the base model {type(model).__name__} has none of them: the adapter belongs to another base "
+                "model, or its config was edited. Pass the base model it was trained on (--model, or model=...)."
+            )
+    return config
+
+
+def _check_lora_rank(weights: Path, config: Any, where: str) -> None:
+    """Raise an AdapterError when the LoRA weights' rank is not the config's ``r`` (nor a ``rank_pattern`` value)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            ranks = {key: file.get_slice(key).get_shape()[0] for key in file.keys() if key.endswith("lora_A.weight")}
+    except (SafetensorError, OSError) as error:
+        raise AdapterError(f"{where}: {weights.name} is not a readable safetensors file ({error}).") from None
+    if not ranks:
+        raise AdapterError(f"{where}: {weights.name} holds no LoRA weights (no lora_A tensors).")
+    expected = {config.r, *(config.rank_pattern or {}).values()}
+    wrong = {key: rank for key, rank in ranks.items() if rank not in expected}
+    if wrong:
+        key, rank = next(iter(wrong.items()))
+        raise AdapterError(
+            f"{where}: {weights.name} holds LoRA weights of rank {rank} (e.g. {key}), but {ADAPTER_CONFIG_NAME} "
+            f"says r={config.r}: the config does not belong to these weights. {_RESAVE}"
+        )
 
 
 # --------------------------------------------------------------------------- LoRA
@@ -305,3 +422,22 @@ class RunConfig:
         data = json.loads(local.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------- model card results
+
+
+def accuracy_result(accuracy: float, **fields: Any) -> EvalResult:
+    """A ``model-index`` entry (huggingface_hub ``EvalResult``) of an accuracy given as a fraction in [0, 1].
+
+    Every card of the project writes accuracy in percent, as the Hub's leaderboards show it (0.875 -> 87.5,
+    two decimals). ``fields`` are the other ``EvalResult`` fields (task, dataset, split, metric name).
+
+    Raises:
+        ValueError: for an accuracy outside [0, 1] (a percent given twice, or not an accuracy).
+    """
+    from huggingface_hub import EvalResult
+
+    if not 0.0 <= float(accuracy) <= 1.0:
+        raise ValueError(f"An accuracy is a fraction in [0, 1]; got {accuracy!r}.")
+    return EvalResult(metric_type="accuracy", metric_value=round(100 * float(accuracy), 2), **fields)

@@ -7,11 +7,15 @@ from PIL import Image as PILImage
 
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import (
+    MAX_CHAIN_CHARS,
+    SPECIAL_TOKEN_STRINGS,
     STAGES,
     Chain,
     ChainParseError,
     check_chain,
+    escape_special_tokens,
     extract_conclusion,
+    find_special_tokens,
     match_class,
     parse_chain,
     render_chain,
@@ -124,6 +128,39 @@ def test_a_second_unclosed_conclusion_leaves_no_answer(tail):
     replies = iter([_chain(CONCLUSION="seven"), _chain(CONCLUSION="seven") + tail])
     evaluated = predict(ScriptedBackend(lambda messages, image: next(replies)), None, images, DIGITS, "reasoning")
     assert evaluated.indices == [7, -1] and evaluated.invalid == [1]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["<image>", "<|image_pad|>", "<IMG_CONTEXT>", "<img>", "<|im_end|>", "<|end|>", "<|assistant|>", "<|eot_id|>"],
+)
+def test_special_tokens_in_a_chain_are_a_problem(token):
+    check = check_chain(render_chain("plan", f"a dog {token} on grass", "fur", "sure", "dog"))
+    assert not check.valid and check.special_tokens == (token,) and check.chain is not None
+    assert check.problems[0].startswith(f"special token {token!r} in the text")
+    assert not check_chain(render_chain("plan", "a dog <on> grass | here", "fur", "sure", "dog")).special_tokens
+
+
+def test_a_chain_longer_than_the_cap_is_rejected_before_parsing():
+    text = render_chain("plan", "word " * (MAX_CHAIN_CHARS // 5), "fur", "sure", "dog")
+    assert check_chain(text).problems == (f"too long: {len(text):,} characters (a chain has at most 32,000)",)
+    within = render_chain("plan", "word " * ((MAX_CHAIN_CHARS - 200) // 5), "fur", "sure", "dog")
+    assert len(within) <= MAX_CHAIN_CHARS and check_chain(within).valid
+
+
+tokens = st.sampled_from(sorted(SPECIAL_TOKEN_STRINGS))
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=st.lists(st.one_of(tokens, st.text(alphabet="<|>/ ab", max_size=6)), max_size=12))
+def test_escaped_special_tokens_are_gone_and_the_text_reads_the_same(parts):
+    text = "".join(parts)
+    escaped = escape_special_tokens(text, SPECIAL_TOKEN_STRINGS)
+    assert not [token for token in SPECIAL_TOKEN_STRINGS if token in escaped]
+    assert escaped.replace("\u200b", "") == text
+    assert escape_special_tokens(text, ()) == text
+    if not find_special_tokens(text):
+        assert escaped == text
 
 
 def test_render_refuses_empty_or_tagged_stage():

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.chains import render_chain
+from rdmldg_hf.chains import MAX_CHAIN_CHARS, render_chain
 from rdmldg_hf.data.chain_import import import_chains, read_chain_file
 from rdmldg_hf.data.schema import SourceImage
 
@@ -81,6 +81,24 @@ def test_invalid_unmatched_and_duplicates_are_counted_not_dropped(tmp_path):
     report = result.to_dict()
     assert report["path"] == "c.jsonl" and len(report["invalid"]) == 3
     assert "3 invalid, 1 unmatched image ids, 1 duplicates" in result.format("reports/pacs.json")
+
+
+def test_chains_with_special_tokens_or_too_long_are_rejected_with_the_reason(tmp_path):
+    padded = chain("house").replace("a four-legged animal", "a four-legged animal " + "fur " * (MAX_CHAIN_CHARS // 4))
+    rows = [
+        {"image_id": "photo/dog/1.jpg", "reasoning": chain("dog").replace("paws", "paws <|image_pad|>")},
+        {"image_id": "photo/horse/2.jpg", "reasoning": chain("horse").replace("snout", "snout<|end|><|assistant|>")},
+        {"image_id": "sketch/house/3.jpg", "reasoning": padded},
+    ]
+    result = import_chains(write(tmp_path / "c.jsonl", "\n".join(json.dumps(r) for r in rows)), IMAGES, PACS)
+    assert result.accepted == 0 and len(result.invalid) == 3
+    problems = {item["image_id"]: " ".join(item["problems"]) for item in result.invalid}
+    assert problems["photo/dog/1.jpg"].startswith("special token '<|image_pad|>' in the text")
+    assert problems["photo/horse/2.jpg"].startswith("special token '<|end|>', '<|assistant|>' in the text")
+    assert problems["sketch/house/3.jpg"] == f"too long: {len(padded):,} characters (a chain has at most 32,000)"
+    llava = {"image_id": "photo/dog/1.jpg", "reasoning": chain("dog").replace("paws", "paws <image>")}
+    result = import_chains(write(tmp_path / "l.jsonl", json.dumps(llava)), IMAGES, PACS)
+    assert "special token '<image>'" in result.invalid[0]["problems"][0]
 
 
 def test_json_errors_give_the_line(tmp_path):

@@ -179,3 +179,91 @@ def test_eval_samples_by_class_records_the_rows_and_writes_predictions_and_confu
     assert "trained_domains_scored" not in record and (tmp_path / "val.predictions.jsonl").is_file()
     assert _eval(folder, "--adapter", str(trained_adapter()), "--holdout-seed", "1") == 2
     assert "--holdout-seed set the holdout of --split in/out" in capsys.readouterr().err
+
+
+def _edit_config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+
+    return edit
+
+
+def _write_config(value):
+    return lambda folder: (folder / "adapter_config.json").write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "break_adapter, message",
+    [
+        (_write_config({}), "adapter_config.json has no peft_type"),
+        (_write_config([]), "adapter_config.json holds a JSON list, not an object"),
+        (_edit_config(base_model_name_or_path=None), "names no base model (base_model_name_or_path is None)"),
+        (_edit_config(peft_type="BOGUS"), "has peft_type 'BOGUS', which is not a PEFT method (valid: "),
+        (lambda folder: (folder / "adapter_model.safetensors").unlink(), "has no adapter_model.safetensors"),
+        (_edit_config(target_modules=["no_such_module"]), "targets the modules ['no_such_module']"),
+        (_edit_config(r=8), "holds LoRA weights of rank 4 (e.g. base_model.model."),
+    ],
+    ids=["empty", "list", "no-base", "bogus-type", "no-weights", "no-target", "rank"],
+)
+def test_a_broken_adapter_is_named_not_its_base(folder, tmp_path, capsys, break_adapter, message):
+    """What is wrong with the adapter, never 'the base model cannot be found' (the base is fine), nor a traceback."""
+    adapter = adapter_copy(tmp_path / "adapter")
+    break_adapter(adapter)
+    assert _eval(folder, "--adapter", str(adapter), "--domains", "rot0") == 2
+    err = capsys.readouterr().err
+    assert message in err and f"The adapter {str(adapter)!r}" in err and "cannot be found" not in err
+
+
+def _plain_label_folder(root, labels):
+    """rotdigits rows whose label column is a plain integer (no ClassLabel), as a Hub-layout config ``mine``."""
+    from datasets import Value
+
+    rows = tiny_rows(4, domains=("rot0", "rot30"))
+    rows = rows.cast_column("label", Value("int64")).map(
+        lambda row, i: {"label": labels.get(i, row["label"])}, with_indices=True
+    )
+    for domain in ("rot0", "rot30"):
+        rows.filter(lambda d, domain=domain: d == domain, input_columns="domain").to_parquet(
+            str(root / "mine" / f"{domain}.parquet")
+        )
+    files = "\n".join(f"  - split: {d}\n    path: mine/{d}.parquet" for d in ("rot0", "rot30"))
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: mine\n  data_files:\n{files}\n---\n")
+    return root
+
+
+def test_name_the_benchmark_of_plain_labels_and_leave_unlabeled_images_out(folder, tmp_path, capsys):
+    data = _plain_label_folder(tmp_path / "plain", {0: -1, 5: -1, 6: -1})  # one unlabeled rot0 image, two of rot30
+    adapter = str(trained_adapter())
+
+    def run(*extra):
+        return main(["eval", "--dataset", str(data), "--config", "mine", "--adapter", adapter, *extra])
+
+    assert run() == 2
+    assert "Name the benchmark: `rdmldg eval --benchmark officehome`" in capsys.readouterr().err
+    output = tmp_path / "results.json"
+    assert run("--benchmark", "rotdigits", "--output", str(output)) == 0
+    metrics = json.loads(output.read_text())["metrics"]
+    assert metrics["unlabeled"] == 3 and metrics["unlabeled_per_domain"] == {"rot0": 1, "rot30": 2}
+    assert metrics["count_per_domain"] == {"rot0": 3, "rot30": 2}  # scored: the labeled images only
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 5 and all(p["label"] >= 0 for p in predictions)
+    assert "3 images without a label (-1) left out of the accuracy" in capsys.readouterr().out
+
+    pacs = [
+        "eval",
+        "--dataset",
+        str(data),
+        "--config",
+        "mine",
+        "--model",
+        str(tiny_model_dir()),
+        "--benchmark",
+        "pacs",
+    ]
+    assert main(pacs) == 2  # PACS has 7 classes
+    assert "Labels [7] are not classes of benchmark 'pacs' (0..6; -1 means no label)" in capsys.readouterr().err
+    assert _eval(folder, "--adapter", adapter, "--benchmark", "pacs", "--domains", "rot0") == 2
+    assert "Benchmark 'pacs' was named, but the dataset's label classes (zero, one, two, three, ...)" in (
+        capsys.readouterr().err
+    )

@@ -10,8 +10,8 @@ from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics, metric_path
 from rdmldg_hf.evaluation.icl import ICLSettings, build_demos, select_demos
-from rdmldg_hf.evaluation.predict import predict
-from rdmldg_hf.evaluation.rows import check_same_benchmark, evaluate_rows
+from rdmldg_hf.evaluation.predict import Predictions, predict
+from rdmldg_hf.evaluation.rows import check_same_benchmark, evaluate_rows, score_predictions
 from rdmldg_hf.protocol import check_domains, lodo_split
 from rdmldg_hf.scoring import score_classes
 from rdmldg_hf.testing import ScriptedBackend
@@ -31,6 +31,17 @@ def test_metric_loads_offline_and_scores_per_domain():
     assert result["invalid_rate"] == pytest.approx(1 / 5)
     assert result["invalid_per_domain"] == {"a": 0.5, "b": 0.0}
     assert compute_dg_metrics([1], [1], ["a"])["count_per_domain"] == {"a": 1}
+
+
+def test_rows_without_a_label_are_left_out_of_the_accuracy_and_counted():
+    rows = Dataset.from_dict({"label": [1, -1, 2, -1, 0], "domain": ["a", "a", "a", "b", "b"]})
+    predictions = Predictions("direct", [1, -1, 0, -1, 0], [None] * 5)  # an invalid output on an unlabeled row too
+    metrics = score_predictions(predictions, rows)
+    assert metrics["per_domain"] == {"a": 0.5, "b": 1.0} and metrics["count_per_domain"] == {"a": 2, "b": 1}
+    assert metrics["unlabeled"] == 2 and metrics["unlabeled_per_domain"] == {"a": 1, "b": 1}
+    assert score_predictions(predictions, rows, {"b": 3})["unlabeled_per_domain"] == {"a": 1, "b": 4}
+    with pytest.raises(ValueError, match="No image to score: all 2 have label -1"):
+        score_predictions(Predictions("direct", [0, 0], [None] * 2), rows.select([1, 3]))
 
 
 def test_direct_scores_every_class_and_agrees_with_scoring():

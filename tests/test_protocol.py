@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
@@ -112,6 +114,60 @@ def _class_by_class(per_class: dict[int, int], domains=("rot0", "rot30")) -> Dat
     return Dataset.from_list(rows)
 
 
+# PACS art_painting's class counts (DomainBed's folders), and OfficeHome's 65 classes with 15 to 59 images each
+# (2,285 in all), shaped like its Art domain (2,427 images; its per-class counts are not available offline).
+PACS_ART_COUNTS = dict(zip(PACS.classes, (379, 255, 285, 184, 201, 295, 449)))
+OFFICEHOME_LIKE_COUNTS = {name: 15 + (23 * i) % 45 for i, name in enumerate(get_benchmark("officehome").classes)}
+
+
+@pytest.mark.parametrize("counts", [PACS_ART_COUNTS, OFFICEHOME_LIKE_COUNTS], ids=["pacs-art", "officehome-65"])
+def test_class_quotas_only_grow_with_the_size(counts):
+    total = sum(counts.values())
+    previous = dict.fromkeys(counts, 0)
+    for size in range(1, total + 1):
+        quotas = class_quotas(counts, size)
+        assert sum(quotas.values()) == size
+        # One more place goes to exactly one class; no class ever loses one (nested samples).
+        assert sum(quotas[k] - previous[k] for k in counts) == 1 and all(quotas[k] >= previous[k] for k in counts)
+        assert all(abs(quotas[k] - size * n / total) < 1 for k, n in counts.items())  # proportional, within 1
+        previous = quotas
+    assert class_quotas(counts, total + 5) == counts
+
+
+def test_quotas_of_the_reported_cases_are_nested():
+    small, large = class_quotas({"A": 6, "B": 6, "C": 2}, 10), class_quotas({"A": 6, "B": 6, "C": 2}, 11)
+    assert all(small[k] <= large[k] for k in small)  # largest remainders gave C 2 places of 10 and 1 of 11
+    assert class_quotas(PACS_ART_COUNTS, 115)["guitar"] <= class_quotas(PACS_ART_COUNTS, 116)["guitar"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    size=st.integers(1, 40),
+    seed=st.integers(0, 3),
+    order=st.randoms(use_true_random=False),
+)
+def test_quotas_do_not_depend_on_the_order_of_the_classes(counts, size, seed, order):
+    by_label = dict(enumerate(counts))
+    shuffled = list(by_label.items())
+    order.shuffle(shuffled)
+    assert class_quotas(dict(shuffled), size, seed) == class_quotas(by_label, size, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 4), min_size=2, max_size=4),
+    size=st.integers(1, 10),
+    seed=st.integers(0, 3),
+    shuffle_seed=st.integers(0, 2**16),
+)
+def test_samples_do_not_depend_on_row_order_and_are_nested(counts, size, seed, shuffle_seed):
+    rows = _class_by_class(dict(enumerate(counts)), domains=("rot0",))
+    sample = set(stratified_sample(rows, size, seed)["image_id"])
+    assert set(stratified_sample(rows.shuffle(seed=shuffle_seed), size, seed)["image_id"]) == sample
+    assert set(stratified_sample(rows, size + 1, seed)["image_id"]) >= sample
+
+
 def test_subsets_are_stratified_seeded_samples_drawn_after_the_holdout():
     rows = _class_by_class({0: 30, 1: 20, 2: 10})
     sample = stratified_sample(rows, 12, seed=0)
@@ -122,7 +178,7 @@ def test_subsets_are_stratified_seeded_samples_drawn_after_the_holdout():
     assert set(again["image_id"]) == set(sample["image_id"])  # row order does not matter
     assert set(stratified_sample(rows, 6, seed=0)["image_id"]) <= set(sample["image_id"])  # nested
     assert set(stratified_sample(rows, 12, seed=1)["image_id"]) != set(sample["image_id"])
-    assert class_quotas({"a": 5, "b": 3, "c": 1}, 4) == {"a": 2, "b": 1, "c": 1}  # largest remainders
+    assert class_quotas({"a": 5, "b": 3, "c": 1}, 4) == {"a": 3, "b": 1, "c": 0}  # 2.2, 1.3, 0.4 of 4 places
     assert len(stratified_sample(rows, 500)) == len(rows)
     with pytest.raises(ValueError, match="at least 1 image per domain; got 0"):
         stratified_sample(rows, 0)

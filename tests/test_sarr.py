@@ -7,10 +7,13 @@ import json
 import pytest
 from datasets import load_dataset
 
-from rdmldg_hf.models import default_lora_config, load_model_and_processor
+from rdmldg_hf.evaluation.sharing import model_card
+from rdmldg_hf.models import RunConfig, accuracy_result, default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
+from rdmldg_hf.trainers.sarr_report import sarr_model_card
+from rdmldg_hf.trainers.sarr_state import StageResult
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
 
 
@@ -137,3 +140,51 @@ def test_restart_rounds_with_a_fresh_adapter(tmp_path, split, model_dir):
     trainer.save_model()
     assert (tmp_path / "adapter_config.json").exists()
     assert json.loads((tmp_path / "rdmldg_config.json").read_text())["adapter"] is True
+
+
+@pytest.mark.parametrize("reasoning", [True, False], ids=["with-reasoning", "without-reasoning"])
+def test_a_dataset_without_the_teacher_columns_relabels(tmp_path, rows, model_dir, reasoning):
+    """image/label/domain/image_id(/reasoning) only, as MTCTTrainer accepts: no teacher columns means no teacher
+    chain (nor its source) for the fallback."""
+    keep = ["image", "label", "domain", "image_id"] + (["reasoning"] if reasoning else [])
+    bare = rows.select_columns(keep)
+    split = lodo_split(bare, "rot30", holdout_fraction=0.0)
+    model, processor = load_model_and_processor(model_dir)
+    train = [r for r in bare if r["domain"] != "rot30"]
+    right = {r["image_id"] for r in train[::3]}
+    replies = {r["image_id"]: chain_for(CLASSES[r["label"]] if r["image_id"] in right else "a cloud") for r in train}
+    trainer = sarr(
+        model,
+        processor,
+        split,
+        config(tmp_path, mtct_stage=False, max_steps=1),
+        backend=ScriptedBackend(scripted_reply(bare, replies)),
+    )
+    (result,) = trainer.train()
+    fallbacks = {"teacher": 12 - len(right)} if reasoning else {"cls_only_no_teacher_chain": 12 - len(right)}
+    assert result.relabel["accepted"] == len(right) and result.relabel["fallbacks"] == fallbacks
+    saved = [row for part in load_dataset(str(tmp_path / "dataset"), "rotdigits-sarr-r1").values() for row in part]
+    teacher = {r["image_id"]: r.get("reasoning") for r in train}
+    for row in saved:
+        if row["image_id"] in right:
+            assert row["chain_source"] == f"{model_dir.name}@sarr-r1"
+        else:
+            assert row["reasoning"] == teacher[row["image_id"]] and row["chain_source"] is None
+
+
+def test_model_index_accuracies_are_percent_in_sarr_and_push_cards(tmp_path, split, model_dir):
+    model, processor = load_model_and_processor(model_dir)
+    trainer = sarr(model, processor, split, config(tmp_path))
+    metrics = {"heldout_direct": 0.875, "source_holdout_direct": 0.5}
+    trainer.stage_results = [StageResult("round-1", str(tmp_path), {}, metrics)]
+    sarr_card = sarr_model_card(trainer, "sarr-rot30", "me/sarr-rot30")
+    assert {r.dataset_split: r.metric_value for r in sarr_card.data.eval_results} == {
+        "rot30": 87.5,
+        "source-holdout": 50.0,
+    }
+    run = RunConfig("sarr", "rotdigits", list(CLASSES), list(CLASSES), ["rot0", "rot60", "rot90"], "rot30", "v")
+    push_card = model_card(run, "me/sarr-rot30", "base", {"metrics": {"per_domain": {"rot30": 0.875}}})
+    assert [r.metric_value for r in push_card.data.eval_results] == [87.5]
+    assert all(r.metric_type == "accuracy" for r in [*sarr_card.data.eval_results, *push_card.data.eval_results])
+    with pytest.raises(ValueError, match=r"fraction in \[0, 1\]; got 87.5"):
+        accuracy_result(87.5)

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True, help="Dataset repo id or local Hub-layout folder.")
     data.add_argument("--config", required=True, help="Dataset config (a benchmark, e.g. officehome).")
+    data.add_argument(
+        "--benchmark",
+        help="The dataset's benchmark (e.g. officehome): needed when its label column is not a ClassLabel of "
+        "a benchmark's classes (default: found from the label classes).",
+    )
     data.add_argument("--domains", nargs="+", help="Domains (splits) to evaluate (default: all of the config).")
     data.add_argument(
         "--limit", type=int, help="Evaluate a seeded sample of N images per domain, stratified by class (default all)."
@@ -99,6 +104,11 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
         f"{'mean':<16} {sum(metrics['count_per_domain'].values()):>7} "
         f"{100 * metrics['mean_accuracy']:>8.2f}% {100 * metrics['invalid_rate']:>7.2f}%"
     )
+    if metrics.get("unlabeled"):
+        lines.append(
+            f"{metrics['unlabeled']} images without a label (-1) left out of the accuracy: "
+            f"{metrics['unlabeled_per_domain']}"
+        )
     if metrics.get("unreadable"):
         lines.append(
             f"{metrics['unreadable']} images could not be decoded (scored as wrong): "
@@ -144,9 +154,14 @@ def _holdout(args: argparse.Namespace, run_config: Any) -> dict[str, Any]:
     return values
 
 
-def _rows(args: argparse.Namespace, dataset: Any, domains: list[str], run_config: Any) -> tuple[Any, dict[str, Any]]:
-    """The rows to score (part of each domain, then the --limit sample) and what the record says about them."""
+def _rows(
+    args: argparse.Namespace, dataset: Any, domains: list[str], run_config: Any, benchmark: Any
+) -> tuple[Any, dict[str, Any], dict[str, int]]:
+    """The rows to score (part of each domain, those with a label, then the --limit sample), what the record says
+    about them, and the images per domain left out for having no label."""
     from datasets import concatenate_datasets
+
+    from ..evaluation.rows import split_unlabeled
 
     rows = concatenate_datasets([dataset[d] for d in domains])
     about: dict[str, Any] = {}
@@ -157,6 +172,7 @@ def _rows(args: argparse.Namespace, dataset: Any, domains: list[str], run_config
         )
         rows = in_part if args.split == "in" else out_part
         about["holdout"] = holdout
+    rows, unlabeled = split_unlabeled(rows, benchmark)
     available = dict(Counter(rows["domain"]))
     if args.limit:
         rows = stratified_sample(rows, args.limit, args.sample_seed)
@@ -170,7 +186,7 @@ def _rows(args: argparse.Namespace, dataset: Any, domains: list[str], run_config
             ", ".join(trained),
             PARTS[args.split],
         )
-    return rows, about
+    return rows, about, unlabeled
 
 
 def _beside(output: Path, name: str) -> Path:
@@ -184,17 +200,17 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.classifier import DGClassifier
     from ..evaluation.icl import ICLSettings
     from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
-    from ..evaluation.rows import check_same_benchmark, evaluate_rows, score_predictions, undecoded
+    from ..evaluation.rows import check_same_benchmark, evaluate_rows, score_predictions, split_unlabeled, undecoded
     from ..protocol import check_domains, find_benchmark, merge_domains
 
     _check_sources(args)
     dataset = load_dataset(args.dataset, args.config)
-    benchmark = find_benchmark(dataset)
+    benchmark = find_benchmark(dataset, args.benchmark)
     domains = check_domains(args.domains, list(dataset), args.config)
     clf = DGClassifier.from_pretrained(args.adapter, model=args.model) if args.adapter else None
     if clf is not None:
         check_same_benchmark(clf.benchmark, benchmark, f"The adapter {args.adapter!r}")
-    rows, about = _rows(args, dataset, domains, clf.run_config if clf is not None else None)
+    rows, about, unlabeled = _rows(args, dataset, domains, clf.run_config if clf is not None else None, benchmark)
     rows = undecoded(rows)
     record: dict[str, Any] = {
         "dataset": args.dataset,
@@ -222,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         predictions = predict_api(
             rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store
         )
-        record.update(mode="reasoning", icl=None, store=store, metrics=score_predictions(predictions, rows))
+        metrics = score_predictions(predictions, rows, unlabeled)
+        record.update(mode="reasoning", icl=None, store=store, metrics=metrics)
     else:
         if clf is not None:
             model, processor = clf.model, clf.processor
@@ -232,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             model, processor = load_model_and_processor(args.model)
         icl = ICLSettings(args.icl_shots, args.icl_demos, args.icl_seed) if args.icl_shots else None
         train_domains = [d for d in dataset if d not in domains]
-        pool = merge_domains(dataset) if icl else None
+        pool = split_unlabeled(merge_domains(dataset), benchmark)[0] if icl else None  # demos need a class
         outcome = evaluate_rows(
             model,
             processor,
@@ -244,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
             icl=icl,
             demo_pool=pool,
             train_domains=train_domains,
+            unlabeled=unlabeled,
         )
         record = outcome.record(**record)
         predictions = outcome.predictions

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from datasets import Dataset, Value, concatenate_datasets
 from datasets import Sequence as SequenceFeature
 
+from ..chains import escape_special_tokens
 from ..prompts import TASKS, training_example
 
 __all__ = [
@@ -148,8 +149,13 @@ def build_units(
     return units, stats
 
 
-def unit_rows(unit: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+def unit_rows(
+    unit: Mapping[str, Any], class_names: Sequence[str], special_tokens: Collection[str] = ()
+) -> list[dict[str, Any]]:
     """The prompt-completion rows of one unit, each with its ``image`` and ``task`` id.
+
+    ``special_tokens`` (the tokenizer's) found in a chain are escaped
+    (:func:`rdmldg_hf.chains.escape_special_tokens`): the chain trains as plain text, never as those tokens.
 
     Raises:
         ValueError: a label outside the class list, or a reasoning task without a chain.
@@ -161,7 +167,10 @@ def unit_rows(unit: Mapping[str, Any], class_names: Sequence[str]) -> list[dict[
         )
     rows = []
     for task in unit[TASKS_COLUMN]:
-        answer = class_names[int(label)] if task == CLASSIFICATION else unit["reasoning"]
+        if task == CLASSIFICATION:
+            answer = class_names[int(label)]
+        else:
+            answer = escape_special_tokens(unit["reasoning"], special_tokens) if special_tokens else unit["reasoning"]
         row = training_example(TASKS[task], class_names, answer)
         row["image"] = unit["image"]
         row["task"] = int(task)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..benchmarks import get_benchmark
-from ..models import RunConfig, load_model_and_processor
+from ..models import ADAPTER_CONFIG_NAME, AdapterError, RunConfig, check_adapter, load_model_and_processor
 from ..prompts import PROMPT_VERSION
 from .predict import MODES, predict
 
@@ -28,7 +28,6 @@ __all__ = ["ClassifierOutput", "DGClassifier", "BaseModelNotFound", "resolve_fol
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
 # A base model from the Hub is fetched as one snapshot of these files (one revision for all of
 # them; weights in safetensors only; no probing of files the repo lacks).
 BASE_MODEL_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
@@ -111,19 +110,21 @@ class DGClassifier:
             model_kwargs: passed to ``from_pretrained`` of the base model (``dtype``, ``device_map``).
 
         Raises:
+            AdapterError: the adapter itself is broken (says what is wrong; :func:`rdmldg_hf.models.check_adapter`).
             BaseModelNotFound: the adapter's base model cannot be loaded (says which, and how to pass ``model``).
         """
         folder = resolve_folder(path_or_repo, revision=revision, token=token)
         run = RunConfig.load(folder)
-        if not (folder / ADAPTER_CONFIG).is_file():
+        if not (folder / ADAPTER_CONFIG_NAME).is_file():
             loaded, processor = load_model_and_processor(model or folder, **model_kwargs)
             return cls(loaded, processor, run, str(path_or_repo))
-        from peft import PeftConfig
-
-        base = str(model) if model is not None else PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+        config = check_adapter(folder, base_model=None if model is None else str(model))
+        base = str(model) if model is not None else config.base_model_name_or_path
         try:
             local_base = resolve_folder(base, allow_patterns=BASE_MODEL_FILES, revision=None, token=token)
             loaded, processor = load_model_and_processor(local_base, adapter=str(folder), **model_kwargs)
+        except AdapterError:
+            raise
         except (OSError, ValueError, HfHubHTTPError) as error:
             if not _missing(error):
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from datasets import Dataset, Image
 
@@ -20,8 +20,10 @@ from .icl import ICLSettings, build_demos, select_demos
 from .predict import Predictions, check_mode, predict
 
 __all__ = [
+    "NO_LABEL",
     "EvalOutcome",
     "undecoded",
+    "split_unlabeled",
     "check_same_benchmark",
     "score_predictions",
     "evaluate_rows",
@@ -33,6 +35,37 @@ def undecoded(dataset: Dataset) -> Dataset:
     if "image" in dataset.column_names and getattr(dataset.features["image"], "decode", False):
         return dataset.cast_column("image", Image(decode=False))
     return dataset
+
+
+NO_LABEL = -1  # a ClassLabel's missing value: the image's class is unknown
+
+
+def _unlabeled(labels: Sequence[Any]) -> list[int]:
+    return [i for i, label in enumerate(labels) if label is None or int(label) == NO_LABEL]
+
+
+def split_unlabeled(rows: Dataset, benchmark: Benchmark) -> tuple[Dataset, dict[str, int]]:
+    """The rows with a class, and how many rows per domain have none (label -1), left out of scoring.
+
+    Raises:
+        ValueError: naming the labels that are neither -1 nor one of the benchmark's classes.
+    """
+    labels = rows["label"]
+    unknown = sorted(
+        {int(label) for label in labels if label is not None} - set(range(NO_LABEL, benchmark.num_classes))
+    )
+    if unknown:
+        raise ValueError(
+            f"Labels {unknown[:10]} are not classes of benchmark {benchmark.name!r} (0..{benchmark.num_classes - 1}; "
+            f"-1 means no label). Check --benchmark, or fix the dataset's label column."
+        )
+    missing = _unlabeled(labels)
+    if not missing:
+        return rows, {}
+    domains = rows["domain"]
+    left_out = set(missing)
+    counts = dict(Counter(domains[i] for i in missing))
+    return rows.select([i for i in range(len(rows)) if i not in left_out]), counts
 
 
 def check_same_benchmark(trained_on: str | None, dataset_benchmark: Benchmark, what: str = "The adapter") -> None:
@@ -48,12 +81,28 @@ def check_same_benchmark(trained_on: str | None, dataset_benchmark: Benchmark, w
         )
 
 
-def score_predictions(predictions: Predictions, rows: Dataset) -> dict[str, Any]:
-    """The ``evaluate`` metric of predictions on rows, plus unreadable images per domain."""
-    metrics = compute_dg_metrics(predictions.indices, rows["label"], rows["domain"])
-    domains = rows["domain"]
+def score_predictions(
+    predictions: Predictions, rows: Dataset, unlabeled: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The ``evaluate`` metric of predictions on rows, plus unreadable images per domain.
+
+    Rows without a class (label -1) are left out of the accuracy and counted per domain in
+    ``unlabeled_per_domain``, with ``unlabeled`` (images already left out, see :func:`split_unlabeled`).
+    """
+    labels, domains = rows["label"], rows["domain"]
+    left_out = set(_unlabeled(labels))
+    scored = [i for i in range(len(rows)) if i not in left_out]
+    if left_out and not scored:
+        raise ValueError(f"No image to score: all {len(rows)} have label -1 (no class).")
+    metrics = compute_dg_metrics(
+        [predictions.indices[i] for i in scored], [labels[i] for i in scored], [domains[i] for i in scored]
+    )
     metrics["unreadable_per_domain"] = dict(Counter(domains[i] for i in predictions.unreadable))
     metrics["unreadable"] = len(predictions.unreadable)
+    counts = Counter(unlabeled or {})
+    counts.update(domains[i] for i in left_out)
+    metrics["unlabeled_per_domain"] = dict(sorted(counts.items()))
+    metrics["unlabeled"] = sum(counts.values())
     return metrics
 
 
@@ -89,10 +138,12 @@ def evaluate_rows(
     icl: ICLSettings | None = None,
     demo_pool: Dataset | None = None,
     train_domains: Sequence[str] = (),
+    unlabeled: Mapping[str, int] | None = None,
 ) -> EvalOutcome:
     """Predict every row in ``mode`` (optionally with in-context demos from ``demo_pool``) and score it.
 
-    ``rows`` need ``image``, ``label``, ``domain`` (and ``image_id`` with ``icl``).
+    ``rows`` need ``image``, ``label``, ``domain`` (and ``image_id`` with ``icl``); rows with label -1 are
+    predicted but not scored (see :func:`score_predictions`, which also reports ``unlabeled``).
     """
     check_mode(mode)
     start = time.perf_counter()
@@ -122,4 +173,5 @@ def evaluate_rows(
         aliases=benchmark.class_aliases,
         demos=demos,
     )
-    return EvalOutcome(score_predictions(predictions, rows), predictions, time.perf_counter() - start, settings)
+    metrics = score_predictions(predictions, rows, unlabeled)
+    return EvalOutcome(metrics, predictions, time.perf_counter() - start, settings)

@@ -1,9 +1,9 @@
 """Share a trained adapter on the Hub: the adapter, its ``rdmldg_config.json``, results and a model card.
 
 The card's metadata is PEFT's (``base_model``, ``library_name: peft``) plus ``datasets``,
-``pipeline_tag`` and a ``model-index`` holding the per-domain accuracies of ``results.json``
-(huggingface_hub's ``ModelCardData`` / ``EvalResult``). Everything is uploaded in one commit
-through ``HfApi.create_commit``.
+``pipeline_tag`` and a ``model-index`` holding the per-domain accuracies of ``results.json`` in percent
+(huggingface_hub's ``ModelCardData``; entries from :func:`rdmldg_hf.models.accuracy_result`).
+Everything is uploaded in one commit through ``HfApi.create_commit``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
 from ..benchmarks import get_benchmark
 from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
-from ..models import RUN_CONFIG_NAME, RunConfig
+from ..models import ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME, RunConfig, accuracy_result
 
 __all__ = ["RESULTS_NAME", "domain_accuracies", "model_card", "upload_files", "push_adapter"]
 
 RESULTS_NAME = "results.json"
-ADAPTER_CONFIG = "adapter_config.json"
 # Training-state files a run folder holds that a shared model does not need.
 _SKIP = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "README.md"}
 
@@ -102,7 +101,8 @@ def model_card(
         accuracies = domain_accuracies(results)
         for domain, value in accuracies.items():
             eval_results.append(
-                EvalResult(
+                accuracy_result(
+                    value,
                     task_type="image-classification",
                     task_name="Domain generalization (held-out domain)"
                     if domain == run.test_domain
@@ -111,8 +111,6 @@ def model_card(
                     dataset_name=f"{benchmark.title if benchmark else run.benchmark} ({domain})",
                     dataset_config=str(results.get("config") or run.benchmark),
                     dataset_split=domain,
-                    metric_type="accuracy",
-                    metric_value=round(100 * value, 2),
                     metric_name=f"Accuracy ({mode})",
                 )
             )
@@ -195,7 +193,7 @@ def push_adapter(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     root = Path(folder)
-    for needed in (ADAPTER_CONFIG, RUN_CONFIG_NAME):
+    for needed in (ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME):
         if not (root / needed).is_file():
             raise FileNotFoundError(
                 f"{str(folder)!r} holds no {needed}: push the output folder of an rdmldg "
@@ -203,7 +201,7 @@ def push_adapter(
             )
     check_repo_id(repo_id)
     run = RunConfig.load(root)
-    adapter_config = json.loads((root / ADAPTER_CONFIG).read_text())
+    adapter_config = json.loads((root / ADAPTER_CONFIG_NAME).read_text())
     base = base_model or adapter_config.get("base_model_name_or_path") or run.base_model
     if not _is_repo_id(base):
         raise ValueError(
@@ -218,9 +216,9 @@ def push_adapter(
     operations = [
         CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
         for p in upload_files(root)
-        if p.name not in (ADAPTER_CONFIG, RESULTS_NAME)
+        if p.name not in (ADAPTER_CONFIG_NAME, RESULTS_NAME)
     ]
-    operations.append(CommitOperationAdd(ADAPTER_CONFIG, (json.dumps(adapter_config, indent=2) + "\n").encode()))
+    operations.append(CommitOperationAdd(ADAPTER_CONFIG_NAME, (json.dumps(adapter_config, indent=2) + "\n").encode()))
     if record is not None:
         operations.append(CommitOperationAdd(RESULTS_NAME, (json.dumps(record, indent=2) + "\n").encode()))
     operations.append(CommitOperationAdd("README.md", str(card).encode()))

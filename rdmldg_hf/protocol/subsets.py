@@ -2,9 +2,11 @@
 
 Real DomainBed folders are written class by class, so the first N rows of a domain hold a
 few classes only. :func:`stratified_sample` keeps, in every domain, N images whose classes
-follow the domain's class proportions (largest remainders round the quotas); within a
-class the images with the smallest seeded hash of ``image_id`` are kept, so a sample does
-not depend on row order and a smaller sample is part of a larger one with the same seed.
+follow the domain's class proportions: the N places are handed out one at a time, each to the
+class that deserves it most (Sainte-Lague's divisor method; equal claims go to the larger class,
+then in a seeded order of the labels), so a class's quota only grows with N. Within a class the
+images with the smallest seeded hash of ``image_id`` are kept. Hence a sample does not depend
+on row order, and a smaller sample is part of a larger one with the same seed.
 Draw samples after the in/out holdout of whole domains, so that an image is on the same
 side of the holdout whatever the sample.
 """
@@ -12,6 +14,7 @@ side of the holdout whatever the sample.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -27,19 +30,26 @@ def _rank(image_id: str, seed: int) -> bytes:
     return hashlib.sha256(f"sample:{seed}:{image_id}".encode()).digest()
 
 
-def class_quotas(counts: dict[Any, int], size: int) -> dict[Any, int]:
-    """Images per class in a sample of ``size`` out of ``counts`` (proportional, largest remainders first).
+def class_quotas(counts: Mapping[Any, int], size: int, seed: int = DEFAULT_SAMPLE_SEED) -> dict[Any, int]:
+    """Images per class in a sample of ``size`` out of ``counts``, proportional to the counts.
 
-    Ties between equal remainders go to the larger class, then to the class listed first.
+    Places are handed out one at a time, each to the class with the largest ``count / (2 * quota + 1)``
+    (Sainte-Lague's divisor method: the quotas of size N + 1 are those of size N plus one place), never
+    more than a class holds. Equal claims go to the larger class, then by a seeded hash of the label,
+    never by the order of ``counts``.
     """
     total = sum(counts.values())
     if size >= total:
         return dict(counts)
-    exact = {key: size * count / total for key, count in counts.items()}
-    quotas = {key: int(value) for key, value in exact.items()}
-    order = sorted(counts, key=lambda key: (-(exact[key] - quotas[key]), -counts[key]))
-    for key in order[: size - sum(quotas.values())]:
+    quotas = {key: 0 for key in counts}
+    # (-claim, -count, seeded rank, class): the smallest entry is the largest claim, then the larger class.
+    claims = [(-count, -count, _rank(repr(key), seed), key) for key, count in counts.items() if count > 0]
+    heapq.heapify(claims)
+    for _ in range(size):
+        _, minus_count, rank, key = heapq.heappop(claims)
         quotas[key] += 1
+        if quotas[key] < -minus_count:
+            heapq.heappush(claims, (minus_count / (2 * quotas[key] + 1), minus_count, rank, key))
     return quotas
 
 
@@ -60,7 +70,7 @@ def stratified_sample(dataset: Dataset, per_domain: int, seed: int = DEFAULT_SAM
     ids = dataset["image_id"]
     keep: list[int] = []
     for by_class in groups.values():
-        quotas = class_quotas({label: len(rows) for label, rows in by_class.items()}, per_domain)
+        quotas = class_quotas({label: len(rows) for label, rows in by_class.items()}, per_domain, seed)
         for label, rows in by_class.items():
             keep += sorted(rows, key=lambda position: _rank(ids[position], seed))[: quotas[label]]
     return dataset.select(sorted(keep))

@@ -1,7 +1,8 @@
 """Rejection sampling: the stored replies of an image -> its chain columns.
 
 Rounds of K candidates are judged in order. A candidate is *valid* when it passes the
-five-stage check of :mod:`rdmldg_hf.chains`; a valid candidate whose conclusion maps to
+five-stage check of :mod:`rdmldg_hf.chains` (which also rejects over-long chains and, as "special token",
+chains holding a model's control tokens); a valid candidate whose conclusion maps to
 exactly one class is *correct* when that class is the label, and the first correct one
 is accepted, rendered in the canonical format with the class's own name as conclusion
 ("Dog." -> "dog", "television" -> "tv"). This comparison is the only place the label is
@@ -28,6 +29,7 @@ __all__ = ["Verdict", "Decision", "judge_candidate", "decide", "REASON_CATEGORIE
 REASON_CATEGORIES = (
     "empty reply",
     "invalid format",
+    "special token",
     "no class",
     "several classes",
     "wrong class",
@@ -82,7 +84,8 @@ def judge_candidate(
     check = check_chain(text)
     if not check.valid or check.chain is None:
         truncated = " (cut at max tokens)" if finish_reason == "length" else ""
-        return Verdict(False, None, False, reason="; ".join(check.problems) + truncated, category="invalid format")
+        category = "special token" if check.special_tokens else "invalid format"
+        return Verdict(False, None, False, reason="; ".join(check.problems) + truncated, category=category)
     index = _exact_classes(tuple(names)).get(normalize_answer(check.chain.conclusion))
     match = (
         ClassMatch(index)

@@ -31,6 +31,7 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import Benchmark, display_name, get_benchmark
+from ..chains import find_special_tokens
 from ..data.training_rows import (
     INDEX_COLUMN,
     TASKS_COLUMN,
@@ -46,7 +47,14 @@ from ..protocol.domains import match_benchmark, merge_domains
 from .losses import NamedSums, batch_normalizer, loss_metrics, mtct_loss
 from .mtct_config import MTCTConfig
 
-__all__ = ["MTCTTrainer", "MTCTDataCollator", "MTCTData", "batch_groups", "prepare_mtct_data"]
+__all__ = [
+    "MTCTTrainer",
+    "MTCTDataCollator",
+    "MTCTData",
+    "batch_groups",
+    "prepare_mtct_data",
+    "tokenizer_special_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -176,13 +184,43 @@ def prepare_mtct_data(
 # --------------------------------------------------------------------------- collator
 
 
+def tokenizer_special_tokens(processor: Any) -> tuple[str, ...]:
+    """The special-token strings of a processor's (or tokenizer's) tokenizer: its named special tokens and every
+    added token marked special (image placeholders, turn markers)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    tokens = {*getattr(tokenizer, "all_special_tokens", ()), *(t.content for t in added if t.special)}
+    return tuple(sorted(tokens))
+
+
+def _report_special_tokens(units: Dataset, special_tokens: Sequence[str]) -> None:
+    """Warn how many training chains hold the tokenizer's special-token strings, and which."""
+    if "reasoning" not in units.column_names or not special_tokens:
+        return
+    ids = units["image_id"] if "image_id" in units.column_names else units[INDEX_COLUMN]
+    flagged: dict[Any, list[str]] = {}
+    for image, chain in zip(ids, units["reasoning"]):
+        found = find_special_tokens(chain, special_tokens) if chain else []
+        if found:
+            flagged[image] = found
+    if flagged:
+        examples = "; ".join(f"{', '.join(tokens)} in {image}" for image, tokens in list(flagged.items())[:3])
+        logger.warning(
+            "%d training chains hold the tokenizer's special-token strings (%s): they train as plain text "
+            "(escaped), never as those tokens. rdmldg build --chains and the teacher reject such chains.",
+            len(flagged),
+            examples,
+        )
+
+
 @dataclass
 class MTCTDataCollator:
     """Expands units into their prompt-completion rows and collates them with TRL's vision collator.
 
     Adds ``mtct_task`` (task id per row), ``mtct_image_index`` (source image per row) and
     ``mtct_num_units`` (units in the batch). Labels are -100 on prompt, image and padding
-    tokens (TRL's completion-only labels).
+    tokens (TRL's completion-only labels). The tokenizer's special-token strings inside a chain
+    are escaped, so they are trained as text, never as an image or turn token.
 
     With ``group_by_task``, the rows of each task are collated on their own (each sub-batch padded
     to its own longest row): the batch is ``{"mtct_groups": [sub-batch, ...], "mtct_num_units": n}``,
@@ -198,9 +236,14 @@ class MTCTDataCollator:
         self._collate = DataCollatorForVisionLanguageModeling(
             processor=self.processor, max_length=self.max_length, completion_only_loss=True
         )
+        self.special_tokens = tokenizer_special_tokens(self.processor)
 
     def __call__(self, units: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = [(row, unit.get(INDEX_COLUMN, -1)) for unit in units for row in unit_rows(unit, self.class_names)]
+        rows = [
+            (row, unit.get(INDEX_COLUMN, -1))
+            for unit in units
+            for row in unit_rows(unit, self.class_names, self.special_tokens)
+        ]
         num_units = torch.tensor(len(units), dtype=torch.long)
         if not self.group_by_task:
             return {**self._collate_rows(rows), _UNITS_KEY: num_units}
@@ -298,6 +341,7 @@ class MTCTTrainer(SFTTrainer):
         if args.train_sampling_strategy in _LENGTH_SAMPLERS:
             tokenizer = getattr(processing_class, "tokenizer", processing_class)
             self.mtct_data = self.mtct_data.with_lengths(args.length_column_name, tokenizer)
+        _report_special_tokens(self.mtct_data.train, tokenizer_special_tokens(processing_class))
         self._base_model_name = model if isinstance(model, str) else model.config._name_or_path
         self.split_record = dict(split_record or {})
         self._mtct_sums = {"train": NamedSums(), "eval": NamedSums()}  # logged loss parts, by name

@@ -239,7 +239,8 @@ def build_round_dataset(
     """The round's training rows: accepted self-chains, and the fallback for the other images.
 
     ``dataset`` holds the training images in the dataset schema (``reasoning`` is the teacher
-    chain); ``outputs`` are their relabel candidates, in order. In the returned rows,
+    chain; a missing ``reasoning``, ``chain_source`` or ``prompt_version`` column means none);
+    ``outputs`` are their relabel candidates, in order. In the returned rows,
     ``reasoning``/``chain_source`` are the chain trained on (``chain_source`` of an accepted
     chain is the given one, e.g. ``"<model>@sarr-r2"``) and ``num_candidates``/``num_valid``/
     ``num_correct``/``rejection_reasons`` describe this round's relabel attempt.
@@ -251,7 +252,11 @@ def build_round_dataset(
     class_names = list(benchmark.class_names)
     labels = list(dataset["label"])
     verdicts = [judge(c, y, class_names, aliases, strict) for c, y in zip(outputs, labels)]
-    teacher = {c: list(dataset[c]) for c in ("reasoning", "chain_source", "prompt_version")}
+    # A column the rows lack (e.g. no chain_source: chains imported without their teacher) is None for every image.
+    teacher = {
+        c: list(dataset[c]) if c in dataset.column_names else [None] * len(dataset)
+        for c in ("reasoning", "chain_source", "prompt_version")
+    }
     columns: dict[str, list[Any]] = {c: [] for c in CHAIN_COLUMNS}
     keep: list[int] = []
     fallbacks: Counter[str] = Counter()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from huggingface_hub import EvalResult, ModelCard
 
+from ..models import accuracy_result
 from ..prompts import PROMPT_VERSION
 from .sarr_state import StageResult
 
@@ -73,15 +74,14 @@ def _eval_results(trainer: "SARRTrainer", final: dict[str, Any], dataset_name: s
         split = "source-holdout" if key.startswith("source") else test_domain
         if final.get(key) is not None and split:
             results.append(
-                EvalResult(
+                accuracy_result(
+                    final[key],
                     task_type="image-classification",
                     dataset_type=dataset_name or "rdmldg/domainbed-reasoning",
                     dataset_name=f"{trainer.benchmark.title} ({what})",
                     dataset_config=trainer.benchmark.name,
                     dataset_split=split,
-                    metric_type="accuracy",
                     metric_name=f"accuracy ({what})",
-                    metric_value=round(final[key], 4),
                 )
             )
     return results
@@ -97,7 +97,8 @@ def sarr_model_card(
     """TRL's model card (``trl.trainer.utils.generate_model_card``) of a SARR run, with its stages appended.
 
     The card names the trainer ``SARR`` and the paper (arXiv 2602.23777), carries the trainer's tags, a
-    ``model-index`` of the final stage's accuracies and a table of every stage's acceptance and accuracies.
+    ``model-index`` of the final stage's accuracies (in percent, as every card of the project) and a table of
+    every stage's acceptance and accuracies.
     """
     from trl.trainer.utils import generate_model_card
 
