@@ -46,11 +46,8 @@ def check_folder_option(option: str, path: str | os.PathLike) -> Path:
     for folder in (absolute, *absolute.parents):
         if folder.exists():
             if not folder.is_dir():
-                where = "" if folder == absolute else f" ({str(folder)!r} is a file)"
-                raise ValueError(
-                    f"{option} {str(path)!r} cannot be a folder{where}: it is a file. "
-                    "Give a folder (it is created if missing)."
-                )
+                problem = "is a file" if folder == absolute else f"cannot be created: {str(folder)!r} is a file"
+                raise ValueError(f"{option} {str(path)!r} {problem}; give a folder (it is created if missing).")
             break
     return absolute
 
@@ -78,5 +75,5 @@ def check_separate_folders(folders: Mapping[str, str | os.PathLike | None]) -> N
                 continue
             raise ValueError(
                 f"{first} {str(given[first])!r} {relation} {second} {str(given[second])!r}; "
-                f"give {first} a folder outside {second} (and {second} one outside {first})."
+                "give them separate folders, neither inside the other."
             )

@@ -37,7 +37,6 @@ __all__ = [
     "load_domain_map",
     "load_exclude_list",
     "resolve_benchmark_folder",
-    "display_name",
 ]
 
 
@@ -86,13 +85,13 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("__")
 
 
-def display_name(name: str) -> str:
+def _display_name(name: str) -> str:
     """``name`` as printable Unicode: bytes of a file name that are not UTF-8 shown escaped (``caf\\xe9.jpg``)."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _is_utf8(name: str) -> bool:
-    return display_name(name) == name
+    return _display_name(name) == name
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -257,7 +256,7 @@ def scan_domainbed(
     seen_domains: dict[str, str] = {}
     for entry in sorted(folder.iterdir()):
         if not entry.is_dir() or _is_hidden(entry.name):
-            result.ignored.append(display_name(entry.name))
+            result.ignored.append(_display_name(entry.name))
             continue
         domain = _domain_of(benchmark, entry.name, domain_map)
         if domain is None:
@@ -301,7 +300,7 @@ def _scan_domain(
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         relative = f"{folder.name}/{entry.name}"
         if _is_hidden(entry.name):
-            result.skipped.append(SkippedFile(display_name(relative), "hidden file"))
+            result.skipped.append(SkippedFile(_display_name(relative), "hidden file"))
             continue
         kind = walk.kind(entry, relative)
         if kind == "file":
@@ -345,7 +344,7 @@ class _FolderWalk:
         self.visited: set[str] = set()
 
     def skip(self, relative: str, reason: str) -> None:
-        self.result.skipped.append(SkippedFile(display_name(relative), reason))
+        self.result.skipped.append(SkippedFile(_display_name(relative), reason))
 
     def followed(self, entry: os.DirEntry) -> bool:
         """Whether a symlink's target lies inside the benchmark (or domain) folder."""
