@@ -241,3 +241,16 @@ def test_a_full_disk_while_storing_teacher_replies_loses_no_stored_reply(tmp_pat
     assert len(stored) == 3 and rerun == clean_requests - 3  # only the requests whose reply was not stored
     clean_rows, rows = built_rows(clean, PACS), built_rows(out, PACS)
     assert rows == clean_rows
+
+
+def test_absolute_paths_in_a_report_are_cut_to_the_folder_names(tmp_path, vlcs_root):
+    from rdmldg_hf.data.build import build_dataset
+
+    sun09 = vlcs_root / "VLCS" / "SUN09"
+    note = {"first_error": f"OSError: cannot read '{sun09}/car/000.png'", "store": [f"{tmp_path}/out.teacher-store"]}
+    build_dataset("vlcs", tmp_path / "out", images=vlcs_root, report={"teacher": note})
+    report = json.loads((tmp_path / "out" / "reports" / "vlcs.json").read_text())
+    assert report["teacher"] == {
+        "first_error": "OSError: cannot read 'VLCS/SUN09/car/000.png'",
+        "store": ["out.teacher-store"],
+    }

@@ -381,7 +381,12 @@ class _FolderWalk:
             self.skip(relative, "folder already scanned through another link (not scanned twice)")
             return
         self.visited.add(real)
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:  # e.g. no permission to list it
+            self.skip(relative, f"unreadable folder ({error.strerror or type(error).__name__})")
+            return
+        for entry in entries:
             image_id = f"{relative}/{entry.name}"
             if not _is_utf8(entry.name):
                 self.skip(image_id, "name is not valid UTF-8 (rename the file to include it)")
