@@ -309,6 +309,7 @@ class FakeHub:
         # storage) it uploads through preupload_lfs_files and create_commit, intercepted above.
         patch.setattr(HfApi, "_validate_yaml", validate_yaml)
         patch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False)
+        patch.setattr(huggingface_hub, "is_offline_mode", lambda: False)  # this Hub is reachable (tests run offline)
         patch.setattr(dataset_dict, "HfFileSystem", lambda **kwargs: None)
         patch.setattr(dataset_dict, "DirFileSystem", repo_filesystem)
         return self

@@ -142,3 +142,73 @@ def test_non_string_chains_are_invalid_not_crashes(tmp_path, values):
     data = {image.image_id: value for image, value in zip(IMAGES, values)}
     result = import_chains(write(tmp_path / "v.json", json.dumps(data)), IMAGES, PACS)
     assert result.accepted == 0 and len(result.invalid) == len(data)
+
+
+WRONG_TYPES = [
+    ({"num_candidates": "many"}, "num_candidates must be a whole number from 0 to 2,147,483,647; got 'many'"),
+    ({"rejection_reasons": 5}, "rejection_reasons must be a list of strings; got 5"),
+    ({"rejection_reasons": "abc"}, "rejection_reasons must be a list of strings; got 'abc'"),
+    ({"num_valid": True}, "num_valid must be a whole number from 0 to 2,147,483,647; got True"),
+    ({"num_correct": -1}, "num_correct must be a whole number from 0 to 2,147,483,647; got -1"),
+    ({"num_candidates": 2**40}, "num_candidates must be a whole number from 0 to 2,147,483,647; got 1099511627776"),
+    ({"source": 7}, "source must be a string; got 7"),
+    ({"prompt_version": "v\ud800"}, "prompt_version must be a string; got 'v\\ud800'"),
+    ({"reasoning": chain("dog") + "\udfff"}, "the chain is not valid Unicode text (a lone surrogate)"),
+]
+
+
+def test_fields_of_the_wrong_type_are_invalid_with_their_line_in_both_formats(tmp_path):
+    entries = [{"reasoning": chain("dog"), **fields} for fields, _ in WRONG_TYPES]
+    lines = [json.dumps({"image_id": "photo/dog/1.jpg", **entry}) for entry in entries]
+    jsonl = write(tmp_path / "c.jsonl", "\n".join(lines))
+    as_object = tmp_path / "c.json"  # one entry per line: {"photo/dog/1.jpg": {...}, "photo/dog/1.jpg": ...}
+    as_object.write_text("{\n" + ",\n".join(f'"photo/dog/1.jpg": {json.dumps(e)}' for e in entries) + "\n}")
+    for path, first_line in ((jsonl, 1), (as_object, 2)):
+        result = import_chains(path, IMAGES, PACS)
+        assert result.accepted == 0 and result.total == len(WRONG_TYPES)
+        ((invalid, problem),) = [(item, item["problems"]) for item in result.invalid]
+        assert invalid["line"] == first_line and problem[0].startswith(WRONG_TYPES[0][1])
+        assert result.duplicates == ["photo/dog/1.jpg"] * (len(WRONG_TYPES) - 1)
+    for index, (fields, message) in enumerate(WRONG_TYPES):
+        single = write(tmp_path / f"one{index}.jsonl", "\n" + lines[index] + "\n")
+        (invalid,) = import_chains(single, IMAGES, PACS).invalid
+        assert invalid["line"] == 2 and invalid["problems"][0].startswith(message), invalid
+
+
+def test_a_key_given_twice_is_a_duplicate_in_a_json_object_as_in_jsonl(tmp_path):
+    jsonl = write(
+        tmp_path / "c.jsonl",
+        "\n".join(json.dumps({"image_id": "photo/dog/1.jpg", "reasoning": chain(c)}) for c in ("dog", "horse")),
+    )
+    as_object = write(
+        tmp_path / "c.json",
+        '{\n  "photo/dog/1.jpg": %s,\n  "photo/dog/1.jpg": %s\n}'
+        % (json.dumps(chain("dog")), json.dumps(chain("horse"))),
+    )
+    reports = []
+    for path in (jsonl, as_object):
+        result = import_chains(path, IMAGES, PACS)
+        assert result.records["photo/dog/1.jpg"].reasoning == chain("dog")  # the first one, in both formats
+        reports.append({**result.to_dict(), "path": None})
+    assert reports[0] == reports[1] and reports[0]["duplicates"] == ["photo/dog/1.jpg"]
+    twice = write(tmp_path / "twice.jsonl", '{"image_id": "photo/dog/1.jpg", "reasoning": "a", "reasoning": "b"}')
+    with pytest.raises(ValueError, match="twice.jsonl' line 1: the key 'reasoning' appears twice"):
+        read_chain_file(twice)
+
+
+def test_deep_nesting_surrogates_in_ids_and_unreadable_files_name_the_file_and_line(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    for name, text in (
+        ("deep.jsonl", '{"image_id": "a", "reasoning": "x"}\n{"image_id": "b", "reasoning": %s}\n' % deep),
+        ("deep.json", '{"a": "x",\n"b": %s\n}' % deep),
+    ):
+        with pytest.raises(ValueError, match=rf"{name}' line 2: nested too deeply"):
+            read_chain_file(write(tmp_path / name, text))
+    with pytest.raises(ValueError, match="line 1: expected a non-empty string image_id"):
+        read_chain_file(write(tmp_path / "id.jsonl", '{"image_id": "photo/dog/\\udc80.jpg", "reasoning": "x"}'))
+    with pytest.raises(ValueError, match="is a folder; give a JSON or JSONL file"):
+        read_chain_file(tmp_path)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"photo/dog/1.jpg": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.json' is not UTF-8 text \(byte b'\\xe9' at offset 24\)"):
+        read_chain_file(latin1)

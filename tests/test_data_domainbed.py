@@ -1,6 +1,12 @@
 """Scanning DomainBed folders: both root forms, messy files, class maps, clear errors."""
 
+import contextlib
 import json
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +142,92 @@ def test_domain_folders_with_spaces_become_split_names(tmp_path):
     result = scan_domainbed(officehome, tmp_path)
     assert result.counts() == {"art": 1, "clipart": 1, "product": 1, "real_world": 1}
     assert any(i.image_id == "Real World/Alarm_Clock/000.png" for i in result.images)
+
+
+def scan_within(seconds, *args, **kwargs):
+    """``scan_domainbed(*args, **kwargs)``, failing (not hanging) if it takes longer than ``seconds``;
+    a FIFO a hung scan is blocked on is opened for writing, which releases it."""
+    outcome = {}
+
+    def scan():
+        try:
+            outcome["result"] = scan_domainbed(*args, **kwargs)
+        except Exception as error:  # re-raised below, in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=scan, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    hung = thread.is_alive()
+    for fifo in Path(args[1]).rglob("*.png"):
+        if stat.S_ISFIFO(fifo.lstat().st_mode):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    thread.join(10)
+    assert not hung, f"the scan did not finish within {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_a_fifo_named_like_an_image_is_skipped_unopened(pacs_root):
+    os.mkfifo(pacs_root / "PACS" / "photo" / "dog" / "camera.png")
+    os.mkfifo(pacs_root / "PACS" / "photo" / "stream.png")  # beside the class folders
+    result = scan_within(30, PACS, pacs_root)
+    reasons = {item.path: item.reason for item in result.skipped}
+    assert reasons == {
+        "photo/dog/camera.png": "not a regular file (FIFO)",
+        "photo/stream.png": "not a regular file (FIFO)",
+    }
+    assert result.counts()["photo"] == 4
+
+
+def test_symlinks_are_followed_only_inside_the_benchmark_folder(pacs_root, tmp_path):
+    outside = tmp_path / "private"
+    outside.mkdir()
+    shutil.copy(pacs_root / "PACS" / "photo" / "dog" / "000.png", outside / "holiday.png")
+    (outside / "more").mkdir()
+    shutil.copy(outside / "holiday.png", outside / "more" / "family.png")
+    dog = pacs_root / "PACS" / "photo" / "dog"
+    (dog / "holiday.png").symlink_to(outside / "holiday.png")
+    (dog / "albums").symlink_to(outside / "more")
+    (pacs_root / "PACS" / "cartoon" / "elephant").symlink_to(outside / "more")  # a class folder outside
+    (dog / "same.png").symlink_to(Path("..") / ".." / "sketch" / "dog" / "000.png")  # inside: followed
+    (dog / "sketches").symlink_to(pacs_root / "PACS" / "sketch" / "dog")  # inside: followed
+    (dog / "gone.png").symlink_to(dog / "deleted.png")
+    (dog / "loop.png").symlink_to(dog / "loop.png")
+    (dog / "up").symlink_to(dog.parent)  # a loop back up: scanned once
+    result = scan_within(30, PACS, pacs_root)
+    reasons = {item.path: item.reason for item in result.skipped}
+    assert reasons == {
+        "photo/dog/holiday.png": "symlink to a file outside the benchmark folder (not followed)",
+        "photo/dog/albums": "symlink to a folder outside the benchmark folder (not followed)",
+        "cartoon/elephant": "symlink to a folder outside the benchmark folder (not followed)",
+        "photo/dog/gone.png": "broken symlink (No such file or directory)",
+        "photo/dog/loop.png": "broken symlink (Too many levels of symbolic links)",
+        "photo/dog/up": "folder already scanned through another link (not scanned twice)",
+    }
+    photo_dogs = [image.image_id for image in result.images if image.domain == "photo" and image.label == 0]
+    assert photo_dogs == [
+        "photo/dog/000.png",
+        "photo/dog/001.jpg",
+        "photo/dog/same.png",
+        "photo/dog/sketches/000.png",
+        "photo/dog/sketches/001.jpg",
+    ]
+    assert not any(str(outside) in os.path.realpath(image.path) for image in result.images)
+
+
+def test_names_that_are_not_utf8_are_skipped_and_shown_escaped(pacs_root):
+    dog = os.fsencode(pacs_root / "PACS" / "photo" / "dog")
+    shutil.copy(os.path.join(dog, b"000.png"), os.path.join(dog, b"caf\xe9.png"))
+    os.mkdir(os.path.join(dog, b"\xff\xfe"))
+    shutil.copy(os.path.join(dog, b"000.png"), os.path.join(dog, b"\xff\xfe", b"inside.png"))
+    result = scan_within(30, PACS, pacs_root)
+    reasons = {item.path: item.reason for item in result.skipped}
+    assert reasons == {
+        "photo/dog/caf\\xe9.png": "name is not valid UTF-8 (rename the file to include it)",
+        "photo/dog/\\xff\\xfe": "name is not valid UTF-8 (rename the file to include it)",
+    }
+    assert all(image.image_id.encode("utf-8") for image in result.images)
+    assert result.counts()["photo"] == 4

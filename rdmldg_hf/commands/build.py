@@ -8,6 +8,10 @@ rdmldg build ... --push-to-hub ORG/NAME [--private]
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from ..benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
@@ -83,11 +87,15 @@ def run(args: argparse.Namespace) -> int:
     """Build (and optionally push) one benchmark; prints the summary.
 
     The whole build (teacher included) holds the output folder's lock: a second build of the
-    same ``--out`` stops at once, naming this one's process id.
+    same ``--out`` stops at once, naming this one's process id. A full disk stops it with the
+    folder to free (a rerun then loses nothing).
     """
+    from datasets.exceptions import DatasetGenerationError
+
     from ..locking import FolderBusyError, FolderLock
     from . import CommandError
 
+    _check_arguments(args)
     stops: tuple[type[Exception], ...] = (FolderBusyError,)
     if args.teacher:
         from ..teacher.retry import TeacherConfigError
@@ -98,6 +106,90 @@ def run(args: argparse.Namespace) -> int:
             return _build(args)
     except stops as error:
         raise CommandError(str(error)) from None
+    except (OSError, DatasetGenerationError) as error:
+        full = _disk_full(error)
+        if full is None:
+            raise
+        raise CommandError(_disk_full_message(full, args)) from error
+
+
+def _store_root(args: argparse.Namespace) -> Path | None:
+    """The teacher store's folder of a build with a teacher (None without one)."""
+    if not args.teacher:
+        return None
+    return Path(args.teacher_store) if args.teacher_store else teacher_arguments.default_store_root(args.out)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read, written or sent, the options a build would fail on later.
+
+    Raises:
+        ValueError: a folder option that is a file, folders inside one another, sampling values out of range,
+            a bad ``--push-to-hub`` repo id or ``--private`` without it.
+        CommandError: ``--push-to-hub`` while huggingface_hub is offline.
+    """
+    from ..data.build_paths import check_folder_option, check_separate_folders
+
+    check_folder_option("--out", args.out)
+    store = _store_root(args)
+    if store is not None:
+        check_folder_option("--teacher-store", store)
+    images = None
+    if args.images:  # the benchmark folder scanned: a data root may hold --out beside it
+        from ..data.domainbed import load_domain_map, resolve_benchmark_folder
+
+        domain_map = load_domain_map(args.domain_map) if args.domain_map else None
+        images = resolve_benchmark_folder(args.benchmark, args.images, domain_map)
+    check_separate_folders({"--out": args.out, "--images": images, "--teacher-store": store})
+    if args.teacher:
+        teacher_arguments.settings_from_args(args)  # sampling values are checked here, not after the scan
+    if args.private and not args.push_to_hub:
+        raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
+    if args.push_to_hub:
+        import huggingface_hub
+
+        from ..data.hub_layout import check_repo_id
+        from . import hub_offline_error
+
+        check_repo_id(args.push_to_hub)
+        if huggingface_hub.is_offline_mode():
+            raise hub_offline_error("--push-to-hub")
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The "no space left on device" (or "quota exceeded") error behind ``error``, following its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _DISK_FULL:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _disk_full_message(error: OSError, args: argparse.Namespace) -> str:
+    """Which folder is full (with the free space where the build writes) and why a rerun loses nothing."""
+    from tqdm import tqdm
+
+    out = Path(args.out).absolute()
+    store = _store_root(args)
+    folders = [out.parent, *([store.absolute()] if store is not None else [])]
+    if error.filename:
+        folders = [Path(os.fsdecode(error.filename)).absolute().parent]
+    free = []
+    for folder in folders:
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        free.append(f"{tqdm.format_sizeof(shutil.disk_usage(existing).free, 'B', 1024)} free in {folder}")
+    kept = f"the replies already received stay in the teacher store {store}, only missing requests are sent; "
+    return (
+        f"No space left on device while writing in {' or '.join(map(str, folders))} ({', '.join(free)}). "
+        "Free some space there and run the same command again: nothing is lost ("
+        f"{kept if store is not None else ''}the dataset folder {out} is only replaced by a complete build)."
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -105,13 +197,9 @@ def _build(args: argparse.Namespace) -> int:
 
     from ..benchmarks import get_benchmark
     from ..data.build import build_dataset
-    from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
+    from ..data.hub_layout import DEFAULT_REPO_ID
 
     benchmark = get_benchmark(args.benchmark)
-    if args.private and not args.push_to_hub:
-        raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
-    if args.push_to_hub:
-        check_repo_id(args.push_to_hub)
     if args.max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = args.max_pixels  # PIL's own limit follows, so a raised limit is honoured
     images: Any = args.images

@@ -23,8 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import huggingface_hub
+
     from ..data.hub_layout import DEFAULT_REPO_ID
     from ..evaluation.sharing import push_adapter
+    from . import hub_offline_error
+
+    if huggingface_hub.is_offline_mode():
+        raise hub_offline_error("rdmldg push")
 
     url = push_adapter(
         args.adapter,

@@ -18,12 +18,20 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from datasets import Dataset
 
 from ..benchmarks import Benchmark, get_benchmark
+from .build_paths import check_folder_option, check_separate_folders
 from .chain_import import ChainImport, import_chains
 from .domainbed import ScanResult, SkippedFile, load_class_map, load_domain_map, load_exclude_list, scan_domainbed
 from .hub_layout import DEFAULT_REPO_ID, ConfigSummary, write_config
 from .schema import ChainRecord, SourceImage, dataset_features
 
-__all__ = ["BuildSummary", "build_dataset", "build_embedded_once", "resolve_images", "source_rows"]
+__all__ = [
+    "BuildSummary",
+    "build_dataset",
+    "build_embedded_once",
+    "resolve_images",
+    "source_rows",
+    "without_local_paths",
+]
 
 # Rows per Arrow record batch while streaming images into the cache (bounds memory).
 _WRITER_BATCH_SIZE = 100
@@ -167,6 +175,27 @@ def resolve_images(
     return ScanResult(images=list(images), root="<given>")
 
 
+def without_local_paths(value: Any, folders: Iterable[str | os.PathLike]) -> Any:
+    """``value`` (a report: nested dicts, lists, strings) with the location of each folder (its parent's
+    absolute path, as given and resolved) cut from its strings: ``/home/me/data/PACS/x.jpg`` -> ``PACS/x.jpg``."""
+    parents = {Path(folder).absolute().parent for folder in folders}
+    locations = {str(parent) for parent in parents} | {os.path.realpath(parent) for parent in parents}
+    prefixes = sorted((location + os.sep for location in locations if location != os.sep), key=len, reverse=True)
+
+    def cut(item: Any) -> Any:
+        if isinstance(item, str):
+            for prefix in prefixes:
+                item = item.replace(prefix, "")
+            return item
+        if isinstance(item, Mapping):
+            return {key: cut(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [cut(inner) for inner in item]
+        return item
+
+    return cut(value)
+
+
 def build_dataset(
     benchmark: Benchmark | str,
     out_dir: str | os.PathLike,
@@ -200,12 +229,20 @@ def build_dataset(
         report: extra JSON-serialisable entries for ``reports/<config>.json`` (e.g. a teacher summary).
         exclude: image paths relative to the benchmark folder (or a file of them) to leave out.
         max_pixels: images with more pixels are skipped unread (default PIL's ``Image.MAX_IMAGE_PIXELS``).
+
+    Raises:
+        ValueError: ``out_dir`` is a file, or it is, holds or lies inside the benchmark folder of ``images``
+            (beside it in a DomainBed data root is fine); a bad folder, chains file or map (naming it).
     """
     benchmark = get_benchmark(benchmark)
+    check_folder_option("--out", out_dir)
     scan = resolve_images(benchmark, images, class_map, domain_map, exclude=exclude, max_pixels=max_pixels)
+    scanned = [scan.root] if os.path.isdir(scan.root) else []  # the benchmark folder, when a folder was given
+    if scanned:
+        check_separate_folders({"--out": out_dir, "--images": scan.root})
     build_report: dict[str, Any] = {
         **dict(report or {}),
-        "images_root": Path(scan.root).name if os.path.isabs(scan.root) else scan.root,
+        "images_root": Path(scan.root).name,
         "skipped": [item.to_dict() for item in scan.skipped],
         "ignored": list(scan.ignored),
         "excluded": scan.excluded,
@@ -235,7 +272,7 @@ def build_dataset(
             config_name or benchmark.name,
             splits,
             benchmark,
-            report=build_report,
+            report=without_local_paths(build_report, [out_dir, *scanned]),
             max_shard_size=max_shard_size,
             repo_id=repo_id,
         )

@@ -5,19 +5,27 @@ DomainBed data root (then the registry's folder name, e.g. ``office_home``, is u
 Real folders are messy: files beside the domain folders are ignored, unreadable or
 non-image files are skipped with a reason, unknown domain or class folders are errors
 that name the folder and what is expected.
+
+Below a domain folder only regular files are opened (a FIFO or device named like an image
+would block ``open()``), a symlink is followed only when it points inside the benchmark
+folder (or the domain folder's own location), a folder reached twice is scanned once, and a
+name that is not valid UTF-8 is skipped (a dataset's strings must be Unicode); each of these is
+reported with its reason, the name shown with its undecodable bytes escaped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from PIL import UnidentifiedImageError
 
 from ..benchmarks import Benchmark, get_benchmark, normalize_name
+from .build_paths import read_option_file
 from .pixel_limit import OversizedImageError, open_image
 from .schema import SourceImage
 
@@ -77,6 +85,15 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.startswith("__")
 
 
+def _display_name(name: str) -> str:
+    """``name`` as printable Unicode: bytes of a file name that are not UTF-8 shown escaped (``caf\\xe9.jpg``)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    return _display_name(name) == name
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
 
@@ -113,13 +130,9 @@ def resolve_benchmark_folder(
 
 
 def _load_name_map(path: str | os.PathLike, option: str, target: str) -> dict[str, str]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"{option} {str(path)!r} does not exist; give a JSON file mapping folder name -> {target}."
-        )
+    text = read_option_file(option, path, f"a JSON file mapping folder name -> {target}")
     try:
-        mapping = json.loads(file.read_text(encoding="utf-8"))
+        mapping = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{option} {str(path)!r}: invalid JSON at line {error.lineno}: {error.msg}.") from None
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
@@ -174,16 +187,16 @@ def load_exclude_list(path: str | os.PathLike) -> list[str]:
     ``./`` are accepted (DomainBed's ``domain_net_duplicates.txt`` reads as it is).
 
     Raises:
-        FileNotFoundError: naming the file.
+        FileNotFoundError: the file does not exist.
+        ValueError: it is a folder or not UTF-8 text (naming it).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"--exclude {str(path)!r} does not exist; give a text file of image paths relative to the "
-            "benchmark folder (<domain>/<class>/<file>), one per line."
-        )
+    text = read_option_file(
+        "--exclude",
+        path,
+        "a text file of image paths relative to the benchmark folder (<domain>/<class>/<file>), one per line",
+    )
     entries = []
-    for line in file.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         entry = line.strip().replace("\\", "/")
         if entry and not entry.startswith("#"):
             entries.append(entry[2:] if entry.startswith("./") else entry)
@@ -201,7 +214,8 @@ def _check_image(path: Path, max_pixels: int | None = None) -> str | None:
     except UnidentifiedImageError:
         return "not an image file"
     except (OSError, SyntaxError, ValueError) as error:
-        return f"unreadable image ({type(error).__name__}: {str(error)[:80]})"
+        detail = error.strerror if isinstance(error, OSError) and error.filename else str(error)  # no local path
+        return f"unreadable image ({type(error).__name__}: {str(detail)[:80]})"
     return None
 
 
@@ -242,7 +256,7 @@ def scan_domainbed(
     seen_domains: dict[str, str] = {}
     for entry in sorted(folder.iterdir()):
         if not entry.is_dir() or _is_hidden(entry.name):
-            result.ignored.append(entry.name)
+            result.ignored.append(_display_name(entry.name))
             continue
         domain = _domain_of(benchmark, entry.name, domain_map)
         if domain is None:
@@ -282,28 +296,106 @@ def _scan_domain(
     """Add the images of one domain folder to ``result`` (marking the ``exclude`` entries met); the number added."""
     count = 0
     base = folder.parent
-    for entry in sorted(folder.iterdir()):
-        relative = entry.relative_to(base).as_posix()
+    walk = _FolderWalk(result, inside=(base.resolve(), folder.resolve()))
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        relative = f"{folder.name}/{entry.name}"
         if _is_hidden(entry.name):
-            result.skipped.append(SkippedFile(relative, "hidden file"))
+            result.skipped.append(SkippedFile(_display_name(relative), "hidden file"))
             continue
-        if not entry.is_dir():
-            result.skipped.append(SkippedFile(relative, "file beside the class folders (not in a class folder)"))
+        kind = walk.kind(entry, relative)
+        if kind == "file":
+            walk.skip(relative, "file beside the class folders (not in a class folder)")
+        if kind != "folder":
             continue
         label = class_of(entry.name, f"{folder.name}/")
-        for path in sorted(p for p in entry.rglob("*") if not p.is_dir()):
-            image_id = path.relative_to(base).as_posix()
-            if any(_is_hidden(part) for part in path.relative_to(entry).parts):
-                result.skipped.append(SkippedFile(image_id, "hidden file"))
-                continue
+        for path, image_id in walk.class_files(entry.path, relative):
             if image_id in exclude:
                 exclude[image_id] = True
                 result.excluded += 1
                 continue
-            reason = _check_image(path, max_pixels) if verify else None
+            reason = _check_image(Path(path), max_pixels) if verify else None
             if reason is not None:
                 result.skipped.append(SkippedFile(image_id, reason))
                 continue
-            result.images.append(SourceImage(image_id=image_id, domain=domain, label=label, path=str(path)))
+            result.images.append(SourceImage(image_id=image_id, domain=domain, label=label, path=path))
             count += 1
     return count
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+class _FolderWalk:
+    """The regular files under the class folders of one domain; every other entry is skipped with its reason.
+
+    A symlink is followed only when its target lies inside one of the folders ``inside`` (the benchmark
+    folder and the domain folder, resolved); within a class folder, a folder reached twice (a symlink
+    loop, a second link, a link to the domain folder) is scanned once.
+    """
+
+    def __init__(self, result: ScanResult, inside: tuple[Path, ...]):
+        self.result = result
+        self.inside = inside
+        self.visited: set[str] = set()
+
+    def skip(self, relative: str, reason: str) -> None:
+        self.result.skipped.append(SkippedFile(_display_name(relative), reason))
+
+    def followed(self, entry: os.DirEntry) -> bool:
+        """Whether a symlink's target lies inside the benchmark (or domain) folder."""
+        target = Path(os.path.realpath(entry.path))
+        return any(target.is_relative_to(folder) for folder in self.inside)
+
+    def kind(self, entry: os.DirEntry, relative: str) -> str:
+        """``"folder"``, ``"file"`` (regular) or ``"skipped"`` (reported here, with its reason)."""
+        if entry.is_symlink() and not self.followed(entry):
+            what = "folder" if entry.is_dir() else "file"
+            self.skip(relative, f"symlink to a {what} outside the benchmark folder (not followed)")
+            return "skipped"
+        try:
+            mode = entry.stat().st_mode
+        except OSError as error:  # a broken symlink, a symlink loop
+            what = "broken symlink" if entry.is_symlink() else "unreadable"
+            self.skip(relative, f"{what} ({error.strerror or type(error).__name__})")
+            return "skipped"
+        if stat.S_ISDIR(mode):
+            return "folder"
+        if stat.S_ISREG(mode):
+            return "file"
+        self.skip(relative, f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(mode), 'special file')})")
+        return "skipped"
+
+    def class_files(self, folder: str, relative: str) -> Iterator[tuple[str, str]]:
+        """(path, image id) of the regular files under a class folder, in sorted order (``relative``: its id)."""
+        self.visited = {str(path) for path in self.inside}  # a link back up is not followed either
+        yield from self._files(folder, relative)
+
+    def _files(self, folder: str, relative: str) -> Iterator[tuple[str, str]]:
+        real = os.path.realpath(folder)
+        if real in self.visited:
+            self.skip(relative, "folder already scanned through another link (not scanned twice)")
+            return
+        self.visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:  # e.g. no permission to list it
+            self.skip(relative, f"unreadable folder ({error.strerror or type(error).__name__})")
+            return
+        for entry in entries:
+            image_id = f"{relative}/{entry.name}"
+            if not _is_utf8(entry.name):
+                self.skip(image_id, "name is not valid UTF-8 (rename the file to include it)")
+                continue
+            if _is_hidden(entry.name):
+                self.skip(image_id, "hidden folder (not scanned)" if entry.is_dir() else "hidden file")
+                continue
+            kind = self.kind(entry, image_id)
+            if kind == "folder":
+                yield from self._files(entry.path, image_id)
+            elif kind == "file":
+                yield entry.path, image_id

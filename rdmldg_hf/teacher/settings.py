@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +53,14 @@ class SamplingSettings:
     reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 2):
+            raise ValueError(
+                f"--temperature must be a number from 0 to 2 (the OpenAI API's range); got {self.temperature}."
+            )
+        if self.top_p is not None and not (math.isfinite(self.top_p) and 0 <= self.top_p <= 1):
+            raise ValueError(f"--top-p must be a number from 0 to 1; got {self.top_p}.")
+        if not 1 <= self.image_quality <= 100:
+            raise ValueError(f"--image-quality must be from 1 to 100; got {self.image_quality}.")
         if self.candidates < 1:
             raise ValueError(f"--candidates must be at least 1; got {self.candidates}.")
         if self.max_tokens < 1:
