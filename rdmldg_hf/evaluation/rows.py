@@ -49,11 +49,31 @@ def check_same_benchmark(trained_on: str | None, dataset_benchmark: Benchmark, w
 
 
 def score_predictions(predictions: Predictions, rows: Dataset) -> dict[str, Any]:
-    """The ``evaluate`` metric of predictions on rows, plus unreadable images per domain."""
-    metrics = compute_dg_metrics(predictions.indices, rows["label"], rows["domain"])
-    domains = rows["domain"]
+    """The ``evaluate`` metric of predictions on rows, plus unreadable images per domain.
+
+    Images whose API request failed (``predictions.failed``) have no answer: they are left out of
+    every accuracy and counted in ``failed`` / ``failed_per_domain``.
+
+    Raises:
+        ValueError: when every image's request failed (nothing to score).
+    """
+    domains, labels = list(rows["domain"]), list(rows["label"])
+    scored = [i for i in range(len(predictions.indices)) if i not in predictions.failed]
+    if not scored:
+        raise ValueError(
+            f"All {len(predictions.indices)} requests failed after all their retries (e.g. "
+            f"{next(iter(predictions.failed.values()), '')}); nothing to score. Check the server, then rerun: "
+            "the replies are kept in the store, so only the missing requests are sent."
+        )
+    metrics = compute_dg_metrics(
+        [predictions.indices[i] for i in scored], [labels[i] for i in scored], [domains[i] for i in scored]
+    )
     metrics["unreadable_per_domain"] = dict(Counter(domains[i] for i in predictions.unreadable))
     metrics["unreadable"] = len(predictions.unreadable)
+    if predictions.failed:
+        metrics["failed_per_domain"] = dict(Counter(domains[i] for i in predictions.failed))
+        metrics["failed"] = len(predictions.failed)
+        metrics["first_failure"] = next(iter(predictions.failed.values()))
     return metrics
 
 
