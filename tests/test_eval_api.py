@@ -144,8 +144,9 @@ def test_eval_api_leaves_failed_requests_out_of_the_accuracy_and_exits_nonzero(p
     assert all(line["correct"] is True and "request_failed" not in line for line in lines if line["label"] == 1)
 
 
-def test_eval_api_takes_the_teachers_timeout_and_stops_on_a_silent_server(pacs_folder, capsys):
+def test_eval_api_takes_the_teachers_timeout_and_stops_on_a_silent_server(pacs_folder, tmp_path, capsys):
     options = ("--timeout", "1", "--max-retries", "0", "--concurrency", "1", "--stop-after-failures", "2")
+    options += ("--store", str(tmp_path / "store"))
     with LoopbackServer(right_or_down, delay=3600) as server:  # never answers in time
         assert run_bounded(eval_arguments(pacs_folder, server.base_url, *options, "--no-progress")) == 2
         assert server.count == 2
