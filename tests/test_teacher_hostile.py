@@ -200,9 +200,16 @@ def test_redact_replaces_known_secrets_and_masks_key_shaped_text():
     assert redact("a short sk-1 and skill-based bearer text", ["x"]) == "a short sk-1 and skill-based bearer text"
 
 
-@pytest.mark.parametrize("value", ["nan", "inf"])
-def test_a_bad_timeout_is_refused_with_the_flag(tmp_path, capsys, value):
-    arguments = pacs_build_arguments(tmp_path / "PACS", tmp_path / "out", "http://127.0.0.1:9/v1", "--timeout", value)
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (("--timeout", "nan"), "--timeout must be a positive, finite number of seconds; got nan"),
+        (("--timeout", "inf"), "--timeout must be a positive, finite number of seconds; got inf"),
+        (("--backoff-base", "nan"), "(--max-retries, --backoff-base, --backoff-max) must be non-negative finite"),
+        (("--stop-after-failures", "-1"), "--stop-after-failures must be 0 (never stop) or more; got -1"),
+    ],
+)
+def test_bad_request_options_are_refused_naming_the_flag(tmp_path, capsys, option, message):
     write_images(tmp_path / "PACS", PACS, 4, classes=1)
-    assert main(arguments) == 2
-    assert "--timeout must be a positive number of seconds" in capsys.readouterr().err
+    assert main(pacs_build_arguments(tmp_path / "PACS", tmp_path / "out", "http://127.0.0.1:9/v1", *option)) == 2
+    assert message in capsys.readouterr().err

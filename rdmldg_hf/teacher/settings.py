@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -85,9 +86,11 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or not 0 <= self.jitter <= 1:
+        delays = (self.base_delay, self.max_delay, self.max_retry_after)
+        if self.max_retries < 0 or not all(0 <= delay < math.inf for delay in delays) or not 0 <= self.jitter <= 1:
             raise ValueError(
-                "Retry settings must be non-negative and jitter within [0, 1]; "
+                "Retry settings (--max-retries, --backoff-base, --backoff-max) must be non-negative finite numbers "
+                "and jitter within [0, 1]; "
                 f"got max_retries={self.max_retries}, base_delay={self.base_delay}, "
                 f"max_delay={self.max_delay}, jitter={self.jitter}."
             )
@@ -135,8 +138,8 @@ class TeacherSettings:
             raise ValueError(f"--concurrency must be at least 1; got {self.concurrency}.")
         if self.max_rounds < 0:
             raise ValueError(f"--max-rounds must be 0 or more; got {self.max_rounds}.")
-        if not self.timeout > 0 or self.timeout == float("inf"):
-            raise ValueError(f"--timeout must be a positive number of seconds; got {self.timeout}.")
+        if not 0 < self.timeout < math.inf:
+            raise ValueError(f"--timeout must be a positive, finite number of seconds; got {self.timeout}.")
         if self.stop_after_failures < 0:
             raise ValueError(f"--stop-after-failures must be 0 (never stop) or more; got {self.stop_after_failures}.")
         if self.batch_price_factor < 0:

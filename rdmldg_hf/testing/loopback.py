@@ -187,12 +187,16 @@ class LoopbackServer:
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass  # the client closed the connection (or was killed)
+        except asyncio.CancelledError:
+            pass  # the server stops (a slow or trickled answer still on its way)
         finally:
             writer.close()
 
     async def _trickle(self, writer: asyncio.StreamWriter, answer: bytes) -> None:
-        """Send ``answer`` one byte every ``trickle`` seconds."""
+        """Send ``answer`` one byte every ``trickle`` seconds (until the client hangs up)."""
         for start in range(len(answer)):
+            if writer.is_closing():
+                return
             writer.write(answer[start : start + 1])
             await writer.drain()
             self.trickled += 1
