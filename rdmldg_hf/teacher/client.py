@@ -48,11 +48,12 @@ def make_client(settings: TeacherSettings, http_client: Any | None = None) -> op
     """
     api_key = resolve_api_key(settings.api_key_env, settings.base_url)
     forward = http_client if http_client is not None else openai.DefaultAsyncHttpxClient()
+    secrets = known_secrets(api_key if api_key != LOCAL_PLACEHOLDER_KEY else None)
     kwargs: dict[str, Any] = {
         "api_key": api_key,
         "timeout": settings.timeout,
         "max_retries": 0,
-        "http_client": openai.DefaultAsyncHttpxClient(transport=RedactingTransport(forward, known_secrets(api_key))),
+        "http_client": openai.DefaultAsyncHttpxClient(transport=RedactingTransport(forward, secrets)),
     }
     if settings.base_url:
         kwargs["base_url"] = settings.base_url
