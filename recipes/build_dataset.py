@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 
+from rdmldg_hf.commands import CommandError
 from rdmldg_hf.commands import build as build_command
 from rdmldg_hf.recipe_setup import parse_recipe_args
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(build_command.run(parse_args(argv)) or 0)
-    except (ValueError, FileNotFoundError) as error:  # errors a user can act on, as `rdmldg build` prints them
+    except (CommandError, ValueError, FileNotFoundError) as error:  # errors a user can act on, as `rdmldg build`
         print(f"build_dataset.py: error: {error}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -100,6 +101,18 @@ def sigkill_build_when(build_arguments: Sequence[str], reached: Callable[[], boo
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def run_bounded(arguments: Sequence[str], seconds: float = 60) -> int:
+    """``rdmldg <arguments>`` in this process (in a thread); fails if it has not returned after ``seconds``."""
+    from rdmldg_hf.cli import main
+
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(list(arguments))), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"rdmldg {' '.join(map(str, arguments[:2]))} still waiting after {seconds} s"
+    return result[0]
 
 
 def built_rows(out: Path, benchmark: Benchmark) -> dict[str, dict]:

@@ -15,6 +15,7 @@ from rdmldg_hf.teacher.retry import TeacherConfigError
 from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings
 from rdmldg_hf.testing import chat_completion
 from teacher_fakes import (
+    Event,
     RecordedSleep,
     ScriptedTransport,
     chain,
@@ -275,3 +276,61 @@ def test_the_progress_bar_shows_accepted_rejected_retries_tokens_and_cost(tmp_pa
     assert "14/14" in last
     for field in ("accepted=14", "rejected=0", "failed=0", "retries=1", "tokens=", "cost=$"):
         assert field in last, last
+
+
+def completion_with(**changes) -> Event:
+    """A right chat completion (two choices) with parts of it replaced by ``changes``."""
+
+    def event(request: httpx2.Request, body: dict) -> httpx2.Response:
+        right = chain(NAMES[seen(body)[0]])
+        completion = chat_completion([right, right])
+        for where, value in changes.items():
+            if where == "usage":
+                completion["usage"]["prompt_tokens"] = value
+            elif where == "choices":
+                completion["choices"] = value(completion["choices"])
+            else:
+                completion["choices"][0][where] = value
+        return httpx2.Response(200, content=json.dumps(completion).encode())
+
+    return event
+
+
+MALFORMED = {
+    "usage values that are not finite whole numbers": [
+        completion_with(usage="many"),
+        completion_with(usage=float("inf")),
+        completion_with(usage=float("nan")),
+        completion_with(usage=2.5),
+        completion_with(usage=-3),
+        completion_with(usage=True),
+    ],
+    "a choice index that is not a whole number": [completion_with(index="0"), completion_with(index=[1])],
+    "a message that is a string": [completion_with(message="<SUMMARY>")],
+    "content that is not text": [
+        completion_with(message={"role": "assistant", "content": 5}),
+        completion_with(message={"role": "assistant", "content": {"text": "x"}}),
+        completion_with(message={"role": "assistant", "content": [{"type": "text", "text": 7}]}),
+    ],
+    "more choices than n": [completion_with(choices=lambda choices: choices * 2)],
+    "choices that are not objects": [completion_with(choices=lambda choices: [*choices[:1], "b"])],
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_malformed_replies_are_retried_counted_and_never_judge_more_candidates(seven, tmp_path, kind):
+    events = MALFORMED[kind]
+    transport = ScriptedTransport(pixel_teacher(PACS), {0: list(events)})
+    chains = run(seven, transport, tmp_path, max_retries=len(events))
+    record = chains[seven[0].image_id]
+    assert record.reasoning is not None and record.num_candidates == 2  # the reply after them, n=2 judged
+    assert chains.summary["this_run"]["malformed_replies"] == len(events) == chains.summary["this_run"]["retries"]
+    assert transport.requests_for(0) == len(events) + 1
+    chains.close()
+
+    again = ScriptedTransport(pixel_teacher(PACS), {0: list(events)})  # a fresh store, one retry fewer: failed
+    chains = run(seven, again, tmp_path / "fewer", max_retries=len(events) - 1)
+    failed = chains[seven[0].image_id]
+    assert failed.reasoning is None and failed.num_candidates == 0
+    assert "RetriesExhausted: unreadable reply: MalformedReply" in failed.rejection_reasons[-1]
+    assert chains.summary["acceptance"]["failed"] == 1 and chains.summary["acceptance"]["accepted"] == 6

@@ -70,3 +70,15 @@ def test_a_build_from_a_config(tmp_path, capsys):
     summary = json.loads((store / "summary.json").read_text())
     assert summary["acceptance"]["accepted"] == 14 and summary["sampling"]["candidates"] == 2
     assert "28 rows, 14 with a chain" in capsys.readouterr().out
+
+
+def test_a_build_stopped_by_a_dead_server_is_an_error_message(tmp_path, capsys):
+    from rdmldg_hf.testing import Scripted
+
+    write_images(tmp_path / "PACS", PACS, 4, classes=1)
+    with LoopbackServer(lambda body: Scripted(500, {"error": {"message": "down"}})) as server:
+        arguments = ["--benchmark", "pacs", "--images", str(tmp_path / "PACS"), "--out", str(tmp_path / "out")]
+        arguments += ["--teacher", "gpt-4o", "--base-url", server.base_url, "--max-retries", "0"]
+        assert recipe().main([*arguments, "--stop-after-failures", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "build_dataset.py: error: Stopped early: the last 2 teacher requests all failed" in err

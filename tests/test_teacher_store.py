@@ -7,10 +7,13 @@ import json
 import pytest
 
 from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.commands.batches import batch_status
 from rdmldg_hf.teacher import settings as settings_module
+from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.requests import custom_id, parse_custom_id
-from rdmldg_hf.teacher.settings import SamplingSettings, store_key, store_name
+from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings, store_key, store_name
 from rdmldg_hf.teacher.store import Reply, TeacherStore
+from teacher_fakes import ScriptedTransport, pixel_teacher, seen, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -107,3 +110,68 @@ def test_request_ids_name_image_round_and_first_candidate():
     assert parse_custom_id(value) == ("Real World/Alarm_Clock/00001.jpg", 2, 3)
     with pytest.raises(ValueError, match="Not a teacher request id"):
         parse_custom_id("some-other-id")
+
+
+BAD_RECORDS = [
+    ({"kind": "reply"}, "reply record: image_id is None, not an image id"),
+    ({**reply("b").to_json(), "round": "x"}, "reply record: round is 'x', not a whole number of at least 0"),
+    ({**reply("b").to_json(), "n": 0}, "reply record: n is 0, not a whole number of at least 1"),
+    ({**reply("b").to_json(), "usage": {"prompt_tokens": "lots"}}, "usage.prompt_tokens is 'lots'"),
+    ({**reply("b").to_json(), "choices": [{"text": 5}]}, "reply record: a choice's text is a int, not a string"),
+    ({**reply("b").to_json(), "choices": "abc"}, "reply record: choices is not a list of objects"),
+    ({"kind": "batch", "batch_id": "b1"}, "batch record: shard is 'None', not a string"),
+    ({"kind": "batch", "batch_id": "b1", "shard": "s", "custom_ids": 5}, "custom_ids is not a list of request ids"),
+    ({"kind": "batch_done", "batch_id": ["b1"]}, None),  # names no known batch: kept and skipped, as before
+]
+
+
+def test_bad_records_are_skipped_and_reported_by_file_and_line_and_asked_again(tmp_path, caplog):
+    images = write_images(tmp_path / "images", PACS, 2)
+    settings = TeacherSettings(
+        sampling=SamplingSettings(candidates=1, image_max_side=32),
+        retry=RetryPolicy(max_retries=0),
+        base_url="http://teacher.test/v1",
+        max_rounds=0,
+        progress=False,
+    )
+    with TeacherStore.open(tmp_path / "store", PACS, settings.sampling) as store:
+        store.add_reply(reply(images[0].image_id, n=1))
+        path = store.path
+    good = path.read_text()
+    broken_first = {**reply(images[1].image_id, n=1).to_json(), "round": "x"}  # its request is sent again
+    lines = [json.dumps(record) for record, _ in BAD_RECORDS] + [json.dumps(broken_first)]
+    path.write_text(good + "\n".join(lines) + "\n" + good)
+    with TeacherStore.open(tmp_path / "store", PACS, settings.sampling) as store:
+        expected = [f"replies.jsonl line {n}: " for n in (*range(2, 2 + len(BAD_RECORDS) - 1), 11)]
+        assert [line[: len(start)] for line, start in zip(store.skipped, expected)] == expected
+        assert all(why in line for (_, why), line in zip(BAD_RECORDS[:-1], store.skipped))
+        assert store.corrupt_lines == len(store.skipped) == len(BAD_RECORDS)  # the unknown batch_done is no error
+        assert list(store.image_ids()) == [images[0].image_id] and store.totals.replies == 2
+    assert f"Skipping line 3 of {path} (reply record: round is 'x'" in caplog.text
+
+    transport = ScriptedTransport(pixel_teacher(PACS))
+    chains = generate_chains(images, PACS, settings, tmp_path / "store", http_client=transport.client())
+    assert [seen(body)[0] for body in transport.bodies] == [images[1].label]  # only the bad record's image
+    assert chains.summary["store_skipped_lines"][1].startswith("replies.jsonl line 3: reply record: round is 'x'")
+    chains.close()
+
+
+@pytest.mark.parametrize("garbage", [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"model": 5}'])
+def test_a_garbage_settings_file_is_an_error_naming_it(tmp_path, garbage):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        settings_file = store.directory / TeacherStore.SETTINGS
+    settings_file.write_bytes(garbage)
+    with pytest.raises(ValueError, match=f"settings file {settings_file} is unreadable") as error:
+        TeacherStore.open(tmp_path, PACS, SamplingSettings())
+    assert "point --teacher-store elsewhere" in str(error.value)
+    (settings_file.parent / TeacherStore.REPLIES).write_text("")
+    with pytest.raises(ValueError, match=f"settings file {settings_file} is unreadable"):
+        batch_status(tmp_path)
+
+
+def test_a_garbage_request_id_secret_is_an_error_naming_it(tmp_path):
+    with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
+        store.request_id_secret()
+        (store.directory / "request-id-secret").write_text("not hex\n")
+        with pytest.raises(ValueError, match="request-id-secret is not a request id secret"):
+            store.request_id_secret()

@@ -31,7 +31,7 @@ def batch_status(store_root: Path) -> list[dict[str, Any]]:
 
     stores = []
     for folder in sorted(path for path in store_root.iterdir() if (path / TeacherStore.SETTINGS).is_file()):
-        key = json.loads((folder / TeacherStore.SETTINGS).read_text())
+        key = TeacherStore.read_settings(folder)
         if not (folder / TeacherStore.REPLIES).exists():
             continue
         with TeacherStore(folder, key, read_only=True) as store:

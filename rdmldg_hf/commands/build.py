@@ -11,6 +11,7 @@ import argparse
 import errno
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="Also push the folder to this Hub dataset repo.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repo as private (with --push-to-hub).")
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="Push a dataset marked incomplete (teacher requests failed for some images; see the build report) "
+        "all the same. Without it --push-to-hub refuses such a dataset.",
+    )
     teacher_arguments.add_teacher_arguments(parser)
 
 
@@ -88,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     The whole build (teacher included) holds the output folder's lock: a second build of the
     same ``--out`` stops at once, naming this one's process id. A full disk stops it with the
-    folder to free (a rerun then loses nothing).
+    folder to free (a rerun then loses nothing). Returns 1 when teacher requests failed for some
+    images (the dataset is written, marked incomplete).
     """
     from datasets.exceptions import DatasetGenerationError
 
@@ -98,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     stops: tuple[type[Exception], ...] = (FolderBusyError,)
     if args.teacher:
-        from ..teacher.retry import TeacherConfigError
+        from ..teacher.retry import TeacherStopped
 
-        stops += (TeacherConfigError,)  # the server refused the key, model or a request: its message, no traceback
+        # the server refused the key, model or a request, or kept failing: its message, no traceback
+        stops += (TeacherStopped,)
     try:
         with FolderLock(args.out, "rdmldg build"):
             return _build(args)
@@ -145,6 +154,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         teacher_arguments.settings_from_args(args)  # sampling values are checked here, not after the scan
     if args.private and not args.push_to_hub:
         raise ValueError("--private only applies with --push-to-hub ORG/NAME.")
+    if args.allow_incomplete and not args.push_to_hub:
+        raise ValueError("--allow-incomplete only applies with --push-to-hub ORG/NAME.")
     if args.push_to_hub:
         import huggingface_hub
 
@@ -215,6 +226,8 @@ def _build(args: argparse.Namespace) -> int:
         exclude = ()  # applied to the scanned images the teacher and the build share
         chains = teacher_arguments.teacher_chains(args, benchmark, images.images, args.out)
         report["teacher"] = getattr(chains, "summary", None) or {"model": args.teacher}
+        if report["teacher"].get("incomplete"):
+            report["incomplete"] = report["teacher"]["incomplete"]
     summary = build_dataset(
         benchmark,
         args.out,
@@ -230,9 +243,18 @@ def _build(args: argparse.Namespace) -> int:
         exclude=exclude,
     )
     print(summary.format())
+    incomplete = report.get("incomplete")
+    if incomplete:
+        first = incomplete.get("first_error") or "see the failure records of the teacher store"
+        print(
+            f"rdmldg build: the teacher requests of {incomplete['images']:,} images failed (the first error: "
+            f"{first}). The dataset is written, marked incomplete in {summary.config.report_path} and the card; "
+            "rerun the same command to ask for them again: nothing is lost.",
+            file=sys.stderr,
+        )
     if args.push_to_hub:
         from ..data.hub_layout import push_folder
 
-        commit = push_folder(args.out, args.push_to_hub, private=args.private)
+        commit = push_folder(args.out, args.push_to_hub, private=args.private, allow_incomplete=args.allow_incomplete)
         print(f"Pushed {args.out} to https://huggingface.co/datasets/{args.push_to_hub} ({commit}).")
-    return 0
+    return 1 if incomplete else 0

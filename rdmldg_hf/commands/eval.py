@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ PARTS = {"whole": "whole domain", "in": "in part", "out": "out part (validation)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..evaluation.icl import STRATEGIES
     from ..evaluation.predict import MODES
+    from ..teacher.arguments import add_request_arguments
 
     what = parser.add_argument_group("what to evaluate (an adapter, a model, or an API model)")
     what.add_argument(
@@ -44,10 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--api", metavar="MODEL", help="An OpenAI-compatible chat model id (e.g. gpt-4o): zero-shot baseline."
     )
-    what.add_argument("--base-url", help="OpenAI-compatible server for --api (default: the OpenAI API).")
-    what.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Environment variable holding the API key.")
-    what.add_argument("--concurrency", type=int, default=8, help="--api requests in flight at once.")
-    what.add_argument(
+    api = parser.add_argument_group(
+        "--api requests", "How the API model is asked (the same options as `rdmldg build --teacher`)."
+    )
+    add_request_arguments(api)
+    api.add_argument(
         "--store", help="Resumable reply store of --api (default: beside --output, or ./rdmldg-eval-store)."
     )
     data = parser.add_argument_group("data")
@@ -113,6 +116,11 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
         lines.append(
             f"{metrics['unreadable']} images could not be decoded (scored as wrong): "
             f"{metrics['unreadable_per_domain']}"
+        )
+    if metrics.get("failed"):
+        lines.append(
+            f"{metrics['failed']} requests failed after all their retries (left out of the accuracy): "
+            f"{metrics['failed_per_domain']}; the first error: {metrics['first_failure']}"
         )
     return "\n".join(lines)
 
@@ -200,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.classifier import DGClassifier
     from ..evaluation.icl import ICLSettings
     from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
-    from ..evaluation.rows import check_same_benchmark, evaluate_rows, score_predictions, split_unlabeled, undecoded
+    from ..evaluation.rows import check_same_benchmark, evaluate_rows, split_unlabeled, undecoded
     from ..protocol import check_domains, find_benchmark, merge_domains
 
     _check_sources(args)
@@ -223,23 +231,7 @@ def run(args: argparse.Namespace) -> int:
         **about,
     }
     if args.api:
-        from ..evaluation.api import api_settings, predict_api
-
-        store = args.store or (
-            str(Path(args.output).with_suffix("")) + ".api-store" if args.output else "rdmldg-eval-store"
-        )
-        settings = api_settings(
-            args.api,
-            args.base_url,
-            concurrency=args.concurrency,
-            api_key_env=args.api_key_env,
-            max_tokens=args.max_new_tokens or 1024,
-        )
-        predictions = predict_api(
-            rows["image"], rows["label"], rows["domain"], rows["image_id"], benchmark, settings, store
-        )
-        metrics = score_predictions(predictions, rows, unlabeled)
-        record.update(mode="reasoning", icl=None, store=store, metrics=metrics)
+        predictions = _predict_api(args, rows, benchmark, record, unlabeled)
     else:
         if clf is not None:
             model, processor = clf.model, clf.processor
@@ -286,4 +278,41 @@ def run(args: argparse.Namespace) -> int:
             figure = confusion_figure(output.parent, name, labels, predictions.indices, names, title)
             written += [Path(figure.png), Path(figure.data)]
         print("Wrote " + ", ".join(str(path) for path in written))
+    if predictions.failed:
+        print(
+            f"rdmldg eval: {len(predictions.failed)} of {len(predictions.indices)} requests failed after all their "
+            "retries: rerun the same command to ask for them again (the other replies are kept in the store).",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _predict_api(
+    args: argparse.Namespace, rows: Any, benchmark: Any, record: dict[str, Any], unlabeled: dict[str, int]
+) -> Any:
+    """Ask the API model (``--api``) about every row; the store and metrics go into ``record``."""
+    from ..evaluation.api import api_settings, predict_api
+    from ..evaluation.rows import score_predictions
+    from ..teacher.arguments import request_settings
+    from ..teacher.retry import TeacherStopped
+    from . import CommandError
+
+    beside_output = str(Path(args.output).with_suffix("")) + ".api-store" if args.output else None
+    store = args.store or beside_output or "rdmldg-eval-store"
+    settings = api_settings(args.api, max_tokens=args.max_new_tokens or 1024, **request_settings(args))
+    try:
+        predictions = predict_api(
+            rows["image"],
+            rows["label"],
+            rows["domain"],
+            rows["image_id"],
+            benchmark,
+            settings,
+            store,
+            dataset_folder=args.dataset if Path(args.dataset).is_dir() else None,
+        )
+    except TeacherStopped as error:  # the key or model refused, or the server kept failing: its message
+        raise CommandError(str(error)) from None
+    record.update(mode="reasoning", icl=None, store=store, metrics=score_predictions(predictions, rows, unlabeled))
+    return predictions

@@ -5,7 +5,9 @@ parquet shards ``<config>/<split>-00000-of-0000N.parquet`` (image bytes embedded
 README.md whose YAML holds ``configs:`` and ``dataset_info`` (through datasets'
 ``MetadataConfigs`` / ``DatasetInfosDict`` and huggingface_hub's ``DatasetCard``). Each
 split is also a config of its own (``<config>-<split>``, split ``train``) pointing at the
-same files. A build report per config lives in ``reports/<config>.json``.
+same files. A build report per config lives in ``reports/<config>.json``; a build whose teacher
+requests failed for some images marks its report (and the card) ``incomplete``, and
+:func:`push_folder` refuses such a folder unless told to push it anyway.
 
 Every write goes to a staging folder beside the output folder, which replaces the output
 folder only when complete (README last), so an interrupted build never leaves a folder
@@ -53,6 +55,7 @@ __all__ = [
     "write_config",
     "render_card",
     "read_reports",
+    "incomplete_configs",
     "push_folder",
     "check_repo_id",
 ]
@@ -320,6 +323,11 @@ def read_reports(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return reports
 
 
+def incomplete_configs(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Config name -> the ``incomplete`` mark of its build report, for configs built with missing chains."""
+    return {name: report["incomplete"] for name, report in read_reports(folder).items() if report.get("incomplete")}
+
+
 def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
     """Template variables describing one config in the card body."""
     splits = report.get("splits", [])
@@ -349,6 +357,7 @@ def _config_section(name: str, report: Mapping[str, Any]) -> dict[str, Any]:
             else None
         ),
         "report": f"{REPORTS_DIR}/{name}.json",
+        "incomplete": report.get("incomplete"),
         "teacher": report.get("teacher")
         if isinstance(report.get("teacher"), dict) and "acceptance" in report["teacher"]
         else None,
@@ -514,6 +523,7 @@ def push_folder(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload DomainBed-Reasoning",
+    allow_incomplete: bool = False,
 ) -> str:
     """Push a built folder to a Hub dataset repo with ``HfApi.upload_folder``; returns the commit URL.
 
@@ -525,7 +535,8 @@ def push_folder(
 
     Raises:
         FileNotFoundError: the folder holds no README.md (it was not built).
-        ValueError: the repo holds configs the folder lacks (their data would vanish from the card).
+        ValueError: a config of the folder is marked incomplete (and ``allow_incomplete`` is not set);
+            the repo holds configs the folder lacks (their data would vanish from the card).
     """
     from huggingface_hub import HfApi
 
@@ -533,6 +544,14 @@ def push_folder(
     if not (root / datasets_config.REPOCARD_FILENAME).is_file():
         raise FileNotFoundError(f"{str(folder)!r} holds no README.md; build it with `rdmldg build` before pushing.")
     check_repo_id(repo_id)
+    incomplete = incomplete_configs(root)
+    if incomplete and not allow_incomplete:
+        marks = ", ".join(f"{name} ({mark.get('images', '?')} images)" for name, mark in sorted(incomplete.items()))
+        raise ValueError(
+            f"{str(folder)!r} is marked incomplete: teacher requests failed for some images of {marks}, which have "
+            "no chain. Not pushed. Rerun the build to ask for them again (nothing is lost), or pass "
+            "--allow-incomplete to push it as it is."
+        )
     api = HfApi(token=token, library_name="rdmldg_hf")
     repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
     data_dirs = _data_dirs(root)

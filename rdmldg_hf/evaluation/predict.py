@@ -70,6 +70,8 @@ class Predictions:
         texts: the generated text per image (None in ``direct`` mode and for unreadable images).
         probabilities: ``direct`` mode only: class probabilities per image (None where unreadable).
         unreadable: positions of the images that failed to decode.
+        failed: position -> error of the images whose request to an API model failed after all its
+            retries: no answer, so they are left out of the accuracy (and counted beside it).
     """
 
     mode: str
@@ -77,23 +79,32 @@ class Predictions:
     texts: list[str | None]
     probabilities: list[list[float] | None] | None = None
     unreadable: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
 
     @property
     def invalid(self) -> list[int]:
-        """Positions of readable images whose output named no class."""
-        skip = set(self.unreadable)
+        """Positions of readable, answered images whose output named no class."""
+        skip = set(self.unreadable) | set(self.failed)
         return [i for i, index in enumerate(self.indices) if index < 0 and i not in skip]
 
     @property
     def invalid_rate(self) -> float:
-        """Share of readable images with an invalid output."""
-        readable = len(self.indices) - len(self.unreadable)
-        return len(self.invalid) / readable if readable else 0.0
+        """Share of readable, answered images with an invalid output."""
+        answered = len(self.indices) - len(set(self.unreadable) | set(self.failed))
+        return len(self.invalid) / answered if answered else 0.0
 
     def records(self, image_ids: Sequence[str], domains: Sequence[str], labels: Sequence[int]) -> list[dict[str, Any]]:
         """One JSON-ready record per image (see :func:`prediction_records`)."""
         return prediction_records(
-            self.mode, image_ids, domains, labels, self.indices, self.probabilities, self.texts, self.unreadable
+            self.mode,
+            image_ids,
+            domains,
+            labels,
+            self.indices,
+            self.probabilities,
+            self.texts,
+            self.unreadable,
+            self.failed,
         )
 
 
@@ -106,10 +117,12 @@ def prediction_records(
     probabilities: Sequence[Sequence[float] | None] | None = None,
     texts: Sequence[str | None] | None = None,
     unreadable: Iterable[int] = (),
+    failed: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per image: ``image_id``, ``domain``, ``label``, ``mode``, ``prediction`` (-1: invalid or unreadable),
     ``correct``, and the class ``probabilities`` (direct mode), the ``chain`` (reasoning) or the ``answer``
-    (direct-generate); ``unreadable: true`` for images that failed to decode."""
+    (direct-generate); ``unreadable: true`` for images that failed to decode; ``request_failed`` (the error)
+    and ``correct: null`` for images whose API request failed (left out of the accuracy)."""
     if not len(image_ids) == len(domains) == len(labels) == len(indices):
         raise ValueError(
             f"{len(indices)} predictions for {len(image_ids)} image ids, {len(domains)} domains, {len(labels)} labels."
@@ -133,6 +146,8 @@ def prediction_records(
             record[text_key] = texts[i]
         if i in broken:
             record["unreadable"] = True
+        if failed and i in failed:
+            record.update(correct=None, request_failed=failed[i])
         out.append(record)
     return out
 

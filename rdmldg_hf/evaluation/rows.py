@@ -88,12 +88,23 @@ def score_predictions(
 
     Rows without a class (label -1) are left out of the accuracy and counted per domain in
     ``unlabeled_per_domain``, with ``unlabeled`` (images already left out, see :func:`split_unlabeled`).
+    Images whose API request failed (``predictions.failed``) have no answer: they are left out of
+    every accuracy and counted in ``failed`` / ``failed_per_domain``.
+
+    Raises:
+        ValueError: when no image is left to score (every label is -1, or every request failed).
     """
-    labels, domains = rows["label"], rows["domain"]
+    domains, labels = list(rows["domain"]), list(rows["label"])
     left_out = set(_unlabeled(labels))
-    scored = [i for i in range(len(rows)) if i not in left_out]
-    if left_out and not scored:
+    if left_out and len(left_out) == len(rows):
         raise ValueError(f"No image to score: all {len(rows)} have label -1 (no class).")
+    scored = [i for i in range(len(predictions.indices)) if i not in predictions.failed and i not in left_out]
+    if not scored:
+        raise ValueError(
+            f"All {len(predictions.indices)} requests failed after all their retries (e.g. "
+            f"{next(iter(predictions.failed.values()), '')}); nothing to score. Check the server, then rerun: "
+            "the replies are kept in the store, so only the missing requests are sent."
+        )
     metrics = compute_dg_metrics(
         [predictions.indices[i] for i in scored], [labels[i] for i in scored], [domains[i] for i in scored]
     )
@@ -103,6 +114,10 @@ def score_predictions(
     counts.update(domains[i] for i in left_out)
     metrics["unlabeled_per_domain"] = dict(sorted(counts.items()))
     metrics["unlabeled"] = sum(counts.values())
+    if predictions.failed:
+        metrics["failed_per_domain"] = dict(Counter(domains[i] for i in predictions.failed))
+        metrics["failed"] = len(predictions.failed)
+        metrics["first_failure"] = next(iter(predictions.failed.values()))
     return metrics
 
 

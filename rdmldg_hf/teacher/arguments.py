@@ -3,7 +3,9 @@
 :mod:`rdmldg_hf.commands.build` calls :func:`add_teacher_arguments` in its ``add_arguments`` and, when
 ``args.teacher`` is set, :func:`teacher_chains` in its ``run``; the mapping it returns
 fills the dataset's chain columns, and its ``.summary`` belongs in the build summary and
-the card's creation section.
+the card's creation section. How requests reach the server (server, key, concurrency, time
+limits, retries, progress) is a group of its own, :func:`add_request_arguments`, which
+``rdmldg eval --api`` shares.
 """
 
 from __future__ import annotations
@@ -11,13 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..benchmarks import Benchmark, get_benchmark
 from ..data.schema import ChainRecord, SourceImage
 from .settings import IMAGE_DETAILS, IMAGE_FORMATS, REASONING_EFFORTS, RetryPolicy, SamplingSettings, TeacherSettings
 
-__all__ = ["add_teacher_arguments", "teacher_chains", "settings_from_args", "default_store_root"]
+__all__ = [
+    "add_teacher_arguments",
+    "add_request_arguments",
+    "request_settings",
+    "teacher_chains",
+    "settings_from_args",
+    "default_store_root",
+]
 
 STORE_SUFFIX = ".teacher-store"
 
@@ -38,18 +47,9 @@ def _price(value: str) -> tuple[float, float]:
     return prompt, completion
 
 
-def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the teacher's options (a group of its own) to a build parser."""
-    defaults, retry, settings = SamplingSettings(), RetryPolicy(), TeacherSettings()
-    group = parser.add_argument_group(
-        "teacher", "Label-blind chains from an OpenAI-compatible API, rejection-sampled against the label."
-    )
-    group.add_argument(
-        "--teacher",
-        metavar="MODEL",
-        default=None,
-        help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.",
-    )
+def add_request_arguments(group: argparse._ActionsContainer) -> None:
+    """Add how requests reach an OpenAI-compatible server (``rdmldg build --teacher``, ``rdmldg eval --api``)."""
+    retry, settings = RetryPolicy(), TeacherSettings()
     group.add_argument(
         "--base-url",
         default=None,
@@ -59,8 +59,83 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key-env",
         default=settings.api_key_env,
         metavar="VAR",
-        help="Environment variable holding the API key (default %(default)s). The key is never printed or stored.",
+        help="Environment variable holding the API key (default %(default)s). The key is never printed or stored, "
+        "and is redacted from anything the server sends back.",
     )
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=settings.concurrency,
+        help="Requests in flight at once (default %(default)s).",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=settings.timeout,
+        help="Seconds one attempt of a request may take in all: connecting, sending, waiting and reading the "
+        "whole reply (a server trickling its reply is cut off too). A slower attempt is a timeout, retried like "
+        "one (default %(default)s).",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=retry.max_retries,
+        help="Retries of a request on 429/5xx/timeouts/malformed replies before the image is marked failed "
+        "for this run (default %(default)s).",
+    )
+    group.add_argument(
+        "--backoff-base",
+        type=float,
+        default=retry.base_delay,
+        help="First backoff wait in seconds, doubled per retry (default %(default)s).",
+    )
+    group.add_argument(
+        "--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s)."
+    )
+    group.add_argument(
+        "--stop-after-failures",
+        type=int,
+        default=settings.stop_after_failures,
+        metavar="N",
+        help="Stop once N requests in a row have failed after all their retries, with the server's last error "
+        "(default %(default)s; 0: never stop). A dead server costs one round of timeouts, not one per image; "
+        "rerun to continue: nothing is lost.",
+    )
+    group.add_argument(
+        "--no-progress",
+        "--no-teacher-progress",
+        dest="teacher_progress",
+        action="store_false",
+        help="Hide the progress bar of the requests.",
+    )
+
+
+def request_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`TeacherSettings` fields from parsed :func:`add_request_arguments` options."""
+    return {
+        "retry": RetryPolicy(max_retries=args.max_retries, base_delay=args.backoff_base, max_delay=args.backoff_max),
+        "base_url": args.base_url,
+        "api_key_env": args.api_key_env,
+        "timeout": args.timeout,
+        "concurrency": args.concurrency,
+        "stop_after_failures": args.stop_after_failures,
+        "progress": args.teacher_progress,
+    }
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the teacher's options (a group of its own) to a build parser."""
+    defaults, settings = SamplingSettings(), TeacherSettings()
+    group = parser.add_argument_group(
+        "teacher", "Label-blind chains from an OpenAI-compatible API, rejection-sampled against the label."
+    )
+    group.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        default=None,
+        help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.",
+    )
+    add_request_arguments(group)
     group.add_argument(
         "--candidates",
         type=int,
@@ -73,12 +148,6 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=settings.max_rounds,
         help="Further rounds of K candidates for images with no accepted chain (default %(default)s).",
-    )
-    group.add_argument(
-        "--concurrency",
-        type=int,
-        default=settings.concurrency,
-        help="Requests in flight at once (default %(default)s).",
     )
     group.add_argument(
         "--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s)."
@@ -117,25 +186,6 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-detail", choices=IMAGE_DETAILS, default=None, help="OpenAI image detail (not sent by default)."
     )
     group.add_argument(
-        "--timeout", type=float, default=settings.timeout, help="Seconds per request (default %(default)s)."
-    )
-    group.add_argument(
-        "--max-retries",
-        type=int,
-        default=retry.max_retries,
-        help="Retries of a request on 429/5xx/timeouts before the image is marked failed "
-        "for this run (default %(default)s).",
-    )
-    group.add_argument(
-        "--backoff-base",
-        type=float,
-        default=retry.base_delay,
-        help="First backoff wait in seconds, doubled per retry (default %(default)s).",
-    )
-    group.add_argument(
-        "--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s)."
-    )
-    group.add_argument(
         "--teacher-price",
         type=_price,
         default=None,
@@ -147,9 +197,6 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).",
-    )
-    group.add_argument(
-        "--no-teacher-progress", dest="teacher_progress", action="store_false", help="Hide the teacher's progress bar."
     )
     group.add_argument(
         "--mode",
@@ -199,15 +246,10 @@ def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
             image_detail=args.image_detail,
             reasoning_effort=getattr(args, "reasoning_effort", None),
         ),
-        retry=RetryPolicy(max_retries=args.max_retries, base_delay=args.backoff_base, max_delay=args.backoff_max),
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-        concurrency=args.concurrency,
         max_rounds=args.max_rounds,
         price=args.teacher_price,
         batch_price_factor=args.batch_price_factor,
-        progress=args.teacher_progress,
+        **request_settings(args),
     )
 
 

@@ -1,7 +1,9 @@
 """The async ``openai`` client a teacher run talks through.
 
 The API key is read from the environment variable named by the settings, handed to the
-client and nowhere else: it is never logged, printed or written to the store.
+client and nowhere else: it is never logged, printed or written to the store. Every response
+the server sends is redacted before the client reads it (:mod:`rdmldg_hf.teacher.redaction`),
+so that a server echoing the key (or the Hugging Face token) cannot make it stored or printed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import openai
 
+from .redaction import RedactingTransport, known_secrets
 from .settings import TeacherSettings
 
 __all__ = ["resolve_api_key", "make_client", "LOCAL_PLACEHOLDER_KEY"]
@@ -40,15 +43,18 @@ def resolve_api_key(api_key_env: str, base_url: str | None) -> str:
 def make_client(settings: TeacherSettings, http_client: Any | None = None) -> openai.AsyncOpenAI:
     """An ``AsyncOpenAI`` client for the teacher (its own retries off: ours count and wait).
 
-    ``http_client`` replaces the HTTP layer (tests pass one with a mock transport).
+    ``http_client`` replaces the HTTP layer (tests pass one with a mock transport); its responses
+    are redacted like the default one's.
     """
+    api_key = resolve_api_key(settings.api_key_env, settings.base_url)
+    forward = http_client if http_client is not None else openai.DefaultAsyncHttpxClient()
+    secrets = known_secrets(api_key if api_key != LOCAL_PLACEHOLDER_KEY else None)
     kwargs: dict[str, Any] = {
-        "api_key": resolve_api_key(settings.api_key_env, settings.base_url),
+        "api_key": api_key,
         "timeout": settings.timeout,
         "max_retries": 0,
+        "http_client": openai.DefaultAsyncHttpxClient(transport=RedactingTransport(forward, secrets)),
     }
     if settings.base_url:
         kwargs["base_url"] = settings.base_url
-    if http_client is not None:
-        kwargs["http_client"] = http_client
     return openai.AsyncOpenAI(**kwargs)

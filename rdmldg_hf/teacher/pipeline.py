@@ -5,6 +5,11 @@ the store lacks, ``concurrency`` requests at a time, and returns a read-only map
 image id -> :class:`~rdmldg_hf.data.schema.ChainRecord` decided from the store, with the
 run's summary (tokens, cost, acceptance per domain and class) in ``.summary``.
 Images are read, resized and encoded only while their requests are in flight.
+
+Every wait is bounded: one attempt of a request gets ``settings.timeout`` seconds in all,
+a request ``settings.retry.max_retries`` retries, and the run stops (``ServerFailing``) once
+``settings.stop_after_failures`` requests in a row failed after all their retries. Images
+whose requests failed are left undecided (``summary["incomplete"]``); rerunning asks again.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from .client import make_client
 from .images import image_data_url
 from .rejection import Decision, decide
 from .requests import chat_request, custom_id
-from .retry import RetriesExhausted, Transient, call_with_retries
+from .retry import RetriesExhausted, ServerFailing, Transient, call_with_retries
 from .settings import TeacherSettings
-from .store import Reply, TeacherStore
+from .store import MalformedReply, Reply, TeacherStore
 
 __all__ = ["RunCounters", "TeacherRun", "TeacherChains", "generate_chains"]
 
@@ -57,6 +62,8 @@ class RunCounters:
     failed: int = 0
     requests: int = 0
     retries: int = 0
+    malformed_replies: int = 0  # replies of an unexpected shape (each retried like a server error)
+    unfinished: int = 0  # images still missing replies after the run (their requests failed)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -88,6 +95,7 @@ class TeacherRun:
         self.adaptations = ServerAdaptations.load(store.directory)
         self._price = price_for(settings.sampling.model, settings.price)
         self._bar: tqdm | None = None
+        self._failed_in_a_row = 0  # requests given up one after the other, with no reply between them
 
     def decide(self, image: SourceImage, replies: Sequence[Reply] | None = None) -> Decision:
         """The image's state from its stored replies (or ``replies``, when the caller holds them)."""
@@ -102,13 +110,23 @@ class TeacherRun:
         )
 
     async def run(self, images: Sequence[SourceImage]) -> RunCounters:
-        """Process every image with ``concurrency`` workers sharing one iterator."""
+        """Process every image with ``concurrency`` workers sharing one iterator.
+
+        When one worker stops the run (``ServerFailing``, a refused request), the requests still in
+        flight are cancelled: nothing is stored for them, so the next run sends them again.
+        """
         iterator: Iterator[SourceImage] = iter(images)
         self._bar = tqdm(
             total=len(images), unit="img", desc="teacher", disable=not self.settings.progress, dynamic_ncols=True
         )
+        workers = [asyncio.ensure_future(self._worker(iterator)) for _ in range(self.settings.concurrency)]
         try:
-            await asyncio.gather(*(self._worker(iterator) for _ in range(self.settings.concurrency)))
+            await asyncio.gather(*workers)
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
         finally:
             self._bar.close()
         return self.counters
@@ -126,6 +144,7 @@ class TeacherRun:
     def _count(self, image: SourceImage, decision: Decision) -> None:
         counters = self.counters
         counters.done += 1
+        counters.unfinished += not decision.final
         failed = image.image_id in self.failures
         self.stats.add(image.domain, image.label, decision, failed)
         if failed:
@@ -170,17 +189,45 @@ class TeacherRun:
             try:
                 if url is None:
                     url = await self._encode(image)
-                n = 1 if self.single or self.adaptations.single else sampling.candidates - decision.next_start
+            except (OSError, ValueError) as error:  # the image, not the server
+                self._give_up(image.image_id, request_id, error)
+                return decision
+            n = 1 if self.single or self.adaptations.single else sampling.candidates - decision.next_start
+            try:
                 replies.append(await self._request(image.image_id, decision.next_round, decision.next_start, n, url))
-            except (RetriesExhausted, openai.APIStatusError, OSError, ValueError) as error:
-                retries = error.retries if isinstance(error, RetriesExhausted) else 0
-                message = f"{type(error).__name__}: {error}"[:300]
-                self.store.add_failure(image.image_id, request_id, message, retries)
-                self.failures[image.image_id] = message
-                logger.debug("Request %s failed: %s", request_id, message)
+            except (RetriesExhausted, openai.APIStatusError) as error:
+                self._give_up(image.image_id, request_id, error)
+                self._failed_in_a_row += 1
+                self._stop_if_failing()
                 return decision
             decision = self.decide(image, replies)  # the replies just stored, without reading them back
         return decision
+
+    def _give_up(self, image_id: str, request_id: str, error: Exception) -> None:
+        """Record a request given up for this run (the next run asks again)."""
+        retries = error.retries if isinstance(error, RetriesExhausted) else 0
+        message = f"{type(error).__name__}: {error}"[:300]
+        self.store.add_failure(image_id, request_id, message, retries)
+        self.failures[image_id] = message
+        logger.debug("Request %s failed: %s", request_id, message)
+
+    def _stop_if_failing(self) -> None:
+        """Stop the run once ``stop_after_failures`` requests in a row failed after all their retries.
+
+        Raises:
+            ServerFailing: with the server's last error.
+        """
+        limit = self.settings.stop_after_failures
+        if not limit or self._failed_in_a_row < limit:
+            return
+        last = next(reversed(self.failures.values()))
+        raise ServerFailing(
+            f"Stopped early: the last {self._failed_in_a_row} teacher requests all failed after "
+            f"{self.settings.retry.max_retries} retries each (--stop-after-failures {limit}). The server's last "
+            f"error: {last}. Check the server (--base-url), the network and --timeout, then rerun to continue: "
+            f"nothing is lost ({self.store.totals.replies} replies are kept in the store; only the missing "
+            "requests are sent)."
+        )
 
     async def _encode(self, image: SourceImage) -> str:
         """The image as a data URL; large files are decoded in a worker thread so that the
@@ -197,15 +244,34 @@ class TeacherRun:
         logger.debug("Retrying in %.3fs after %s", wait, transient.description)
 
     async def _create(self, body: dict[str, Any]) -> Any:
-        """POST the body as it is and return the reply's JSON.
+        """POST the body as it is and return the reply's JSON, within ``settings.timeout`` seconds in all.
 
         The body is already in wire format (the Batch API sends the same bodies);
         ``chat.completions.create`` would re-walk it and build typed objects, several ms
         per request that a run of thousands of concurrent requests feels. Status errors,
-        timeouts and connection errors still come from the ``openai`` client.
+        timeouts and connection errors still come from the ``openai`` client, whose timeout
+        bounds each read; the total bound here also stops a server trickling its reply.
+
+        Raises:
+            TimeoutError: no complete reply within ``settings.timeout`` seconds.
+            MalformedReply: the reply is not JSON.
         """
-        response = await self.client.post("/chat/completions", body=body, cast_to=_HttpResponse)
-        return response.json()
+        timeout = self.settings.timeout
+        try:
+            response = await asyncio.wait_for(
+                self.client.post("/chat/completions", body=body, cast_to=_HttpResponse), timeout
+            )
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no complete reply within {timeout:g} s (--timeout)") from None
+        try:
+            return response.json()
+        except ValueError as error:
+            raise MalformedReply(f"reply is not JSON: {error}; it begins {response.text[:100]!r}") from None
+
+    def _count_malformed(self, error: MalformedReply) -> None:
+        self.counters.malformed_replies += 1
+        if self.counters.malformed_replies == 1:
+            logger.warning("The teacher server sent a malformed reply (asked again; all are counted): %s", error)
 
     async def _request(self, image_id: str, round_index: int, start: int, n: int, url: str) -> Reply:
         """One request (with retries, and adapted to what the server refuses); its reply is appended
@@ -222,8 +288,12 @@ class TeacherRun:
                 raise refusal(f"a request ({refused[1][:500]})", self.adaptations)
             self.counters.requests += 1
 
-            async def attempt(body: dict[str, Any] = body, n: int = n) -> Reply:  # unreadable bodies are retried
-                return Reply.from_completion(image_id, round_index, start, n, await self._create(body))
+            async def attempt(body: dict[str, Any] = body, n: int = n) -> Reply:  # malformed replies are retried
+                try:
+                    return Reply.from_completion(image_id, round_index, start, n, await self._create(body))
+                except MalformedReply as error:
+                    self._count_malformed(error)
+                    raise
 
             try:
                 reply = await call_with_retries(attempt, self.settings.retry, self.sleep, self._on_retry, self.rng)
@@ -238,6 +308,7 @@ class TeacherRun:
         if 0 < len(reply.texts) < n:
             self._fall_back_to_single(f"returned {len(reply.texts)} of n={n} choices")
         self.store.add_reply(reply)
+        self._failed_in_a_row = 0
         self.counters.prompt_tokens += reply.prompt_tokens
         self.counters.completion_tokens += reply.completion_tokens
         return reply
@@ -288,8 +359,24 @@ class TeacherChains(Mapping):
     def store(self) -> TeacherStore:
         return self._run.store
 
+    @property
+    def failures(self) -> dict[str, str]:
+        """Image id -> the error of its request that failed in this run (its chain is undecided)."""
+        return dict(self._run.failures)
+
     def close(self) -> None:
         self._run.store.close()
+
+
+def _incomplete(run: TeacherRun) -> dict[str, Any] | None:
+    """The mark of a run that left images undecided (their requests failed): None when complete."""
+    if not run.counters.unfinished:
+        return None
+    return {
+        "images": run.counters.unfinished,
+        "first_error": next(iter(run.failures.values()), None),
+        "to_finish": "run the same command again: only the missing requests are sent, nothing is lost",
+    }
 
 
 def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
@@ -307,7 +394,9 @@ def summarize(chains: TeacherChains, seconds: float) -> dict[str, Any]:
         "max_rounds": settings.max_rounds,
         "server_adaptations": list(run.adaptations.notes),  # parameters the server refused, left out or replaced
         "store": store.directory.name,  # no local paths: the summary goes into the published build report
+        "store_skipped_lines": list(store.skipped),  # unreadable or bad records: their requests were sent again
         "acceptance": stats.as_dict(),
+        "incomplete": _incomplete(run),
         "requests": totals.replies,
         "models_seen": sorted(totals.models),
         "tokens": {

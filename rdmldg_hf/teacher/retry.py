@@ -21,7 +21,9 @@ from .settings import RetryPolicy
 __all__ = [
     "Transient",
     "RetriesExhausted",
+    "TeacherStopped",
     "TeacherConfigError",
+    "ServerFailing",
     "classify_error",
     "retry_after_seconds",
     "call_with_retries",
@@ -40,8 +42,16 @@ class RetriesExhausted(Exception):
         super().__init__(f"{error} (gave up after {retries} retries)")
 
 
-class TeacherConfigError(Exception):
+class TeacherStopped(Exception):
+    """A teacher run stopped early; every reply so far is kept in the store (rerunning continues)."""
+
+
+class TeacherConfigError(TeacherStopped):
     """The server refused the key, the model or the route: retrying cannot help, fix the settings."""
+
+
+class ServerFailing(TeacherStopped):
+    """Request after request failed after all its retries: the server is down, unreachable or broken."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +90,17 @@ def _status_text(error: openai.APIStatusError) -> str:
 def classify_error(error: BaseException) -> Transient | None:
     """A :class:`Transient` for errors worth retrying, None for the others.
 
-    Retried: 429 (with its ``Retry-After``), 408, 409, 5xx, timeouts, connection errors,
-    replies that are not valid JSON or not a chat completion.
+    Retried: 429 (with its ``Retry-After``), 408, 409, 5xx, timeouts (a read that waited too long,
+    or a whole request over its time: ``TimeoutError``), connection errors, replies that are not
+    valid JSON or not a chat completion of the expected shape.
 
     Raises:
         TeacherConfigError: for 401, 403 and 404 (key, permission, model or URL wrong).
     """
     if isinstance(error, openai.APITimeoutError):
         return Transient("timeout")
+    if isinstance(error, TimeoutError):
+        return Transient(f"timeout: {error}" if str(error) else "timeout")
     if isinstance(error, openai.APIConnectionError):
         cause = error.__cause__ or error
         return Transient(f"connection error: {type(cause).__name__}: {str(cause)[:160]}")

@@ -94,9 +94,11 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or not 0 <= self.jitter <= 1:
+        delays = (self.base_delay, self.max_delay, self.max_retry_after)
+        if self.max_retries < 0 or not all(0 <= delay < math.inf for delay in delays) or not 0 <= self.jitter <= 1:
             raise ValueError(
-                "Retry settings must be non-negative and jitter within [0, 1]; "
+                "Retry settings (--max-retries, --backoff-base, --backoff-max) must be non-negative finite numbers "
+                "and jitter within [0, 1]; "
                 f"got max_retries={self.max_retries}, base_delay={self.base_delay}, "
                 f"max_delay={self.max_delay}, jitter={self.jitter}."
             )
@@ -116,12 +118,15 @@ class TeacherSettings:
         retry: retry policy of one request.
         base_url: an OpenAI-compatible server; None for the OpenAI API.
         api_key_env: environment variable holding the API key (never printed or stored).
-        timeout: seconds per request.
+        timeout: seconds one attempt of a request may take in all (connect, send, wait, read the whole
+            reply); a slower attempt is cut off and counts as a timeout (retried like one).
         concurrency: requests in flight at once.
         max_rounds: further rounds of K candidates for an image with no accepted chain.
         price: (input, output) USD per million tokens; None looks the model up in the price table.
         batch_price_factor: the Batch API's price as a fraction of ``price``.
         progress: show a progress bar.
+        stop_after_failures: stop the run once this many requests in a row failed after all their
+            retries (0: never stop); the store keeps every reply, so rerunning continues.
     """
 
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
@@ -134,14 +139,17 @@ class TeacherSettings:
     price: tuple[float, float] | None = None
     batch_price_factor: float = 0.5
     progress: bool = True
+    stop_after_failures: int = 8
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"--concurrency must be at least 1; got {self.concurrency}.")
         if self.max_rounds < 0:
             raise ValueError(f"--max-rounds must be 0 or more; got {self.max_rounds}.")
-        if self.timeout <= 0:
-            raise ValueError(f"--timeout must be positive; got {self.timeout}.")
+        if not 0 < self.timeout < math.inf:
+            raise ValueError(f"--timeout must be a positive, finite number of seconds; got {self.timeout}.")
+        if self.stop_after_failures < 0:
+            raise ValueError(f"--stop-after-failures must be 0 (never stop) or more; got {self.stop_after_failures}.")
         if self.batch_price_factor < 0:
             raise ValueError(f"--batch-price-factor must be 0 or more; got {self.batch_price_factor}.")
 

@@ -22,14 +22,17 @@ one process appending (a second one stops at once).
 
 Everything else (which chain is accepted, what is missing) is derived from the replies,
 so a run killed at any moment resumes by asking only for what has no reply. A torn last
-line (a kill in the middle of a write) is cut off when the store is opened; other kinds
-of record are kept and skipped, so later modes can add their own.
+line (a kill in the middle of a write) is cut off when the store is opened; an unreadable
+line or a record of a known kind with missing or mistyped fields is skipped, logged and
+listed in ``skipped`` (file and line), and its request is sent again; other kinds of
+record are kept and skipped, so later modes can add their own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -41,12 +44,49 @@ from ..locking import FolderLock
 from .requests import custom_id, parse_custom_id
 from .settings import SamplingSettings, store_key, store_name
 
-__all__ = ["Reply", "TeacherStore"]
+__all__ = ["MalformedReply", "Reply", "TeacherStore"]
 
 logger = logging.getLogger(__name__)
 
 _LENGTH_BITS = 32  # a record is shorter than 4 GiB
 _LENGTH_MASK = (1 << _LENGTH_BITS) - 1
+
+
+class MalformedReply(ValueError):
+    """A reply (or a stored reply record) that is not a chat completion of the expected shape."""
+
+
+def _whole(value: Any, what: str, least: int = 0) -> int:
+    """``value`` as an int when it is a finite whole number of at least ``least`` (JSON may give 12.0)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise MalformedReply(f"{what} is {value!r}, not a whole number of at least {least}")
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise MalformedReply(f"{what} is a {type(value).__name__}, not a string")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object; None counts as an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedReply(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _tokens(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of a ``usage`` object (absent counts: 0)."""
+    usage = _object(usage, "usage")
+    return tuple(  # type: ignore[return-value]
+        0 if usage.get(name) is None else _whole(usage[name], f"usage.{name}")
+        for name in ("prompt_tokens", "completion_tokens")
+    )
 
 
 @dataclass(frozen=True)
@@ -99,53 +139,84 @@ class Reply:
         """The reply held in a chat-completion JSON body (from the chat API or a Batch API output line).
 
         Raises:
-            ValueError: when the body is not a chat completion.
+            MalformedReply: when the body is not a chat completion of the expected shape: choices that
+                are not objects, more choices than ``n``, a choice ``index`` that is not a whole number,
+                a ``message`` that is not an object, ``content`` that is neither text nor text parts,
+                ``usage`` counts that are not finite whole numbers.
         """
-        if not isinstance(completion, dict) or not isinstance(completion.get("choices", []), list):
-            raise ValueError(f"reply is not a chat completion: {str(completion)[:100]!r}")
-        choices = sorted(
-            (choice for choice in completion.get("choices") or [] if isinstance(choice, dict)),
-            key=lambda choice: choice.get("index") or 0,
-        )
-        usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+        if not isinstance(completion, dict) or not isinstance(completion.get("choices") or [], list):
+            raise MalformedReply(f"reply is not a chat completion: {str(completion)[:100]!r}")
+        raw = completion.get("choices") or []
+        if len(raw) > n:
+            raise MalformedReply(f"reply has {len(raw)} choices; {n} were asked for")
+        choices = sorted((_choice(choice, position) for position, choice in enumerate(raw)), key=lambda c: c[0])
+        prompt_tokens, completion_tokens = _tokens(completion.get("usage"))
         return cls(
             image_id=image_id,
             round=round_index,
             start=start,
             n=n,
-            texts=tuple(_content((choice.get("message") or {}).get("content")) for choice in choices),
-            finish_reasons=tuple(choice.get("finish_reason") for choice in choices),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            texts=tuple(text for _, text, _ in choices),
+            finish_reasons=tuple(reason for _, _, reason in choices),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             model=completion.get("model") if isinstance(completion.get("model"), str) else None,
             batch=batch,
         )
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> "Reply":
+        """The reply of a store record (see :meth:`to_json`).
+
+        Raises:
+            MalformedReply: naming the first missing or mistyped field.
+        """
+        image_id = record.get("image_id")
+        if not isinstance(image_id, str) or not image_id:
+            raise MalformedReply(f"image_id is {image_id!r}, not an image id")
         choices = record.get("choices") or []
-        usage = record.get("usage") or {}
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise MalformedReply("choices is not a list of objects")
+        prompt_tokens, completion_tokens = _tokens(record.get("usage"))
         return cls(
-            image_id=record["image_id"],
-            round=int(record["round"]),
-            start=int(record["start"]),
-            n=int(record["n"]),
-            texts=tuple(choice.get("text") for choice in choices),
-            finish_reasons=tuple(choice.get("finish_reason") for choice in choices),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            model=record.get("model"),
+            image_id=image_id,
+            round=_whole(record.get("round"), "round"),
+            start=_whole(record.get("start"), "start"),
+            n=_whole(record.get("n"), "n", least=1),
+            texts=tuple(_optional_text(choice.get("text"), "a choice's text") for choice in choices),
+            finish_reasons=tuple(_optional_text(choice.get("finish_reason"), "finish_reason") for choice in choices),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            model=_optional_text(record.get("model"), "model"),
             batch=bool(record.get("batch")),
         )
 
 
-def _content(content: Any) -> str | None:
-    """A message's text: a string, or the text parts of a list of content parts."""
+def _choice(choice: Any, position: int) -> tuple[int, str | None, str | None]:
+    """(index, text, finish reason) of one choice of a chat completion (see :meth:`Reply.from_completion`)."""
+    what = f"choice {position}"
+    if not isinstance(choice, dict):
+        raise MalformedReply(f"{what} is a {type(choice).__name__}, not an object")
+    index = choice.get("index")
+    index = position if index is None else _whole(index, f"{what}: index")
+    message = _object(choice.get("message"), f"{what}: message")
+    reason = choice.get("finish_reason")
+    return index, _content(message.get("content"), what), reason if isinstance(reason, str) else None
+
+
+def _content(content: Any, what: str = "content") -> str | None:
+    """A message's text: a string, or the text parts of a list of content parts.
+
+    Raises:
+        MalformedReply: for any other content (a number, an object, parts that are not objects or
+            whose text is not a string).
+    """
     if content is None or isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(part.get("text") or "" for part in content if isinstance(part, dict)) or None
-    return str(content)
+    if not isinstance(content, list):
+        raise MalformedReply(f"{what}: content is a {type(content).__name__}, not text")
+    texts = [_optional_text(_object(part, f"{what}: a content part").get("text"), f"{what}: text") for part in content]
+    return "".join(text or "" for text in texts) or None
 
 
 @dataclass
@@ -167,6 +238,19 @@ class _Totals:
             self.batch_completion_tokens += reply.completion_tokens
         if reply.model:
             self.models.add(reply.model)
+
+
+def _check_batch(record: dict[str, Any]) -> None:
+    """Raise ValueError naming the first missing or mistyped field of a ``batch`` record."""
+    for name in ("batch_id", "shard"):
+        if not isinstance(record.get(name), str):
+            raise ValueError(f"{name} is {str(record.get(name))[:40]!r}, not a string")
+    ids = record.get("custom_ids")
+    if not isinstance(ids, list) or not all(isinstance(value, str) for value in ids):
+        raise ValueError("custom_ids is not a list of request ids")
+    wire = record.get("wire_ids")
+    if wire is not None and (not isinstance(wire, list) or len(wire) != len(ids)):
+        raise ValueError("wire_ids do not match custom_ids")
 
 
 class TeacherStore:
@@ -198,7 +282,8 @@ class TeacherStore:
         self.totals = _Totals()
         self.batches: dict[str, dict[str, Any]] = {}  # batch id -> its record; custom ids dropped once done
         self.repaired_bytes = 0
-        self.corrupt_lines = 0
+        self.corrupt_lines = 0  # lines skipped (unreadable, or a bad record): their requests are sent again
+        self.skipped: list[str] = []  # "replies.jsonl line N: why", one per skipped line
         self._load()
         if read_only:
             self._append_fd = -1
@@ -217,10 +302,32 @@ class TeacherStore:
         key = store_key(benchmark, sampling)
         return cls(Path(root) / store_name(key), key, **kwargs)
 
+    @classmethod
+    def read_settings(cls, directory: str | os.PathLike) -> dict[str, Any]:
+        """The key recorded in a store folder's ``settings.json``.
+
+        Raises:
+            ValueError: naming the file when it is not a JSON object of a store's settings.
+        """
+        path = Path(directory) / cls.SETTINGS
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(stored, dict) or not all(
+                isinstance(stored.get(name), str) for name in ("model", "benchmark", "prompt_version")
+            ):
+                raise ValueError("not an object with the teacher model, benchmark and prompt version")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"The teacher store's settings file {path} is unreadable ({error}). It records the settings "
+                "the store's replies were made with: restore it, or (if they were made with the settings you "
+                "are using now) delete it and rerun, or point --teacher-store elsewhere to start a new store."
+            ) from None
+        return stored
+
     def _check_settings(self) -> None:
         path = self.directory / self.SETTINGS
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = self.read_settings(self.directory)
             if stored != self.key:
                 raise ValueError(
                     f"The teacher store {self.directory} was made with other settings ({stored}); "
@@ -238,22 +345,29 @@ class TeacherStore:
         good_end = 0
         with open(self.path, "rb") as handle:
             offset = 0
-            for line in handle:
+            for number, line in enumerate(handle, 1):
                 start, offset = offset, offset + len(line)
                 record = self._parse(line)
                 if record is None:
                     if line.endswith(b"\n") and handle.peek(1):
-                        self.corrupt_lines += 1
-                        logger.warning("Skipping unreadable line at byte %d of %s.", start, self.path)
+                        self._skip(number, "not a JSON object")
                         good_end = offset
                     continue
                 good_end = offset
-                self._register(record, start, len(line))
+                try:
+                    self._register(record, start, len(line))
+                except ValueError as error:
+                    self._skip(number, f"{str(record.get('kind'))[:20]} record: {error}")
         size = self.path.stat().st_size
         if good_end < size and not self.read_only:
             self.repaired_bytes = size - good_end
             logger.warning("Cutting a torn last record (%d bytes) off %s.", self.repaired_bytes, self.path)
             os.truncate(self.path, good_end)
+
+    def _skip(self, number: int, why: str) -> None:
+        self.corrupt_lines += 1
+        self.skipped.append(f"{self.REPLIES} line {number}: {why}")
+        logger.warning("Skipping line %d of %s (%s); its request is sent again.", number, self.path, why)
 
     @staticmethod
     def _parse(line: bytes) -> dict[str, Any] | None:
@@ -266,15 +380,22 @@ class TeacherStore:
         return record if isinstance(record, dict) else None
 
     def _register(self, record: dict[str, Any], offset: int, length: int) -> None:
+        """Index one record.
+
+        Raises:
+            ValueError: a record of a known kind with a missing or mistyped field (nothing indexed).
+        """
         kind = record.get("kind")
         if kind == "reply":  # a request answered twice is kept (its tokens were paid); decisions use the first
-            self._remember(record["image_id"], offset, length)
-            self.totals.add(Reply.from_json(record))
+            reply = Reply.from_json(record)
+            self._remember(reply.image_id, offset, length)
+            self.totals.add(reply)
         elif kind == "failure":
             self.totals.failures += 1
         elif kind == "batch":
+            _check_batch(record)
             self.batches[record["batch_id"]] = {**record, "done": None}
-        elif kind == "batch_done" and record.get("batch_id") in self.batches:
+        elif kind == "batch_done" and isinstance(record.get("batch_id"), str) and record["batch_id"] in self.batches:
             batch = self.batches[record["batch_id"]]
             batch["done"], batch["custom_ids"] = record.get("status"), len(batch["custom_ids"])
             batch.pop("wire_ids", None)
@@ -348,7 +469,13 @@ class TeacherStore:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32) + "\n")
             os.replace(path.with_suffix(".tmp"), path)
-        return bytes.fromhex(path.read_text().strip())
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(
+                f"{path} is not a request id secret (hex digits). Batches already submitted are known by ids "
+                "made with it: restore it, or delete it only if no batch of this store is still pending."
+            ) from None
 
     def pending_ids(self) -> set[str]:
         """Request ids inside submitted batches not collected yet."""

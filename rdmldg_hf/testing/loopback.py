@@ -7,6 +7,9 @@ choice texts (wrapped into a chat completion) or a :class:`Scripted` raw respons
     with LoopbackServer(lambda body: ["<SUMMARY>..."], delay=0.1) as server:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x")
 
+Hostile servers: ``delay=3600`` never answers in time; ``trickle=0.5`` sends every answer one
+byte every half second (each read succeeds, the whole reply takes minutes).
+
 As a separate process (prints its base URL, answers every request with ``n`` copies of
 one five-stage chain)::
 
@@ -130,9 +133,18 @@ class LoopbackServer:
         record: keep every chat request body in ``requests`` and every HTTP request's bytes in ``wire``.
         refuse: parameters refused with OpenAI's HTTP 400 bodies (keys of :data:`REFUSABLE`, e.g. a
             reasoning model: ``("max_tokens", "temperature", "top_p")``), in sync and batch requests.
+        trickle: seconds between the bytes of every answer (0: sent at once); ``trickled`` counts the
+            bytes sent that way.
     """
 
-    def __init__(self, reply: Reply, delay: float = 0.0, record: bool = True, refuse: Sequence[str] = ()):
+    def __init__(
+        self,
+        reply: Reply,
+        delay: float = 0.0,
+        record: bool = True,
+        refuse: Sequence[str] = (),
+        trickle: float = 0.0,
+    ):
         unknown = sorted(set(refuse) - set(REFUSABLE))
         if unknown:
             raise ValueError(f"Cannot refuse {unknown}; refusable parameters: {', '.join(REFUSABLE)}.")
@@ -140,6 +152,8 @@ class LoopbackServer:
         self.delay = delay
         self.record = record
         self.refuse = tuple(refuse)
+        self.trickle = trickle
+        self.trickled = 0
         self.requests: list[dict[str, Any]] = []
         self.wire: list[bytes] = []
         self.count = 0
@@ -165,12 +179,28 @@ class LoopbackServer:
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
                 if self.record:
                     self.wire.append("\r\n".join(lines).encode("latin-1") + raw)
-                writer.write(self._http(await self.route(method, target.split("?")[0], headers, raw)))
-                await writer.drain()
+                answer = self._http(await self.route(method, target.split("?")[0], headers, raw))
+                if self.trickle:
+                    await self._trickle(writer, answer)
+                else:
+                    writer.write(answer)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass  # the client closed the connection (or was killed)
+        except asyncio.CancelledError:
+            pass  # the server stops (a slow or trickled answer still on its way)
         finally:
             writer.close()
+
+    async def _trickle(self, writer: asyncio.StreamWriter, answer: bytes) -> None:
+        """Send ``answer`` one byte every ``trickle`` seconds (until the client hangs up)."""
+        for start in range(len(answer)):
+            if writer.is_closing():
+                return
+            writer.write(answer[start : start + 1])
+            await writer.drain()
+            self.trickled += 1
+            await asyncio.sleep(self.trickle)
 
     async def route(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Scripted:
         """The answer to one HTTP request (subclasses add routes)."""
