@@ -165,7 +165,7 @@ def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, mod
     card = ModelCard.load(model_repo / "README.md")
     assert {"trl", "sarr", "mtct", "rdmldg"} <= set(card.data.tags) and card.data.library_name == "peft"
     assert "trained with SARR, a method introduced in" in card.text and "2602.23777" in card.text
-    assert "| round-3 | 0.0% |" in card.text and card.data.datasets == "rdmldg/domainbed-reasoning"
+    assert "| round-3 | 0.0% |" in card.text and card.data.datasets == ["rdmldg/domainbed-reasoning"]
     stage_card = ModelCard.load(tmp_path / "out" / "stages" / "round-1" / "README.md")  # MTCTTrainer's, at its save
     assert "trained with MTCT, a method introduced in" in stage_card.text and "mtct" in stage_card.data.tags
 
