@@ -125,8 +125,8 @@ def domain_accuracies(results: Mapping[str, Any]) -> dict[str, float]:
     per_domain = metrics.get("per_domain")
     if not isinstance(per_domain, Mapping) or not per_domain:
         raise ValueError(
-            f"{RESULTS_NAME} holds no per-domain accuracies (metrics.per_domain); write it with "
-            "`rdmldg eval --output ...` or recipes/lodo.py."
+            f"{RESULTS_NAME} holds no per-domain accuracies (metrics.per_domain) and is no SARR run's summary "
+            "(stages, final); write it with `rdmldg eval --output ...`, recipes/lodo.py or recipes/sarr.py."
         )
     return {str(domain): float(value) for domain, value in per_domain.items()}
 
@@ -165,7 +165,7 @@ def card_eval_results(
 ) -> list[EvalResult]:
     """The ``model-index`` entries of ``accuracies``: one metric (``accuracy``, named ``Accuracy (<mode>)``,
     in percent) per split and mode, the held-out domain's under the task "Domain generalization"."""
-    title = get_benchmark(run.benchmark).title if run.benchmark else "custom dataset"
+    title = _title(run)
     return [
         accuracy_result(
             accuracy.value,
@@ -181,6 +181,10 @@ def card_eval_results(
         )
         for accuracy in accuracies
     ]
+
+
+def _title(run: RunConfig) -> str:
+    return get_benchmark(run.benchmark).title if run.benchmark else "custom dataset"
 
 
 def _percent(value: float | None) -> str:
@@ -383,10 +387,9 @@ def build_model_card(
         "domains": list(run.domains),
         "prompt_version": run.prompt_version,
     }
-    title = get_benchmark(run.benchmark).title if run.benchmark else "a custom dataset"
     body = "\n\n".join(
         [
-            _about_section(run, title),
+            _about_section(run, _title(run)),
             _results_section(accuracies, run.test_domain),
             _usage_section(run, hub_model_id, base, dataset),
         ]
