@@ -28,6 +28,11 @@ from rdmldg_hf.testing import oversized_png
 WAIT_SECONDS = 120
 
 
+def upload(path: Path, name: str | None = None) -> dict:
+    """A Gradio file payload, as the page and gradio_client send an uploaded file."""
+    return {"path": str(path), "orig_name": name or path.name, "meta": {"_type": "gradio.FileData"}}
+
+
 def bounded(fn, *args):
     """``fn(*args)`` on a thread, waited for at most WAIT_SECONDS; its result, or its error raised here."""
     outcome: dict = {}
@@ -94,20 +99,25 @@ def test_oversized_upload_is_refused_from_its_header_and_never_decoded(tmp_path,
     decoded = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image.size))
     with pytest.raises(UploadError, match=r"'huge.png': .*400000000 pixels.* not decoded") as error:
-        read_upload({"path": str(path), "orig_name": "huge.png"})
+        read_upload(upload(path))
     assert decoded == [] and "--max-pixels" in str(error.value)
 
 
-def test_bad_uploads_get_a_message_naming_them(tmp_path):
+def test_bad_uploads_get_a_message_naming_them(tmp_path, monkeypatch):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     with pytest.raises(UploadError, match=r"Cannot classify 'notes.txt': .*Upload an image file"):
-        read_upload({"path": str(notes), "orig_name": "notes.txt"})
+        read_upload(upload(notes))
     for empty in (None, {}, {"path": None}):
         with pytest.raises(UploadError, match="No image was given"):
             read_upload(empty)
-    image = read_upload({"path": str(example_png(tmp_path))})
+    image = read_upload(upload(example_png(tmp_path)))
     assert image.mode == "RGB" and image.size == (32, 32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # what `rdmldg demo --max-pixels 1000` sets
+    with pytest.raises(UploadError, match="32x32 image .* over the pixel limit of 1,000"):
+        read_upload(upload(example_png(tmp_path)))
+    with pytest.raises(UploadError, match="not a file uploaded to this server"):  # any file on the server's disk
+        read_upload({"path": str(example_png(tmp_path))})
 
 
 def test_partial_chains_render_stage_by_stage():

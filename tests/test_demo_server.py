@@ -42,7 +42,7 @@ def test_client_gets_the_classifiers_answers_and_bad_uploads_get_messages(tmp_pa
     notes.write_text("not an image")
     huge = tmp_path / "huge.png"
     huge.write_bytes(oversized_png(20_000, 20_000))
-    with demo_server(tmp_path, str(adapter)) as url:
+    with demo_server(tmp_path, str(adapter), "--device", "cpu") as url:
         client = Client(url, verbose=False, download_files=False)
         for path, expected, chain in zip(paths, direct, chains):
             assert_same_probabilities(call(client, handle_file(str(path)), "/classify"), expected.probabilities)
@@ -57,6 +57,7 @@ def test_client_gets_the_classifiers_answers_and_bad_uploads_get_messages(tmp_pa
             (handle_file(str(notes)), r"Cannot classify 'notes.txt': unreadable image: .*Upload an image file"),
             (handle_file(str(huge)), r"'huge.png': .*400000000 pixels.* not decoded"),
             (None, "No image was given"),
+            ({"path": str(paths[0])}, "not a file uploaded to this server"),  # a path on the server's disk
         ):
             for endpoint in ("/classify", "/reason"):
                 with pytest.raises(AppError, match=message):

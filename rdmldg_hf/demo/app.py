@@ -30,8 +30,11 @@ except ImportError as error:
     raise ImportError(
         f'The demo needs Gradio, an optional dependency: pip install "rdmldg_hf[demo]" ({error}).'
     ) from error
+from PIL import Image
+from pydantic import ValidationError  # Gradio's data models are pydantic's
 
 from ..data.pixel_limit import OversizedImageError
+from ..evaluation.classifier import DGClassifier, resolve_folder
 from ..evaluation.predict import decode_image
 from .examples import Example, write_examples
 from .facts import ModelFacts
@@ -51,28 +54,35 @@ class UploadError(ValueError):
     """An upload the demo cannot classify (none, not an image, over the pixel limit)."""
 
 
-def read_upload(payload: Mapping[str, Any] | str | os.PathLike | None) -> Any:
-    """The RGB image of an upload (a Gradio file payload or a path), decoded only when its header says it
-    is an image within the pixel limit.
+def read_upload(payload: Mapping[str, Any] | None) -> Image.Image:
+    """The RGB image of a Gradio file upload, decoded only when its header says it is an image within the pixel
+    limit.
+
+    Only Gradio's file payloads are read (``meta`` naming ``gradio.FileData``): Gradio has checked that their
+    file was uploaded to this server; a bare ``{"path": ...}`` could name any file on the server's disk.
 
     Raises:
-        UploadError: no upload, not an image, or over the pixel limit; the message names the file and the fix.
+        UploadError: no upload, not a Gradio upload, not an image, or over the pixel limit; the message names
+            the file and the fix.
     """
-    if isinstance(payload, Mapping):
-        path, name = payload.get("path"), payload.get("orig_name") or payload.get("path")
-    else:
-        path, name = payload, payload
-    if not path:
-        raise UploadError("No image was given: upload an image (PNG, JPEG, ...) or pick an example, then press Run.")
+    if not payload or not payload.get("path"):
+        raise UploadError("No image was given: upload an image (PNG, JPEG, ...) or pick an example.")
     try:
-        return decode_image(str(path))
+        upload = FileData.model_validate(payload, context={"validate_meta": True})
+    except ValidationError:
+        raise UploadError(
+            "The image is not a file uploaded to this server: send it with gradio_client.handle_file(path)."
+        ) from None
+    name = Path(upload.orig_name or upload.path).name
+    try:
+        return decode_image(upload.path)
     except ValueError as error:
         fix = "" if isinstance(error.__cause__, OversizedImageError) else " Upload an image file (PNG, JPEG, ...)."
-        raise UploadError(f"Cannot classify {Path(str(name)).name!r}: {error}.{fix}") from error
+        raise UploadError(f"Cannot classify {name!r}: {error}.{fix}") from error
 
 
-def build_demo(classifier: Any, facts: ModelFacts, examples: Sequence[Example] = ()) -> Any:
-    """The Gradio Blocks app of a loaded :class:`~rdmldg_hf.DGClassifier` (queue set: one request at a time)."""
+def build_demo(classifier: DGClassifier, facts: ModelFacts, examples: Sequence[Example] = ()) -> gr.Blocks:
+    """The Gradio Blocks app of a loaded classifier (its queue set: one request at a time)."""
 
     def direct(image: Any) -> dict[str, float]:
         return classifier.predict([image], mode="direct")[0].probabilities
@@ -112,7 +122,7 @@ def build_demo(classifier: Any, facts: ModelFacts, examples: Sequence[Example] =
         gr.Markdown(f"# {TITLE}\nUpload an image: the model answers directly, then reasons its way to a class.")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="Image", sources=["upload"], elem_id="demo-image")
+                image = gr.Image(type="filepath", label="Image", sources=["upload"], height=240, elem_id="demo-image")
                 button = gr.Button("Run", variant="primary", elem_id="demo-run")
                 status = gr.Markdown(elem_id="demo-status")
                 if examples:
@@ -158,15 +168,13 @@ def launch_demo(
     base_model: str | None = None,
     examples_dir: str | os.PathLike | None = None,
     prevent_thread_lock: bool = False,
-) -> Any:
+) -> gr.Blocks:
     """Load ``model`` (an rdmldg output folder or Hub repo id) and serve its demo; returns the Blocks.
 
     ``host``/``port`` None take Gradio's defaults (``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, as on a
     Space); ``device`` places the model (``device_map``); example images go to ``examples_dir`` (default: a
     temporary folder).
     """
-    from ..evaluation.classifier import DGClassifier, resolve_folder
-
     folder = resolve_folder(model)
     model_kwargs = {"device_map": device} if device else {}
     classifier = DGClassifier.from_pretrained(folder, base_model, **model_kwargs)
@@ -179,6 +187,7 @@ def launch_demo(
         server_port=port,
         share=share,
         prevent_thread_lock=prevent_thread_lock,
+        show_error=True,  # an unexpected error's message in the page, not only in the server's log
         ssr_mode=False,
     )
     return demo

@@ -28,7 +28,7 @@ PACKAGE = "rdmldg_hf"
 
 _APP = '''"""The rdmldg demo of {model}: direct class probabilities and the reasoning chain, streamed."""
 
-from rdmldg_hf.demo import launch_demo
+from rdmldg_hf.demo.app import launch_demo
 
 if __name__ == "__main__":
     launch_demo({model!r}, host=None, port=None)  # host and port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT
