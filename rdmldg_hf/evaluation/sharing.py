@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ..benchmarks import get_benchmark
 from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
 from ..models import ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME, RunConfig, accuracy_result
 
-__all__ = ["RESULTS_NAME", "domain_accuracies", "model_card", "upload_files", "push_adapter"]
+__all__ = ["RESULTS_NAME", "domain_accuracies", "is_repo_id", "model_card", "upload_files", "push_adapter"]
 
 RESULTS_NAME = "results.json"
 # Training-state files a run folder holds that a shared model does not need.
@@ -81,8 +83,15 @@ def domain_accuracies(results: Mapping[str, Any]) -> dict[str, float]:
     return {str(domain): float(value) for domain, value in per_domain.items()}
 
 
-def _is_repo_id(name: str | None) -> bool:
-    return bool(name) and not os.path.exists(str(name)) and len(str(name).split("/")) == 2
+def is_repo_id(name: str | None) -> bool:
+    """Whether ``name`` is a valid Hub repo id ``ORG/NAME`` (and no local path)."""
+    if not name or os.path.exists(str(name)) or len(str(name).split("/")) != 2:
+        return False
+    try:
+        validate_repo_id(str(name))
+    except HFValidationError:
+        return False
+    return True
 
 
 def model_card(
@@ -203,7 +212,7 @@ def push_adapter(
     run = RunConfig.load(root)
     adapter_config = json.loads((root / ADAPTER_CONFIG_NAME).read_text())
     base = base_model or adapter_config.get("base_model_name_or_path") or run.base_model
-    if not _is_repo_id(base):
+    if not is_repo_id(base):
         raise ValueError(
             f"The adapter's base model is {base!r}, a local path: others could not load it. "
             "Pass the base model's Hub id with --base-model ORG/NAME."
