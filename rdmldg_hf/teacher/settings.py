@@ -2,7 +2,11 @@
 
 :class:`SamplingSettings` changes the requests or their replies, so it is part of the
 store key (a change starts a separate store). :class:`TeacherSettings` adds how the
-replies are fetched (server, concurrency, retries, prices), which never changes them.
+replies are fetched (server, concurrency, retries, prices), which never changes them;
+:class:`BatchLimits` bounds the files of the Batch API mode.
+
+A field that a command-line option sets carries the option's help in ``metadata={"help": ...}``
+(as TRL's configs do); :mod:`rdmldg_hf.teacher.arguments` makes the options from it.
 """
 
 from __future__ import annotations
