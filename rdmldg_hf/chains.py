@@ -37,6 +37,7 @@ __all__ = [
     "check_chain",
     "parse_chain",
     "extract_conclusion",
+    "stage_texts",
     "match_class",
     "resolve_conclusion",
     "normalize_answer",
@@ -328,6 +329,26 @@ def extract_conclusion(text: str) -> str | None:
     scan = _scan(text)
     conclusions = scan.found["CONCLUSION"]
     return conclusions[0] if len(conclusions) == 1 == scan.opened["CONCLUSION"] and conclusions[0] else None
+
+
+def stage_texts(text: str) -> dict[str, str]:
+    """Each stage's text so far in a chain that may still be being written, in the order the stages open.
+
+    A stage still open at the end of ``text`` holds what follows its tag (without a tag cut in half);
+    a stage opened twice keeps its first text. Nothing is validated: see :func:`check_chain`.
+    """
+    tags = list(_TAG.finditer(text))
+    stages: dict[str, str] = {}
+    for i, tag in enumerate(tags):
+        stage = tag.group(2).upper()
+        if tag.group(1) or stage in stages:
+            continue
+        end = tags[i + 1].start() if i + 1 < len(tags) else len(text)
+        body = text[tag.end() : end]
+        if i + 1 == len(tags):
+            body = re.sub(r"<[^<>]*$", "", body)  # a tag still being written
+        stages[stage] = body.strip()
+    return stages
 
 
 _ARTICLE = re.compile(r"^(a|an|the)\s+")

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "batches": ("rdmldg_hf.commands.batches", "Status of the OpenAI Batch API jobs of a build."),
     "eval": ("rdmldg_hf.commands.eval", "Evaluate a model, adapter or API model on held-out domains."),
     "push": ("rdmldg_hf.commands.push", "Push a trained adapter with its model card to the Hub."),
+    "demo": ("rdmldg_hf.commands.demo", "Serve a trained model as a Gradio app (or write its Hub Space)."),
     "train": ("rdmldg_hf.commands.train", "Train with MTCT or the whole method (SARR) from a YAML config."),
     "analyze": ("rdmldg_hf.commands.analyze", "Token-probability, entropy and loss-curve analyses and plots."),
 }

@@ -90,6 +90,11 @@ class DGClassifier:
     def benchmark(self) -> str | None:
         return self.run_config.benchmark
 
+    @property
+    def aliases(self) -> dict[str, tuple[str, ...]] | None:
+        """Extra accepted spellings of each class name in answers (the benchmark's), if any."""
+        return dict(get_benchmark(self.benchmark).class_aliases) if self.benchmark else None
+
     @classmethod
     def from_pretrained(
         cls,
@@ -139,7 +144,6 @@ class DGClassifier:
         self, images: Sequence[Any], mode: str = "direct", *, batch_size: int = 16, max_new_tokens: int | None = None
     ) -> list[ClassifierOutput]:
         """Predict each image's class in one of ``direct``, ``direct-generate``, ``reasoning``."""
-        aliases = get_benchmark(self.benchmark).class_aliases if self.benchmark else None
         result = predict(
             self.model,
             self.processor,
@@ -148,7 +152,7 @@ class DGClassifier:
             mode,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
-            aliases=aliases,
+            aliases=self.aliases,
         )
         outputs = []
         for i, index in enumerate(result.indices):

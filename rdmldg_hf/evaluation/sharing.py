@@ -19,10 +19,15 @@ from ..cards import RESULTS_NAME, build_model_card, domain_accuracies, hub_id, r
 from ..data.hub_layout import DEFAULT_REPO_ID, check_repo_id
 from ..models import ADAPTER_CONFIG_NAME, RUN_CONFIG_NAME, RunConfig
 
-__all__ = ["RESULTS_NAME", "domain_accuracies", "model_card", "upload_files", "push_adapter"]
+__all__ = ["RESULTS_NAME", "domain_accuracies", "is_repo_id", "model_card", "upload_files", "push_adapter"]
 
 # Training-state files a run folder holds that a shared model does not need.
 _SKIP = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "README.md"}
+
+
+def is_repo_id(name: str | None) -> bool:
+    """Whether ``name`` is a valid Hub repo id ``ORG/NAME`` (and no local path)."""
+    return hub_id(name) is not None and str(name).count("/") == 1
 
 
 def model_card(
@@ -90,7 +95,7 @@ def push_adapter(
     run = RunConfig.load(root)
     adapter_config = json.loads((root / ADAPTER_CONFIG_NAME).read_text())
     base = base_model or adapter_config.get("base_model_name_or_path") or run.base_model
-    if not hub_id(base) or "/" not in base:
+    if not is_repo_id(base):
         raise ValueError(
             f"The adapter's base model is {base!r}, a local path: others could not load it. "
             "Pass the base model's Hub id with --base-model ORG/NAME."

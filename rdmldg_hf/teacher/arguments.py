@@ -1,23 +1,33 @@
-"""The teacher's argument group of ``rdmldg build`` and the call the builder makes.
+"""The teacher's options of ``rdmldg build`` and ``rdmldg eval --api``, read from its settings dataclasses.
+
+Each option sets a field of :class:`~rdmldg_hf.teacher.settings.SamplingSettings`,
+:class:`~rdmldg_hf.teacher.settings.RetryPolicy`, :class:`~rdmldg_hf.teacher.settings.TeacherSettings`,
+:class:`TeacherRunArguments` or :class:`~rdmldg_hf.teacher.settings.BatchLimits`: its help, type, default and
+choices are the field's (``metadata={"help": ...}`` as in TRL's configs), turned into an option by
+``transformers.HfArgumentParser``, the parser of the recipes. The tables below only name each option (its dest,
+which is also its YAML key in ``recipes/build_dataset.py``) and the field it sets.
 
 :mod:`rdmldg_hf.commands.build` calls :func:`add_teacher_arguments` in its ``add_arguments`` and, when
-``args.teacher`` is set, :func:`teacher_chains` in its ``run``; the mapping it returns
-fills the dataset's chain columns, and its ``.summary`` belongs in the build summary and
-the card's creation section. How requests reach the server (server, key, concurrency, time
-limits, retries, progress) is a group of its own, :func:`add_request_arguments`, which
+``args.teacher`` is set, :func:`teacher_chains` in its ``run``; the mapping it returns fills the dataset's chain
+columns, and its ``.summary`` belongs in the build summary and the card's creation section. How requests reach
+the server (server, key, concurrency, time limits, retries, progress) is :func:`add_request_arguments`, which
 ``rdmldg eval --api`` shares.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from ..benchmarks import Benchmark, get_benchmark
 from ..data.schema import ChainRecord, SourceImage
-from .settings import IMAGE_DETAILS, IMAGE_FORMATS, REASONING_EFFORTS, RetryPolicy, SamplingSettings, TeacherSettings
+from .settings import BatchLimits, RetryPolicy, SamplingSettings, TeacherSettings
 
 __all__ = [
     "add_teacher_arguments",
@@ -26,6 +36,7 @@ __all__ = [
     "teacher_chains",
     "settings_from_args",
     "default_store_root",
+    "TeacherRunArguments",
 ]
 
 STORE_SUFFIX = ".teacher-store"
@@ -47,210 +58,145 @@ def _price(value: str) -> tuple[float, float]:
     return prompt, completion
 
 
+@dataclass
+class TeacherRunArguments:
+    """Where ``rdmldg build --teacher`` keeps the replies, and whether it asks now or through the Batch API."""
+
+    teacher_store: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).",
+            "metavar": "DIR",
+        },
+    )
+    mode: str = field(
+        default="sync",
+        metadata={
+            "help": "sync: chat requests now; batch: OpenAI Batch API files (about half the price; run the same "
+            "command again to collect). Both share the store (default %(default)s).",
+            "choices": ("sync", "batch"),
+        },
+    )
+    wait: bool = field(default=False, metadata={"help": "Batch mode: poll until every batch is collected."})
+    poll_interval: float = field(
+        default=30.0, metadata={"help": "Batch mode: seconds between polls (default %(default)s)."}
+    )
+
+
+class Option(NamedTuple):
+    """A command-line option that sets the field ``name`` of the dataclass ``owner`` (default: the field ``dest``).
+
+    ``dest`` is also the option's YAML key in ``recipes/build_dataset.py``. ``default`` and ``value_type`` replace the
+    field's own where the option differs; ``flags`` spell a switch (default ``--dest``).
+    """
+
+    dest: str
+    owner: type
+    name: str = ""
+    default: Any = dataclasses.MISSING
+    value_type: Any = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def field_name(self) -> str:
+        return self.name or self.dest
+
+
+REQUEST_OPTIONS = (
+    Option("base_url", TeacherSettings),
+    Option("api_key_env", TeacherSettings),
+    Option("concurrency", TeacherSettings),
+    Option("timeout", TeacherSettings),
+    Option("max_retries", RetryPolicy),
+    Option("backoff_base", RetryPolicy, "base_delay"),
+    Option("backoff_max", RetryPolicy, "max_delay"),
+    Option("stop_after_failures", TeacherSettings),
+    Option("teacher_progress", TeacherSettings, "progress", flags=("--no-progress", "--no-teacher-progress")),
+)
+TEACHER_OPTIONS = (
+    Option("teacher", SamplingSettings, "model", default=None),
+    *REQUEST_OPTIONS,
+    Option("candidates", SamplingSettings),
+    Option("max_rounds", TeacherSettings),
+    Option("temperature", SamplingSettings),
+    Option("top_p", SamplingSettings),
+    Option("max_tokens", SamplingSettings),
+    Option("reasoning_effort", SamplingSettings),
+    Option("image_max_side", SamplingSettings),
+    Option("image_format", SamplingSettings),
+    Option("image_quality", SamplingSettings),
+    Option("image_detail", SamplingSettings),
+    Option("teacher_price", TeacherSettings, "price", value_type=_price),
+    Option("batch_price_factor", TeacherSettings),
+)
+
+
+RUN_OPTIONS = (
+    *(Option(item.name, TeacherRunArguments) for item in dataclasses.fields(TeacherRunArguments)),
+    Option("batch_max_requests", BatchLimits, "max_requests"),
+    Option("batch_max_bytes", BatchLimits, "max_bytes"),
+)
+
+
+@functools.cache
+def _field_types(owner: type) -> dict[str, Any]:
+    return typing.get_type_hints(owner)
+
+
+def _add_options(group: argparse._ActionsContainer, options: Sequence[Option]) -> None:
+    """Add one option per entry, made from its field by ``HfArgumentParser`` (switches stay value-less flags)."""
+    from transformers import HfArgumentParser
+
+    for option in options:
+        source = next(item for item in dataclasses.fields(option.owner) if item.name == option.field_name)
+        value_type = option.value_type or _field_types(option.owner)[source.name]
+        default = source.default if option.default is dataclasses.MISSING else option.default
+        if value_type is bool:  # `--wait`, `--no-progress` (HfArgumentParser would make `--wait [BOOL]`)
+            action = "store_false" if default else "store_true"
+            flags = option.flags or ("--" + option.dest.replace("_", "-"),)
+            group.add_argument(*flags, dest=option.dest, action=action, **source.metadata)
+            continue
+        spec = field(default=default, metadata=source.metadata)
+        spec.name, spec.type = option.dest, value_type
+        # the step HfArgumentParser's constructor runs for each field of its dataclasses: type, default, help, ...
+        HfArgumentParser._parse_dataclass_field(group, spec)
+
+
+def _field_values(args: argparse.Namespace, options: Sequence[Option], owner: type) -> dict[str, Any]:
+    """The fields of ``owner`` that ``options`` set, from parsed ``args``."""
+    return {option.field_name: getattr(args, option.dest) for option in options if option.owner is owner}
+
+
+def _teacher_fields(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+    """:class:`TeacherSettings` fields (its ``retry`` policy included) from the parsed ``options``."""
+    retry = RetryPolicy(**_field_values(args, options, RetryPolicy))
+    return {**_field_values(args, options, TeacherSettings), "retry": retry}
+
+
 def add_request_arguments(group: argparse._ActionsContainer) -> None:
     """Add how requests reach an OpenAI-compatible server (``rdmldg build --teacher``, ``rdmldg eval --api``)."""
-    retry, settings = RetryPolicy(), TeacherSettings()
-    group.add_argument(
-        "--base-url",
-        default=None,
-        help="An OpenAI-compatible server (vLLM, transformers serve, ...); default: the OpenAI API.",
-    )
-    group.add_argument(
-        "--api-key-env",
-        default=settings.api_key_env,
-        metavar="VAR",
-        help="Environment variable holding the API key (default %(default)s). The key is never printed or stored, "
-        "and is redacted from anything the server sends back.",
-    )
-    group.add_argument(
-        "--concurrency",
-        type=int,
-        default=settings.concurrency,
-        help="Requests in flight at once (default %(default)s).",
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=settings.timeout,
-        help="Seconds one attempt of a request may take in all: connecting, sending, waiting and reading the "
-        "whole reply (a server trickling its reply is cut off too). A slower attempt is a timeout, retried like "
-        "one (default %(default)s).",
-    )
-    group.add_argument(
-        "--max-retries",
-        type=int,
-        default=retry.max_retries,
-        help="Retries of a request on 429/5xx/timeouts/malformed replies before the image is marked failed "
-        "for this run (default %(default)s).",
-    )
-    group.add_argument(
-        "--backoff-base",
-        type=float,
-        default=retry.base_delay,
-        help="First backoff wait in seconds, doubled per retry (default %(default)s).",
-    )
-    group.add_argument(
-        "--backoff-max", type=float, default=retry.max_delay, help="Longest backoff wait (default %(default)s)."
-    )
-    group.add_argument(
-        "--stop-after-failures",
-        type=int,
-        default=settings.stop_after_failures,
-        metavar="N",
-        help="Stop once N requests in a row have failed after all their retries, with the server's last error "
-        "(default %(default)s; 0: never stop). A dead server costs one round of timeouts, not one per image; "
-        "rerun to continue: nothing is lost.",
-    )
-    group.add_argument(
-        "--no-progress",
-        "--no-teacher-progress",
-        dest="teacher_progress",
-        action="store_false",
-        help="Hide the progress bar of the requests.",
-    )
+    _add_options(group, REQUEST_OPTIONS)
 
 
 def request_settings(args: argparse.Namespace) -> dict[str, Any]:
     """:class:`TeacherSettings` fields from parsed :func:`add_request_arguments` options."""
-    return {
-        "retry": RetryPolicy(max_retries=args.max_retries, base_delay=args.backoff_base, max_delay=args.backoff_max),
-        "base_url": args.base_url,
-        "api_key_env": args.api_key_env,
-        "timeout": args.timeout,
-        "concurrency": args.concurrency,
-        "stop_after_failures": args.stop_after_failures,
-        "progress": args.teacher_progress,
-    }
+    return _teacher_fields(args, REQUEST_OPTIONS)
 
 
 def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the teacher's options (a group of its own) to a build parser."""
-    defaults, settings = SamplingSettings(), TeacherSettings()
     group = parser.add_argument_group(
         "teacher", "Label-blind chains from an OpenAI-compatible API, rejection-sampled against the label."
     )
-    group.add_argument(
-        "--teacher",
-        metavar="MODEL",
-        default=None,
-        help="Teacher model id (e.g. gpt-4o). Without it no chains are generated.",
-    )
-    add_request_arguments(group)
-    group.add_argument(
-        "--candidates",
-        type=int,
-        default=defaults.candidates,
-        metavar="K",
-        help="Chains per image and round, asked as n=K (default %(default)s).",
-    )
-    group.add_argument(
-        "--max-rounds",
-        type=int,
-        default=settings.max_rounds,
-        help="Further rounds of K candidates for images with no accepted chain (default %(default)s).",
-    )
-    group.add_argument(
-        "--temperature", type=float, default=defaults.temperature, help="Sampling temperature (default %(default)s)."
-    )
-    group.add_argument("--top-p", type=float, default=None, help="Nucleus sampling top_p (not sent by default).")
-    group.add_argument(
-        "--max-tokens",
-        type=int,
-        default=defaults.max_tokens,
-        help="Most tokens per chain, sent as max_completion_tokens (max_tokens to a server that only "
-        "takes that; default %(default)s). Reasoning models count their hidden reasoning in it.",
-    )
-    group.add_argument(
-        "--reasoning-effort",
-        choices=REASONING_EFFORTS,
-        default=None,
-        help="reasoning_effort of reasoning models (o-series, GPT-5; not sent by default). "
-        "Parameters a model refuses (temperature, top_p, n) are left out automatically and reported.",
-    )
-    group.add_argument(
-        "--image-max-side",
-        type=int,
-        default=defaults.image_max_side,
-        help="Images are resized to this longest side before sending (default %(default)s).",
-    )
-    group.add_argument(
-        "--image-format",
-        choices=IMAGE_FORMATS,
-        default=defaults.image_format,
-        help="Encoding of the images sent (default %(default)s).",
-    )
-    group.add_argument(
-        "--image-quality", type=int, default=defaults.image_quality, help="JPEG/WebP quality (default %(default)s)."
-    )
-    group.add_argument(
-        "--image-detail", choices=IMAGE_DETAILS, default=None, help="OpenAI image detail (not sent by default)."
-    )
-    group.add_argument(
-        "--teacher-price",
-        type=_price,
-        default=None,
-        metavar="IN,OUT",
-        help="USD per million input,output tokens for the cost estimate (default: built-in table).",
-    )
-    group.add_argument(
-        "--teacher-store",
-        default=None,
-        metavar="DIR",
-        help=f"Folder of the resumable reply stores (default: <out>{STORE_SUFFIX}, beside the dataset folder).",
-    )
-    group.add_argument(
-        "--mode",
-        choices=("sync", "batch"),
-        default="sync",
-        help="sync: chat requests now; batch: OpenAI Batch API files (about half the price; "
-        "run the same command again to collect). Both share the store (default %(default)s).",
-    )
-    group.add_argument("--wait", action="store_true", help="Batch mode: poll until every batch is collected.")
-    group.add_argument(
-        "--poll-interval", type=float, default=30.0, help="Batch mode: seconds between polls (default %(default)s)."
-    )
-    group.add_argument(
-        "--batch-max-requests",
-        type=int,
-        default=50_000,
-        help="Batch mode: requests per batch file (default %(default)s).",
-    )
-    group.add_argument(
-        "--batch-max-bytes",
-        type=int,
-        default=200 * 1024 * 1024,
-        help="Batch mode: bytes per batch file (default %(default)s).",
-    )
-    group.add_argument(
-        "--batch-price-factor",
-        type=float,
-        default=settings.batch_price_factor,
-        help="Batch API price as a fraction of --teacher-price or the table's (default %(default)s).",
-    )
+    _add_options(group, (*TEACHER_OPTIONS, *RUN_OPTIONS))
 
 
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
     """:class:`TeacherSettings` from parsed :func:`add_teacher_arguments` options."""
     if not args.teacher:
         raise ValueError("No teacher model: pass --teacher MODEL (e.g. --teacher gpt-4o).")
-    return TeacherSettings(
-        sampling=SamplingSettings(
-            model=args.teacher,
-            candidates=args.candidates,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_tokens=args.max_tokens,
-            image_max_side=args.image_max_side,
-            image_format=args.image_format,
-            image_quality=args.image_quality,
-            image_detail=args.image_detail,
-            reasoning_effort=getattr(args, "reasoning_effort", None),
-        ),
-        max_rounds=args.max_rounds,
-        price=args.teacher_price,
-        batch_price_factor=args.batch_price_factor,
-        **request_settings(args),
-    )
+    sampling = SamplingSettings(**_field_values(args, TEACHER_OPTIONS, SamplingSettings))
+    return TeacherSettings(sampling=sampling, **_teacher_fields(args, TEACHER_OPTIONS))
 
 
 def teacher_chains(
@@ -271,9 +217,9 @@ def teacher_chains(
     store_root = Path(args.teacher_store) if args.teacher_store else default_store_root(out_dir)
     if getattr(args, "mode", "sync") != "batch":
         return generate_chains(images, get_benchmark(benchmark), settings, store_root)
-    from .batch import BatchLimits, generate_chains_batch
+    from .batch import generate_chains_batch
 
-    limits = BatchLimits(max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes)
+    limits = BatchLimits(**_field_values(args, RUN_OPTIONS, BatchLimits))
     chains, report = generate_chains_batch(
         images,
         get_benchmark(benchmark),

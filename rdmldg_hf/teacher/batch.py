@@ -36,7 +36,7 @@ from .images import image_data_url
 from .pipeline import TeacherChains, TeacherRun, summarize
 from .rejection import decide
 from .requests import chat_request, custom_id, parse_custom_id, wire_id
-from .settings import TeacherSettings
+from .settings import BatchLimits, TeacherSettings
 from .store import Reply, TeacherStore
 
 __all__ = [
@@ -55,15 +55,6 @@ logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 FINAL_STATUSES = ("completed", "expired", "failed", "cancelled")
 SHARD_KEY = "rdmldg_shard"
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """Limits of one batch file (defaults: OpenAI's documented 50,000 requests and 200 MB)."""
-
-    max_requests: int = 50_000
-    max_bytes: int = 200 * 1024 * 1024
-    completion_window: str = "24h"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 
 :class:`SamplingSettings` changes the requests or their replies, so it is part of the
 store key (a change starts a separate store). :class:`TeacherSettings` adds how the
-replies are fetched (server, concurrency, retries, prices), which never changes them.
+replies are fetched (server, concurrency, retries, prices), which never changes them;
+:class:`BatchLimits` bounds the files of the Batch API mode.
+
+A field that a command-line option sets carries the option's help in ``metadata={"help": ...}``
+(as TRL's configs do); :mod:`rdmldg_hf.teacher.arguments` makes the options from it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from ..benchmarks import Benchmark
 from ..prompts import PROMPT_VERSION, reasoning_question
 
-__all__ = ["SamplingSettings", "RetryPolicy", "TeacherSettings", "store_key", "store_name"]
+__all__ = ["SamplingSettings", "RetryPolicy", "TeacherSettings", "BatchLimits", "store_key", "store_name"]
 
 IMAGE_FORMATS = ("jpeg", "png", "webp")
 IMAGE_DETAILS = ("low", "high", "auto")
@@ -28,29 +32,46 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 class SamplingSettings:
     """What the teacher is asked, and how its replies are sampled.
 
-    Attributes:
-        model: teacher model id sent with every request (``"gpt-4o"``).
-        candidates: chains asked per image and round (``n=K``).
-        temperature: sampling temperature.
-        top_p: nucleus sampling; omitted from requests when None.
-        max_tokens: most tokens per chain.
-        image_max_side: images are resized so that their longest side is at most this.
-        image_format: encoding of the re-encoded image (``jpeg``, ``png``, ``webp``).
-        image_quality: JPEG/WebP quality.
-        image_detail: OpenAI ``detail`` of the image part; omitted when None.
-        reasoning_effort: ``reasoning_effort`` of reasoning models (o-series, GPT-5); omitted when None.
+    Each field's ``help`` says what it does (it is also the help of its ``rdmldg build`` option); ``top_p``,
+    ``image_detail`` and ``reasoning_effort`` are left out of the requests when None.
     """
 
-    model: str = "gpt-4o"
-    candidates: int = 4
-    temperature: float = 0.7
-    top_p: float | None = None
-    max_tokens: int = 1024
-    image_max_side: int = 512
-    image_format: str = "jpeg"
-    image_quality: int = 90
-    image_detail: str | None = None
-    reasoning_effort: str | None = None
+    model: str = field(
+        default="gpt-4o",
+        metadata={"help": "Teacher model id (e.g. gpt-4o). Without it no chains are generated.", "metavar": "MODEL"},
+    )
+    candidates: int = field(
+        default=4, metadata={"help": "Chains per image and round, asked as n=K (default %(default)s).", "metavar": "K"}
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (default %(default)s)."})
+    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling top_p (not sent by default)."})
+    max_tokens: int = field(
+        default=1024,
+        metadata={
+            "help": "Most tokens per chain, sent as max_completion_tokens (max_tokens to a server that only "
+            "takes that; default %(default)s). Reasoning models count their hidden reasoning in it."
+        },
+    )
+    image_max_side: int = field(
+        default=512,
+        metadata={"help": "Images are resized to this longest side before sending (default %(default)s)."},
+    )
+    image_format: str = field(
+        default="jpeg",
+        metadata={"help": "Encoding of the images sent (default %(default)s).", "choices": IMAGE_FORMATS},
+    )
+    image_quality: int = field(default=90, metadata={"help": "JPEG/WebP quality (default %(default)s)."})
+    image_detail: str | None = field(
+        default=None, metadata={"help": "OpenAI image detail (not sent by default).", "choices": IMAGE_DETAILS}
+    )
+    reasoning_effort: str | None = field(
+        default=None,
+        metadata={
+            "help": "reasoning_effort of reasoning models (o-series, GPT-5; not sent by default). "
+            "Parameters a model refuses (temperature, top_p, n) are left out automatically and reported.",
+            "choices": REASONING_EFFORTS,
+        },
+    )
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 2):
@@ -87,9 +108,17 @@ class RetryPolicy:
     recorded as failed for this run.
     """
 
-    max_retries: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 60.0
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries of a request on 429/5xx/timeouts/malformed replies before the image is marked failed "
+            "for this run (default %(default)s)."
+        },
+    )
+    base_delay: float = field(
+        default=1.0, metadata={"help": "First backoff wait in seconds, doubled per retry (default %(default)s)."}
+    )
+    max_delay: float = field(default=60.0, metadata={"help": "Longest backoff wait (default %(default)s)."})
     max_retry_after: float = 120.0
     jitter: float = 0.5
 
@@ -111,35 +140,61 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    """Everything a teacher run needs besides the images.
-
-    Attributes:
-        sampling: what is asked (the store key).
-        retry: retry policy of one request.
-        base_url: an OpenAI-compatible server; None for the OpenAI API.
-        api_key_env: environment variable holding the API key (never printed or stored).
-        timeout: seconds one attempt of a request may take in all (connect, send, wait, read the whole
-            reply); a slower attempt is cut off and counts as a timeout (retried like one).
-        concurrency: requests in flight at once.
-        max_rounds: further rounds of K candidates for an image with no accepted chain.
-        price: (input, output) USD per million tokens; None looks the model up in the price table.
-        batch_price_factor: the Batch API's price as a fraction of ``price``.
-        progress: show a progress bar.
-        stop_after_failures: stop the run once this many requests in a row failed after all their
-            retries (0: never stop); the store keeps every reply, so rerunning continues.
+    """Everything a teacher run needs besides the images: what is asked (``sampling``, the store key), the
+    ``retry`` policy of one request, and how replies are fetched and priced (each field's ``help``, also the
+    help of its ``rdmldg build`` option). The API key is read from ``api_key_env``, never printed or stored.
     """
 
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout: float = 120.0
-    concurrency: int = 8
-    max_rounds: int = 2
-    price: tuple[float, float] | None = None
-    batch_price_factor: float = 0.5
-    progress: bool = True
-    stop_after_failures: int = 8
+    base_url: str | None = field(
+        default=None,
+        metadata={"help": "An OpenAI-compatible server (vLLM, transformers serve, ...); default: the OpenAI API."},
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "Environment variable holding the API key (default %(default)s). The key is never printed or "
+            "stored, and is redacted from anything the server sends back.",
+            "metavar": "VAR",
+        },
+    )
+    timeout: float = field(
+        default=120.0,
+        metadata={
+            "help": "Seconds one attempt of a request may take in all: connecting, sending, waiting and reading the "
+            "whole reply (a server trickling its reply is cut off too). A slower attempt is a timeout, retried like "
+            "one (default %(default)s)."
+        },
+    )
+    concurrency: int = field(default=8, metadata={"help": "Requests in flight at once (default %(default)s)."})
+    max_rounds: int = field(
+        default=2,
+        metadata={"help": "Further rounds of K candidates for images with no accepted chain (default %(default)s)."},
+    )
+    price: tuple[float, float] | None = field(
+        default=None,
+        metadata={
+            "help": "USD per million input,output tokens for the cost estimate (default: built-in table).",
+            "metavar": "IN,OUT",
+        },
+    )
+    batch_price_factor: float = field(
+        default=0.5,
+        metadata={"help": "Batch API price as a fraction of --teacher-price or the table's (default %(default)s)."},
+    )
+    progress: bool = field(
+        default=True, metadata={"help": "The progress bar of the requests (--no-progress hides it)."}
+    )
+    stop_after_failures: int = field(
+        default=8,
+        metadata={
+            "help": "Stop once N requests in a row have failed after all their retries, with the server's last "
+            "error (default %(default)s; 0: never stop). A dead server costs one round of timeouts, not one per "
+            "image; rerun to continue: nothing is lost.",
+            "metavar": "N",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -152,6 +207,19 @@ class TeacherSettings:
             raise ValueError(f"--stop-after-failures must be 0 (never stop) or more; got {self.stop_after_failures}.")
         if self.batch_price_factor < 0:
             raise ValueError(f"--batch-price-factor must be 0 or more; got {self.batch_price_factor}.")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Limits of one Batch API file (defaults: OpenAI's documented 50,000 requests and 200 MB)."""
+
+    max_requests: int = field(
+        default=50_000, metadata={"help": "Batch mode: requests per batch file (default %(default)s)."}
+    )
+    max_bytes: int = field(
+        default=200 * 1024 * 1024, metadata={"help": "Batch mode: bytes per batch file (default %(default)s)."}
+    )
+    completion_window: str = "24h"
 
 
 def store_key(benchmark: Benchmark, sampling: SamplingSettings) -> dict[str, Any]:
