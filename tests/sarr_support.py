@@ -11,6 +11,7 @@ from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK, get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.data.schema import dataset_features
+from rdmldg_hf.trainers import SARRConfig
 
 BENCHMARK = get_benchmark(EMBEDDED_BENCHMARK)
 CLASSES = BENCHMARK.class_names
@@ -63,3 +64,23 @@ def scripted_reply(dataset: Dataset, replies: Mapping[str, Any]) -> Callable[[An
         return by_key[image_key(image)]
 
     return reply
+
+
+def sarr_test_config(out: Any, **overrides: Any) -> SARRConfig:
+    """A CPU SARR config for tests: one round of two steps, no saving, no reporting."""
+    settings = dict(
+        output_dir=str(out),
+        num_rounds=1,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        relabel_batch_size=4,
+        relabel_max_new_tokens=8,
+        save_strategy="no",
+        report_to="none",
+        activation_checkpointing=False,
+        bf16=False,
+        disable_tqdm=True,
+        logging_steps=1,
+    )
+    settings.update(overrides)
+    return SARRConfig(**settings)

@@ -153,12 +153,12 @@ def test_facts_read_the_run_record_results_and_card(tmp_path):
     assert (bare.method, bare.benchmark, bare.test_domain, bare.accuracy) == ("mtct", "rotdigits", "rot30", {})
     assert "not recorded" in bare.markdown()
     (folder / "results.json").write_text(json.dumps({"final": {"heldout_direct": 0.597, "heldout_reasoning": 0.414}}))
-    (folder / "README.md").write_text("---\ndatasets: outputs/domainbed-reasoning\nbase_model: org/base\n---\n")
+    local_dataset = tmp_path / "outputs" / "domainbed-reasoning"  # a local folder, whatever the working directory
+    local_dataset.mkdir(parents=True)
+    (folder / "README.md").write_text(f"---\ndatasets: {local_dataset}\nbase_model: org/base\n---\n")
     facts = ModelFacts.from_folder(folder, "me/model")
     assert facts.accuracy == {"direct": 0.597, "reasoning": 0.414}
-    assert (
-        facts.dataset == "outputs/domainbed-reasoning" and facts.hub_dataset is None and facts.hub_model == "me/model"
-    )
+    assert facts.dataset == str(local_dataset) and facts.hub_dataset is None and facts.hub_model == "me/model"
     text = facts.markdown()
     assert "Held-out domain**: rot30" in text and "59.7% (direct), 41.4% (reasoning)" in text
     evaluated = {"mode": "reasoning", "metrics": {"per_domain": {"rot30": 0.5, "rot0": 0.9}}}

@@ -7,14 +7,12 @@ import json
 import pytest
 from datasets import load_dataset
 
-from rdmldg_hf.evaluation.sharing import model_card
-from rdmldg_hf.models import RunConfig, accuracy_result, default_lora_config, load_model_and_processor
+from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
-from rdmldg_hf.trainers import SARRConfig, SARRTrainer
-from rdmldg_hf.trainers.sarr_report import sarr_model_card
-from rdmldg_hf.trainers.sarr_state import StageResult
+from rdmldg_hf.trainers import SARRTrainer
 from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
+from sarr_support import sarr_test_config as config
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +34,6 @@ def sarr(model, processor, split, args, **kwargs) -> SARRTrainer:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), preset="test", phrase_tokens=True, vocab_size=1024)
-
-
-def config(out, **overrides) -> SARRConfig:
-    settings = dict(
-        output_dir=str(out),
-        num_rounds=1,
-        max_steps=2,
-        per_device_train_batch_size=4,
-        relabel_batch_size=4,
-        relabel_max_new_tokens=8,
-        save_strategy="no",
-        report_to="none",
-        activation_checkpointing=False,
-        bf16=False,
-        disable_tqdm=True,
-        logging_steps=1,
-    )
-    settings.update(overrides)
-    return SARRConfig(**settings)
 
 
 @pytest.mark.parametrize(
@@ -170,21 +149,3 @@ def test_a_dataset_without_the_teacher_columns_relabels(tmp_path, rows, model_di
             assert row["chain_source"] == f"{model_dir.name}@sarr-r1"
         else:
             assert row["reasoning"] == teacher[row["image_id"]] and row["chain_source"] is None
-
-
-def test_model_index_accuracies_are_percent_in_sarr_and_push_cards(tmp_path, split, model_dir):
-    model, processor = load_model_and_processor(model_dir)
-    trainer = sarr(model, processor, split, config(tmp_path))
-    metrics = {"heldout_direct": 0.875, "source_holdout_direct": 0.5}
-    trainer.stage_results = [StageResult("round-1", str(tmp_path), {}, metrics)]
-    sarr_card = sarr_model_card(trainer, "sarr-rot30", "me/sarr-rot30")
-    assert {r.dataset_split: r.metric_value for r in sarr_card.data.eval_results} == {
-        "rot30": 87.5,
-        "source-holdout": 50.0,
-    }
-    run = RunConfig("sarr", "rotdigits", list(CLASSES), list(CLASSES), ["rot0", "rot60", "rot90"], "rot30", "v")
-    push_card = model_card(run, "me/sarr-rot30", "base", {"metrics": {"per_domain": {"rot30": 0.875}}})
-    assert [r.metric_value for r in push_card.data.eval_results] == [87.5]
-    assert all(r.metric_type == "accuracy" for r in [*sarr_card.data.eval_results, *push_card.data.eval_results])
-    with pytest.raises(ValueError, match=r"fraction in \[0, 1\]; got 87.5"):
-        accuracy_result(87.5)

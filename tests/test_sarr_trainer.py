@@ -20,6 +20,7 @@ from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from rdmldg_hf.trainers.sarr_callbacks import SARRCallback
 from rdmldg_hf.training import TRAINING_METHODS, run_sarr
+from sarr_support import sarr_test_config
 
 REPO = "rdmldg-tests/sarr-rotdigits-rot30"
 STAGES = ["mtct", "round-1", "round-2", "round-3"]
@@ -68,24 +69,16 @@ def model_dir(tmp_path_factory):
 
 def sarr_config(out, **overrides) -> SARRConfig:
     settings = dict(
-        output_dir=str(out),
         num_rounds=3,
         push_to_hub=True,
         hub_model_id=REPO,
-        max_steps=2,
-        logging_steps=1,
         per_device_train_batch_size=8,
         relabel_batch_size=16,
         relabel_max_new_tokens=4,
         save_strategy="steps",
         save_steps=2,
-        report_to="none",
-        activation_checkpointing=False,
-        bf16=False,
-        disable_tqdm=True,
     )
-    settings.update(overrides)
-    return SARRConfig(**settings)
+    return sarr_test_config(out, **{**settings, **overrides})
 
 
 def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, model_dir, monkeypatch):
@@ -165,7 +158,7 @@ def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, mod
     card = ModelCard.load(model_repo / "README.md")
     assert {"trl", "sarr", "mtct", "rdmldg"} <= set(card.data.tags) and card.data.library_name == "peft"
     assert "trained with SARR, a method introduced in" in card.text and "2602.23777" in card.text
-    assert "| round-3 | 0.0% |" in card.text and card.data.datasets == "rdmldg/domainbed-reasoning"
+    assert "| round-3 | 0.0% |" in card.text and card.data.datasets == ["rdmldg/domainbed-reasoning"]
     stage_card = ModelCard.load(tmp_path / "out" / "stages" / "round-1" / "README.md")  # MTCTTrainer's, at its save
     assert "trained with MTCT, a method introduced in" in stage_card.text and "mtct" in stage_card.data.tags
 

@@ -18,8 +18,10 @@ before, in :mod:`rdmldg_hf.protocol`:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -31,6 +33,7 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..benchmarks import Benchmark, display_name, get_benchmark
+from ..cards import PAPER, RESULTS_NAME, build_model_card, read_results
 from ..chains import find_special_tokens
 from ..data.training_rows import (
     INDEX_COLUMN,
@@ -289,19 +292,7 @@ class MTCTTrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "rdmldg", "mtct"]
     _name = "MTCT"
-    _paper = {
-        "title": "Reasoning-Driven Multimodal LLMs for Domain Generalization",
-        "id": "2602.23777",
-        "citation": (
-            "@inproceedings{xu2026rdmldg,\n"
-            "    title        = {{Reasoning-Driven Multimodal LLMs for Domain Generalization}},\n"
-            "    author       = {Xu and Wang and Jiang and Li and Cheng and Wang},\n"
-            "    booktitle    = {International Conference on Learning Representations (ICLR)},\n"
-            "    year         = 2026,\n"
-            "    eprint       = {arXiv:2602.23777}\n"
-            "}"
-        ),
-    }
+    _paper = PAPER
     # compute_loss normalises by the whole optimised batch (all accumulation steps, all processes).
     loss_is_scaled_for_ga = True
 
@@ -471,12 +462,41 @@ class MTCTTrainer(SFTTrainer):
         self._metrics[mode].clear()  # TRL's own per-step metrics are not collected by compute_loss
         super().log(logs, start_time)
 
+    def run_record(self) -> RunConfig:
+        """The run record (``rdmldg_config.json``) of this trainer's model, adapter or full weights."""
+        from peft import PeftModel
+
+        adapter = isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+        return self.mtct_data.run_config(self.args, self._base_model_name, adapter, self.split_record)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the adapter or model and the processor, plus ``rdmldg_config.json`` describing the run."""
         super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
-            from peft import PeftModel
+            self.run_record().save(output_dir or self.args.output_dir)
 
-            adapter = isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
-            self.mtct_data.run_config(self.args, self._base_model_name, adapter, self.split_record).save(output_dir)
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        results: str | os.PathLike | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write ``<output_dir>/README.md``: the project's model card (:func:`rdmldg_hf.cards.build_model_card`,
+        TRL's card underneath) naming the trainer ``MTCT`` and the paper, with a ``model-index`` of the accuracies
+        of ``results`` (a ``results.json`` path or record; default: the output folder's own, if any)."""
+        if not self.is_world_process_zero():
+            return
+        out = Path(self.args.output_dir)
+        if results is None and (out / RESULTS_NAME).is_file():
+            results = out / RESULTS_NAME
+        card = build_model_card(
+            self.run_record(),
+            self.hub_model_id or self.args.hub_model_id or out.absolute().name,
+            model_name=model_name,
+            dataset=dataset_name,
+            results=read_results(results),
+            tags=[*self._tag_names, *([tags] if isinstance(tags, str) else tags or [])],
+            secrets=[self.args.hub_token or ""],
+        )
+        card.save(out / "README.md")

@@ -49,12 +49,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from ..generation import GenerationBackend, ModelBackend, process_state
 from ..locking import FolderLock
 from ..models import RUN_CONFIG_NAME, RunConfig
-from ..prompts import PROMPT_VERSION
 from ..protocol import find_benchmark, merge_domains
 from .mtct import MTCTTrainer
 from .sarr_callbacks import call_round_event
 from .sarr_config import SARRConfig
-from .sarr_report import results_summary, sarr_model_card
+from .sarr_report import results_summary, run_record, sarr_model_card
 from .sarr_rounds import RoundBuilder
 from .sarr_state import STATE_FILE, SARRState, StageResult, dataset_digest, stage_losses
 
@@ -436,18 +435,7 @@ class SARRTrainer:
                 relabel=self.args.relabel_settings().to_dict(),
                 rounds=[r.relabel for r in self.stage_results if r.relabel],
             )
-            RunConfig(
-                method="sarr",
-                benchmark=self.benchmark.name,
-                classes=list(self.benchmark.classes),
-                class_names=list(self.benchmark.class_names),
-                domains=sorted(set(self.train_dataset["domain"])),
-                test_domain=self.split_record.get("test_domain"),
-                prompt_version=PROMPT_VERSION,
-                base_model=self.base_name,
-                adapter=self.is_adapter,
-                settings=settings,
-            ).save(out)
+            run_record(self, settings).save(out)
         self.dist.wait_for_everyone()
         return out
 

@@ -1,27 +1,23 @@
-"""What a SARR run reports: the results summary (per stage) and its model card, made by TRL's card machinery."""
+"""What a SARR run reports: its run record, the results summary (per stage) and its model card."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Sequence
 
-from huggingface_hub import EvalResult, ModelCard
+from huggingface_hub import ModelCard
 
-from ..models import accuracy_result
+from ..cards import build_model_card, stage_accuracies
+from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
 from .sarr_state import StageResult
 
 if TYPE_CHECKING:
     from .sarr import SARRTrainer
 
-__all__ = ["results_summary", "sarr_model_card"]
+__all__ = ["results_summary", "run_record", "sarr_model_card"]
 
-# Stage metrics (as the recipes' stage evaluation names them) that go to the card's model-index.
-_CARD_METRICS = (
-    ("heldout_direct", "held-out domain, direct answer"),
-    ("heldout_reasoning", "held-out domain, reasoning answer"),
-    ("source_holdout_direct", "source domains' holdout, direct answer"),
-)
+# The stage table's columns: the round's acceptance, then the stage evaluation's accuracies.
+_COLUMNS = ("acceptance", "heldout_direct", "heldout_reasoning", "source_holdout_direct")
 
 
 def results_summary(
@@ -52,6 +48,22 @@ def results_summary(
     }
 
 
+def run_record(trainer: "SARRTrainer", settings: dict[str, Any] | None = None) -> RunConfig:
+    """The run record of a SARR run (what ``rdmldg_config.json`` holds and its model card describes)."""
+    return RunConfig(
+        method="sarr",
+        benchmark=trainer.benchmark.name,
+        classes=list(trainer.benchmark.classes),
+        class_names=list(trainer.benchmark.class_names),
+        domains=sorted(set(trainer.train_dataset["domain"])),
+        test_domain=trainer.split_record.get("test_domain"),
+        prompt_version=PROMPT_VERSION,
+        base_model=trainer.base_name,
+        adapter=trainer.is_adapter,
+        settings=dict(settings or {}),
+    )
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -62,29 +74,9 @@ def _stage_table(stages: Sequence[StageResult]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for stage in stages:
-        cells = [(stage.relabel or {}).get("acceptance")] + [stage.metrics.get(key) for key, _ in _CARD_METRICS]
+        cells = [(stage.relabel or {}).get(key) if key == "acceptance" else stage.metrics.get(key) for key in _COLUMNS]
         lines.append(f"| {stage.name} | " + " | ".join(_pct(c) for c in cells) + " |")
     return lines
-
-
-def _eval_results(trainer: "SARRTrainer", final: dict[str, Any], dataset_name: str | None) -> list[EvalResult]:
-    test_domain = trainer.split_record.get("test_domain")
-    results = []
-    for key, what in _CARD_METRICS:
-        split = "source-holdout" if key.startswith("source") else test_domain
-        if final.get(key) is not None and split:
-            results.append(
-                accuracy_result(
-                    final[key],
-                    task_type="image-classification",
-                    dataset_type=dataset_name or "rdmldg/domainbed-reasoning",
-                    dataset_name=f"{trainer.benchmark.title} ({what})",
-                    dataset_config=trainer.benchmark.name,
-                    dataset_split=split,
-                    metric_name=f"accuracy ({what})",
-                )
-            )
-    return results
 
 
 def sarr_model_card(
@@ -94,37 +86,17 @@ def sarr_model_card(
     dataset_name: str | None = None,
     tags: Sequence[str] = (),
 ) -> ModelCard:
-    """TRL's model card (``trl.trainer.utils.generate_model_card``) of a SARR run, with its stages appended.
+    """The project's model card (:func:`rdmldg_hf.cards.build_model_card`, TRL's card underneath) of a SARR run.
 
     The card names the trainer ``SARR`` and the paper (arXiv 2602.23777), carries the trainer's tags, a
     ``model-index`` of the final stage's accuracies (in percent, as every card of the project) and a table of
     every stage's acceptance and accuracies.
     """
-    from trl.trainer.utils import generate_model_card
-
-    base = trainer.base_name if trainer.base_name and not os.path.isdir(trainer.base_name) else None
-    paper = trainer._paper
-    card = generate_model_card(
-        base_model=base,
-        model_name=model_name,
-        hub_model_id=hub_model_id,
-        dataset_name=dataset_name,
-        tags=sorted({*trainer._tag_names, *tags}),
-        wandb_url=None,
-        trackio_url=None,
-        trainer_name=trainer._name,
-        trainer_citation=paper.get("citation"),
-        paper_title=paper.get("title"),
-        paper_id=paper.get("id"),
-    )
     stages = trainer.stage_results
-    card.data.library_name = "peft" if trainer.is_adapter else "transformers"
-    card.data.pipeline_tag = "image-text-to-text"
-    card.data.eval_results = _eval_results(trainer, stages[-1].metrics if stages else {}, dataset_name) or None
     test_domain = trainer.split_record.get("test_domain")
     held_out = f", holding out domain `{test_domain}`" if test_domain else ""
     summary = [
-        "## RD-MLDG stages",
+        "### RD-MLDG stages",
         "",
         f"MTCT, then {trainer.args.num_rounds} SARR rounds of self-relabeling on {trainer.benchmark.title}{held_out}; "
         f"{'a LoRA adapter' if trainer.is_adapter else 'full weights'}. Rejected self-chains: "
@@ -135,8 +107,14 @@ def sarr_model_card(
         "",
         "Each round's training rows are a config `<benchmark>-sarr-r<k>` of the round dataset "
         "(loadable with `datasets.load_dataset`).",
-        "",
     ]
-    marker = "### Framework versions"
-    card.text = card.text.replace(marker, "\n".join(summary) + "\n" + marker, 1)
-    return card
+    return build_model_card(
+        run_record(trainer),
+        hub_model_id,
+        model_name=model_name,
+        dataset=dataset_name,
+        accuracies=stage_accuracies(stages[-1].metrics if stages else {}, test_domain),
+        tags=[*trainer._tag_names, *tags],
+        sections=["\n".join(summary)],
+        secrets=[trainer.args.hub_token or ""],
+    )
