@@ -13,6 +13,7 @@ from accelerate.utils import convert_outputs_to_fp32
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
+from device_support import model_inputs
 from mtct_support import tiny_model_dir
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.training_rows import CLASSIFICATION, TASKS_COLUMN
@@ -216,7 +217,7 @@ def tiny_llava(template: str | None = None, model_class=None):
     """A fresh tiny LLaVA (its own weights, safe to change), optionally with another chat template or class."""
     model, processor = load_model_and_processor(tiny_model_dir("llava"))
     if model_class is not None:
-        model = model_class.from_pretrained(tiny_model_dir("llava"))
+        model = model_class.from_pretrained(tiny_model_dir("llava"), use_kernels=False)
     if template is not None:
         processor.chat_template = template
     return model.eval(), processor
@@ -235,9 +236,8 @@ def test_scored_answers_are_the_trained_tokens_with_a_llava_15_template():
     trained = [row[row != -100].tolist() for row in batch["labels"]]
     assert trained == [ids + [tokenizer.eos_token_id] for ids in answers]
     # The probabilities are those of the trained answer tokens, read from a forward pass over the training batch.
-    inputs = {key: value for key, value in batch.items() if key != "labels" and not key.startswith("mtct_")}
     with torch.inference_mode():
-        logprobs = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+        logprobs = torch.log_softmax(model(**model_inputs(batch, model)).logits.float(), dim=-1)
     reference = []
     for row, ids in enumerate(answers):
         first = int((batch["labels"][row] != -100).nonzero()[0])  # the completion's first token
