@@ -19,13 +19,15 @@ from trl import ModelConfig
 from analysis_support import dataset_dir, recipe_args
 from device_support import model_inputs
 from eval_support import trained_adapter
-from mtct_support import tiny_model_dir
+from mtct_support import config, tiny_dataset, tiny_model_dir
 from rdmldg_hf.cli import main
 from rdmldg_hf.evaluation.classifier import DGClassifier
 from rdmldg_hf.generation import ModelBackend
 from rdmldg_hf.models import load_model_and_processor, resolve_placement
 from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.recipe_setup import load_model_for_training
+from rdmldg_hf.scoring import score_classes
+from rdmldg_hf.trainers import MTCTTrainer
 from sarr_support import CLASSES
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -102,17 +104,19 @@ def test_entry_points_load_on_the_gpu_in_bf16():
 # --------------------------------------------------------------------------- Hub kernels
 
 
-def test_an_offline_load_leaves_hub_kernels_off_unless_asked():
+def test_an_offline_load_leaves_hub_kernels_off_unless_asked(caplog):
     folder = tiny_model_dir()
     assert AutoModelForImageTextToText.from_pretrained(folder).use_kernels  # transformers' own default: on
-    model, _ = load_model_and_processor(folder)
-    assert model.use_kernels is False
-    asked, _ = load_model_and_processor(folder, use_kernels=True)
-    assert asked.use_kernels is True
-    assert load_model_for_training(ModelConfig(model_name_or_path=str(folder)), use_kernels=True)[0].use_kernels
+    assert load_model_and_processor(folder)[0].use_kernels is False
     assert not load_model_for_training(ModelConfig(model_name_or_path=str(folder)))[0].use_kernels
-    assert DGClassifier.from_pretrained(trained_adapter(), use_kernels=True).model.use_kernels
     assert not DGClassifier.from_pretrained(trained_adapter()).model.use_kernels
+    # Asked for, for the CPU (no kernel to fetch there): on.
+    assert load_model_and_processor(folder, use_kernels=True, kernels_device="cpu")[0].use_kernels is True
+    assert DGClassifier.from_pretrained(trained_adapter(), device="cpu", use_kernels=True).model.use_kernels
+    # For this process's device: on (offline on a GPU, where the kernels are not cached: off, with the warning).
+    with caplog.at_level(logging.WARNING, logger="rdmldg_hf.models"):
+        asked = load_model_for_training(ModelConfig(model_name_or_path=str(folder)), use_kernels=True)[0]
+    assert asked.use_kernels or "use_kernels=True" in caplog.text
 
 
 def test_a_kernel_that_cannot_be_had_falls_back_with_one_warning(caplog):
@@ -123,7 +127,7 @@ def test_a_kernel_that_cannot_be_had_falls_back_with_one_warning(caplog):
             AutoModelForImageTextToText.from_pretrained(folder)
         model, _ = load_model_and_processor(folder)  # not asked: nothing is fetched
         with caplog.at_level(logging.WARNING, logger="rdmldg_hf.models"):
-            asked, _ = load_model_and_processor(folder, use_kernels=True)
+            asked, _ = load_model_and_processor(folder, use_kernels=True, kernels_device="cpu")
             asked.train()  # training would kernelize again: it stays on the PyTorch layers
     warnings = [record.getMessage() for record in caplog.records if record.name == "rdmldg_hf.models"]
     assert len(warnings) == 1 and "use_kernels=True" in warnings[0] and "rdmldg-tests/absent-kernel" in warnings[0]
@@ -140,6 +144,22 @@ def test_recipes_and_commands_have_the_options():
     assert script.use_kernels is True
     script, _, _ = recipe["parse_args"](["--output_dir", "unused"])
     assert script.use_kernels is False
+
+
+@pytest.mark.gpu
+def test_asked_for_hub_kernels_never_stop_training_on_a_gpu(tmp_path, caplog):
+    """Offline on a GPU (the kernels not cached) the load warns and trains on the PyTorch layers; online, or with
+    them cached, it trains with them."""
+    with caplog.at_level(logging.WARNING, logger="rdmldg_hf.models"):
+        model, processor = load_model_and_processor(tiny_model_dir(), use_kernels=True)
+    assert model.use_kernels or "use_kernels=True" in caplog.text
+    args = config(tmp_path, bf16=torch.cuda.is_bf16_supported())
+    trainer = MTCTTrainer(model, args=args, train_dataset=tiny_dataset(4), processing_class=processor)
+    trainer.train()
+    assert trainer.model.device.type == "cuda" and trainer.state.global_step == 1
+    # Scoring the model the Trainer left on the GPU under bf16 autocast: inputs follow it, the head check holds.
+    scores = score_classes(trainer.model, processor, [image()], list(CLASSES))
+    assert scores.shape == (1, len(CLASSES)) and torch.allclose(scores.sum(), torch.tensor(1.0))
 
 
 # --------------------------------------------------------------------------- entry points
