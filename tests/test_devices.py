@@ -38,6 +38,12 @@ MISSING_KERNEL = {
 }
 
 
+@pytest.fixture
+def transformers_kernel_default(monkeypatch):
+    """transformers' own Hub-kernel default (on), whatever USE_HUB_KERNELS another module of the session set."""
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+
+
 def image(seed: int = 0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8))
 
@@ -104,7 +110,7 @@ def test_entry_points_load_on_the_gpu_in_bf16():
 # --------------------------------------------------------------------------- Hub kernels
 
 
-def test_an_offline_load_leaves_hub_kernels_off_unless_asked(caplog):
+def test_an_offline_load_leaves_hub_kernels_off_unless_asked(caplog, transformers_kernel_default):
     folder = tiny_model_dir()
     assert AutoModelForImageTextToText.from_pretrained(folder).use_kernels  # transformers' own default: on
     assert load_model_and_processor(folder)[0].use_kernels is False
@@ -119,7 +125,7 @@ def test_an_offline_load_leaves_hub_kernels_off_unless_asked(caplog):
     assert asked.use_kernels or "use_kernels=True" in caplog.text
 
 
-def test_a_kernel_that_cannot_be_had_falls_back_with_one_warning(caplog):
+def test_a_kernel_that_cannot_be_had_falls_back_with_one_warning(caplog, transformers_kernel_default):
     folder = tiny_model_dir()
     reference, processor = load_model_and_processor(folder)
     with use_kernel_mapping(MISSING_KERNEL):
@@ -147,7 +153,7 @@ def test_recipes_and_commands_have_the_options():
 
 
 @pytest.mark.gpu
-def test_asked_for_hub_kernels_never_stop_training_on_a_gpu(tmp_path, caplog):
+def test_asked_for_hub_kernels_never_stop_training_on_a_gpu(tmp_path, caplog, transformers_kernel_default):
     """Offline on a GPU (the kernels not cached) the load warns and trains on the PyTorch layers; online, or with
     them cached, it trains with them."""
     with caplog.at_level(logging.WARNING, logger="rdmldg_hf.models"):
