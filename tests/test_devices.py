@@ -20,7 +20,7 @@ from analysis_support import dataset_dir, recipe_args
 from device_support import model_inputs
 from eval_support import trained_adapter
 from mtct_support import config, tiny_dataset, tiny_model_dir
-from rdmldg_hf.cli import main
+from rdmldg_hf.cli import build_parser, main
 from rdmldg_hf.evaluation.classifier import DGClassifier
 from rdmldg_hf.generation import ModelBackend
 from rdmldg_hf.models import load_model_and_processor, resolve_placement
@@ -150,6 +150,17 @@ def test_recipes_and_commands_have_the_options():
     assert script.use_kernels is True
     script, _, _ = recipe["parse_args"](["--output_dir", "unused"])
     assert script.use_kernels is False
+    commands = {
+        "eval": ["--dataset", "d", "--config", "c"],
+        "analyze": ["class-probs", "--out", "o"],
+        "demo": ["model"],
+    }
+    for command, required in commands.items():
+        parse = build_parser([command]).parse_args
+        args = parse([command, *required, "--device", "cuda:1", "--dtype", "bfloat16", "--use-kernels"])
+        assert (args.device, args.dtype, args.use_kernels) == ("cuda:1", "bfloat16", True), command
+        args = parse([command, *required])
+        assert (args.device, args.dtype, args.use_kernels) == ("auto", "auto", False), command
 
 
 @pytest.mark.gpu
