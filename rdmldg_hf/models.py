@@ -1,4 +1,5 @@
-"""Models: loading base + adapter, LoRA defaults, the run record of a trained output and its card's results.
+"""Models: loading base + adapter (device, dtype, Hub kernels), LoRA defaults, the run record of a trained output
+and its card's results.
 
 Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
 
@@ -11,6 +12,7 @@ torchvision; importing this module registers a no-video subclass of each
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +30,8 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
+from .generation import process_state
+
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
     from peft import PeftConfig
@@ -39,10 +43,15 @@ __all__ = [
     "Qwen2_5_VLProcessorNoVideo",
     "InternVLProcessorNoVideo",
     "register_processors",
+    "Placement",
+    "resolve_placement",
+    "use_hub_kernels",
+    "describe_placement",
     "load_model_and_processor",
     "ADAPTER_CONFIG_NAME",
     "AdapterError",
     "check_adapter",
+    "reload_weights",
     "LORA_TARGET_MODULES",
     "default_lora_config",
     "lora_target_names",
@@ -112,6 +121,113 @@ def register_processors() -> None:
 
 register_processors()
 
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- device, dtype, Hub kernels
+
+DEVICE_HELP = "auto (this process's GPU when there is one, else the CPU), cpu, cuda or cuda:N"
+DTYPE_HELP = "auto (bfloat16 on a GPU that supports it, else the saved dtype), bfloat16, float16 or float32"
+DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model is loaded to run, and in which dtype (``"auto"``: the dtype its weights were saved in)."""
+
+    device: torch.device
+    dtype: torch.dtype | str
+
+
+def resolve_placement(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto") -> Placement:
+    """The device and dtype to run a model on: the one place that decides them.
+
+    Args:
+        device: ``"auto"`` (this process's accelerator under accelerate, e.g. ``cuda:1`` for the second of two
+            processes; the CPU when there is none), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or another accelerator
+            torch has here, e.g. ``"mps"``).
+        dtype: ``"auto"`` (bfloat16 on a device that computes in it natively, a CUDA GPU of compute capability
+            8.0 or later, or another accelerator; else the saved dtype), or ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` (or a torch dtype).
+
+    Raises:
+        ValueError: naming the value and the valid ones, for a device torch does not know or that this machine
+            does not have, and for an unknown dtype.
+    """
+    resolved = process_state().device if device in ("auto", None) else _checked_device(device)
+    if isinstance(dtype, str) and dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPES)}.")
+        dtype = DTYPES[dtype]
+    if dtype in ("auto", None):
+        dtype = torch.bfloat16 if _computes_in_bf16(resolved) else "auto"
+    return Placement(resolved, dtype)
+
+
+def _checked_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device: use {DEVICE_HELP}.") from error
+    if resolved.type == "cpu":
+        return resolved
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None or accelerator.type != resolved.type:
+        found = f"the accelerator here is {accelerator.type!r}" if accelerator is not None else "none is visible"
+        raise ValueError(
+            f"device {str(device)!r}: torch has no {resolved.type!r} device on this machine ({found}); use "
+            f"{DEVICE_HELP}."
+        )
+    if resolved.index is not None and resolved.index >= torch.accelerator.device_count():
+        raise ValueError(
+            f"device {str(device)!r}: this machine has {torch.accelerator.device_count()} {resolved.type} device(s), "
+            f"numbered from 0; use {DEVICE_HELP}."
+        )
+    return resolved
+
+
+def _computes_in_bf16(device: torch.device) -> bool:
+    if device.type == "cpu":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8  # Ampere and later; older GPUs emulate it slowly
+    return True
+
+
+def use_hub_kernels(model: PreTrainedModel, device: str | torch.device) -> bool:
+    """Turn on Hub kernels (transformers' ``use_kernels``) for ``model`` trained or run on ``device``.
+
+    The kernels of both modes (training and inference) are fetched now, before any training step; a kernel
+    that cannot be had (offline and not cached, ``kernels`` missing, ``USE_HUB_KERNELS=0``) leaves the PyTorch
+    layers in place with one warning naming the option. Returns whether the kernels are on.
+    """
+    target = {"": str(torch.device(device))}
+    try:
+        from kernels import Mode
+
+        # Both modes' kernels now (training, then the mode the model is in), so none is fetched mid-run.
+        for mode in (Mode.INFERENCE, Mode.TRAINING) if model.training else (Mode.TRAINING, Mode.INFERENCE):
+            model.set_use_kernels(True, mode=mode, device_map=target)
+    except Exception as error:  # whatever stops a kernel (offline, no package, a failed download): reported below
+        if model.kernels_mode is not None:  # some layers may have been replaced before the failure
+            model.reset_kernels()
+        logger.warning(
+            "use_kernels=True: a Hub kernel for %s on %s cannot be had (%s: %s); running the PyTorch layers "
+            "instead. Fetch the kernels while online (the same load, once), or set use_kernels to false.",
+            type(model).__name__,
+            target[""],
+            type(error).__name__,
+            str(error).splitlines()[0][:300],
+        )
+        return False
+    return True
+
+
+def describe_placement(model: torch.nn.Module) -> str:
+    """Where a model runs, in words for a run's log: ``"cuda:0, bfloat16 weights, Hub kernels off"``."""
+    kernels = "on" if getattr(model, "use_kernels", False) else "off"
+    return f"{model.device}, {str(model.dtype).removeprefix('torch.')} weights, Hub kernels {kernels}"
+
 
 # --------------------------------------------------------------------------- loading
 
@@ -121,6 +237,10 @@ def load_model_and_processor(
     adapter: str | Path | None = None,
     dtype: torch.dtype | str = "auto",
     merge_adapter: bool = False,
+    *,
+    device: str | torch.device | None = None,
+    use_kernels: bool = False,
+    kernels_device: str | torch.device | None = None,
     **model_kwargs: Any,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load a vision-language model and its processor, optionally with a PEFT adapter.
@@ -129,15 +249,28 @@ def load_model_and_processor(
         path: base model folder or Hub id.
         adapter: a PEFT adapter folder or Hub id to load on top (its processor is used when
             it saved one, e.g. a trained run's output folder).
-        dtype: passed to ``from_pretrained`` (``"auto"`` keeps the saved dtype).
+        dtype: passed to ``from_pretrained`` (``"auto"`` keeps the saved dtype; with ``device``, see
+            :func:`resolve_placement`).
         merge_adapter: merge the adapter weights into the base and return a plain model.
+        device: where to load the model to run it (:func:`resolve_placement`: ``"auto"``, ``"cpu"``,
+            ``"cuda:N"``, ...); the log names the device and dtype. None: where ``from_pretrained`` puts it
+            (the CPU), for a trainer to move.
+        use_kernels: turn on Hub kernels (:func:`use_hub_kernels`) for ``kernels_device`` (default: ``device``,
+            else this process's device). Off by default: kernels are code fetched from the Hub when a model
+            is trained or run, and offline a missing one would stop the run.
         model_kwargs: further ``from_pretrained`` arguments (``device_map``, ...).
 
     Raises:
         AdapterError: saying what is wrong with the adapter (:func:`check_adapter`).
     """
     register_processors()
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **model_kwargs)
+    if device is not None:
+        placement = resolve_placement(device, dtype)
+        dtype = placement.dtype
+        model_kwargs.setdefault("device_map", {"": str(placement.device)})
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, use_kernels=False, **model_kwargs)
+    if use_kernels:
+        use_hub_kernels(model, kernels_device or (placement.device if device is not None else process_state().device))
     processor_source = path
     if adapter is not None:
         from peft import PeftModel
@@ -149,7 +282,15 @@ def load_model_and_processor(
         if (Path(adapter) / "processor_config.json").exists() or (Path(adapter) / "tokenizer_config.json").exists():
             processor_source = adapter
     processor = AutoProcessor.from_pretrained(processor_source)
+    if device is not None:
+        logger.info("Loaded %s on %s.", adapter or path, describe_placement(model))
     return model, processor
+
+
+def reload_weights(model: PreTrainedModel, folder: str | Path) -> PreTrainedModel:
+    """The full weights saved in ``folder`` (e.g. a checkpoint of ``model``), in a new model of ``model``'s class
+    with Hub kernels as ``model`` has them (transformers would otherwise turn them on)."""
+    return type(model).from_pretrained(folder, use_kernels=getattr(model, "use_kernels", False))
 
 
 # --------------------------------------------------------------------------- adapters

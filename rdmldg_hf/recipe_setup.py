@@ -90,6 +90,15 @@ class RecipeScriptArguments:
             "`accelerate launch` without --cpu sets OMP_NUM_THREADS=1). Ignored on GPUs and with several processes."
         },
     )
+    use_kernels: bool = field(
+        default=False,
+        metadata={
+            "help": "Hub kernels (transformers' use_kernels): layers replaced by optimized kernels fetched from the "
+            "Hub (kernels-community/...) on GPUs. Off by default: they are code downloaded when training starts, "
+            "and offline a kernel that is not cached would stop the run. On: every kernel is fetched before "
+            "training; one that cannot be had leaves the PyTorch layer, with a warning."
+        },
+    )
     tiny_model: str | None = field(
         default=None,
         metadata={
@@ -224,12 +233,17 @@ def split_training_dataset(dataset: DatasetDict, script_args: RecipeScriptArgume
     )
 
 
-def load_model_for_training(model_args: ModelConfig, training_args: Any = None) -> tuple[Any, Any, Any]:
+def load_model_for_training(
+    model_args: ModelConfig, training_args: Any = None, use_kernels: bool = False
+) -> tuple[Any, Any, Any]:
     """``(model, processor, peft_config)`` from TRL's ``ModelConfig``; ``peft_config`` is None without ``use_peft``.
 
     Every ``ModelConfig`` field is honoured (4/8-bit loading included) or refused before loading, see
     :mod:`rdmldg_hf.model_config`; ``training_args`` (when given) has its ``trust_remote_code`` checked.
+    ``use_kernels`` turns on Hub kernels for this process's device (:func:`rdmldg_hf.models.use_hub_kernels`).
     """
     check_model_config(model_args, trust_remote_code=getattr(training_args, "trust_remote_code", False))
-    model, processor = load_model_and_processor(model_args.model_name_or_path, **model_loading_kwargs(model_args))
+    model, processor = load_model_and_processor(
+        model_args.model_name_or_path, use_kernels=use_kernels, **model_loading_kwargs(model_args)
+    )
     return model, processor, lora_config_from(model_args)

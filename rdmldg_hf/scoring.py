@@ -13,55 +13,55 @@ Probabilities equal those of scoring every (image, class) continuation as its ow
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
+from .data.training_rows import render_rows
 from .generation import ModelBackend, eval_mode, run_batches
-from .prompts import prompt_messages
+from .prompts import prompt_messages, training_example
 
 __all__ = ["answer_token_ids", "AnswerTree", "score_classes", "class_logprobs"]
 
 
 def answer_token_ids(processor: Any, class_names: Sequence[str]) -> list[list[int]]:
-    """Token ids of each class name as the assistant's answer, right after the rendered prompt.
+    """Token ids of each class name as the assistant's answer: the tokens its classification training row trains.
+
+    The rows are rendered as training renders them (:func:`rdmldg_hf.data.training_rows.render_rows`), so the
+    scored tokens equal the trained ones by construction, whatever the chat template writes around an answer
+    (``ASSISTANT: dog </s>``). The completion's tokens from its first special token on (the end of the turn,
+    the same for every class) are left out.
 
     Raises:
-        ValueError: when a name does not tokenize as a continuation of the prompt's tokens.
+        ValueError: when the training rows' prompt is not the generation prompt that scoring feeds the model,
+            or a class's completion has no token before the end of the turn.
     """
     tokenizer = getattr(processor, "tokenizer", processor)
     prompt = processor.apply_chat_template(
         prompt_messages("classification", class_names), add_generation_prompt=True, tokenize=False
     )
-    context = _answer_context(tokenizer, prompt)
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    rows = render_rows(processor, [training_example("classification", class_names, name) for name in class_names])
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     answers = []
-    with_names = tokenizer([context + name for name in class_names], add_special_tokens=False)["input_ids"]
-    for name, full_ids in zip(class_names, with_names):
-        if full_ids[: len(context_ids)] != context_ids or len(full_ids) == len(context_ids):
+    for name, row in zip(class_names, rows):
+        if row.prompt != prompt:
             raise ValueError(
-                f"The class name {name!r} does not tokenize as a separate answer after the prompt; "
-                "scoring needs a chat template that ends the prompt on a token boundary."
+                f"The chat template does not write the answer {name!r} after its generation prompt: the training "
+                f"prompt ends {row.prompt[-40:]!r}, the generation prompt {prompt[-40:]!r}. Direct scoring feeds "
+                "the generation prompt; use a chat template whose generation prompt starts the assistant turn, or "
+                "mode 'direct-generate'."
             )
-        answers.append(full_ids[len(context_ids) :])
+        ids = list(itertools.takewhile(lambda token: token not in special, row.completion_ids))
+        if not ids:
+            raise ValueError(
+                f"The class name {name!r} has no token before the end of the turn in its training completion "
+                f"{row.completion!r}; check the chat template."
+            )
+        answers.append(ids)
     return answers
-
-
-def _answer_context(tokenizer: Any, prompt: str) -> str:
-    """The end of ``prompt`` after its last added (special) token, when it tokenizes as the prompt's last tokens.
-
-    Tokenizers split text at added tokens first, so an answer's tokens depend only on this part;
-    tokenizing it instead of the whole prompt keeps long class lists (DomainNet's 345) cheap.
-    """
-    added = [token for token in getattr(tokenizer, "added_tokens_encoder", {}) if token in prompt]
-    cut = max((prompt.rfind(token) + len(token) for token in added), default=0)
-    if cut == 0:
-        return prompt
-    tail_ids = tokenizer(prompt[cut:], add_special_tokens=False)["input_ids"]
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return prompt[cut:] if prompt_ids[len(prompt_ids) - len(tail_ids) :] == tail_ids else prompt
 
 
 @dataclass(frozen=True)
@@ -180,16 +180,10 @@ def class_logprobs(model: torch.nn.Module, inputs: Any, tree: AnswerTree) -> tor
     head = model.get_output_embeddings()
     if head is None:
         raise ValueError(f"{type(model).__name__} has no output embeddings (language-model head) to score answers.")
-    with _head_inputs(head, compute_logits=True) as seen:
+    with _head_calls(head, compute_logits=True) as calls:
         output = model(**inputs, use_cache=tree.num_nodes > 0, logits_to_keep=1)
+    _check_logits_are_the_heads(model, calls, output.logits)
     last_logits = output.logits[:, -1].float()
-    tolerance = max(1e-4, 8 * torch.finfo(output.logits.dtype).eps)  # one row vs a batch may round differently
-    scale = last_logits[:1].abs().max().clamp(min=1.0).item()
-    if not torch.allclose(head(seen[-1][:1, -1]).float(), last_logits[:1], atol=tolerance * scale, rtol=tolerance):
-        raise ValueError(
-            f"{type(model).__name__} transforms its head's logits (e.g. soft-capping); direct scoring applies the "
-            "head itself at answer positions and would give wrong numbers for this model."
-        )
     device = last_logits.device
     logprobs = torch.log_softmax(last_logits, dim=-1)[:, tree.first_tokens.to(device)]
     if tree.num_nodes == 0:
@@ -202,20 +196,56 @@ def class_logprobs(model: torch.nn.Module, inputs: Any, tree: AnswerTree) -> tor
     return logprobs + pair_logprobs @ tree.membership.to(device).T
 
 
-@contextlib.contextmanager
-def _head_inputs(head: torch.nn.Module, compute_logits: bool) -> Iterator[list[torch.Tensor]]:
-    """Record what the model feeds its head; with ``compute_logits=False`` the head gets no positions."""
-    seen: list[torch.Tensor] = []
+@dataclass
+class _HeadCalls:
+    """What a model fed its head (``inputs``) and what the head returned (``outputs``), call by call."""
 
-    def record(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        seen.append(args[0])
+    inputs: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+
+
+@contextlib.contextmanager
+def _head_calls(head: torch.nn.Module, compute_logits: bool) -> Iterator[_HeadCalls]:
+    """Record what the model feeds its head and what it gets back; with ``compute_logits=False`` the head gets
+    no positions."""
+    calls = _HeadCalls([], [])
+
+    def record_input(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        calls.inputs.append(args[0])
         return None if compute_logits else (args[0][..., :0, :], *args[1:])
 
-    handle = head.register_forward_pre_hook(record)
+    def record_output(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        calls.outputs.append(output)
+
+    handles = [head.register_forward_pre_hook(record_input), head.register_forward_hook(record_output)]
     try:
-        yield seen
+        yield calls
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+
+
+def _check_logits_are_the_heads(model: torch.nn.Module, calls: _HeadCalls, logits: torch.Tensor) -> None:
+    """Refuse a model whose logits are not its head's output as is (soft-capping, a logit scale, ...).
+
+    Scoring applies the head itself at answer positions, so the model must return what its head computed. The
+    head's output in the forward pass is compared with the logits the model returned, so the check holds in any
+    precision the model computes in (bf16 weights, or fp32 weights under autocast, whose logits accelerate casts
+    to fp32): only a change of dtype is allowed between the two.
+    """
+    name = type(model).__name__
+    if not calls.outputs:
+        raise ValueError(
+            f"{name} computed its logits without calling its output embeddings (get_output_embeddings()); "
+            "direct scoring applies that head itself at answer positions and cannot score this model."
+        )
+    head_logits = calls.outputs[-1][:, -1:]
+    if head_logits.shape != logits[:, -1:].shape or not torch.equal(head_logits.to(logits.dtype), logits[:, -1:]):
+        raise ValueError(
+            f"{name} transforms its head's logits (e.g. soft-capping or a logit scale): the logits it returns "
+            "differ from its head's output. Direct scoring applies the head itself at answer positions and would "
+            "give wrong numbers for this model; use mode 'direct-generate' instead."
+        )
 
 
 def _answer_hidden_states(
@@ -224,7 +254,7 @@ def _answer_hidden_states(
     """Final hidden states ``[batch, num_nodes, hidden]`` of the trie's nodes fed after the cached prompts."""
     device = prompt_mask.device
     positions = _next_positions(model, prompt_mask)[:, None] + tree.node_depths.to(device)[None, :]
-    with _head_inputs(head, compute_logits=False) as seen:
+    with _head_calls(head, compute_logits=False) as calls:
         model(
             input_ids=tree.node_tokens.to(device).expand(len(prompt_mask), -1),
             attention_mask=answer_attention_mask(model, prompt_mask, tree, head.weight.dtype),
@@ -238,7 +268,7 @@ def _answer_hidden_states(
             f"{cache.get_seq_length()} positions, not {prompt_mask.shape[1]} + {tree.num_nodes}); "
             "this needs transformers 5.24 or later, whose models take `cache=`."
         )
-    return seen[-1]
+    return calls.inputs[-1]
 
 
 def answer_attention_mask(model: Any, prompt_mask: torch.Tensor, tree: AnswerTree, dtype: torch.dtype) -> Any:

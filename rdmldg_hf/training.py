@@ -65,7 +65,7 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
     prepare_embedded_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
-    model, processor, peft_config = load_model_for_training(model_args, training_args)
+    model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
     trainer = MTCTTrainer(
         model=model,
         args=training_args,
@@ -94,7 +94,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     prepare_embedded_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
-    model, processor, peft_config = load_model_for_training(model_args, training_args)
+    model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
     trainer = SARRTrainer(
         model,
         training_args,

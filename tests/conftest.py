@@ -1,4 +1,5 @@
-"""Test set-up: one thread, no network, a temporary HF_HOME for every test session."""
+"""Test set-up: one thread, no network, a temporary HF_HOME for every test session; tests marked ``gpu`` are
+skipped where torch sees no CUDA GPU."""
 
 import os
 import tempfile
@@ -18,3 +19,14 @@ for _key in ("HF_TOKEN", "OPENAI_API_KEY", "HF_ENDPOINT"):
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

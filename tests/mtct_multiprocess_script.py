@@ -30,6 +30,7 @@ def main(model_dir: str, out_dir: str, per_device_batch: int, accumulation: int 
         optim="sgd",
         learning_rate=0.1,
         max_grad_norm=1e9,  # reported, never clipped
+        use_cpu=True,  # the multi-process run is CPU processes (gloo): every run compared is on the CPU
     )
     trainer = MTCTTrainer(model, args=args, train_dataset=tiny_dataset(16), processing_class=processor)
     trainer.train()

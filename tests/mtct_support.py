@@ -86,9 +86,11 @@ def load_tiny(architecture: str = "llava"):
 
 
 def config(tmp_path, **overrides) -> MTCTConfig:
-    """A CPU config for tests: no checkpointing, no saving, no reporting."""
+    """A test config: fp32 on every device (MTCTConfig turns bf16 on where a GPU supports it; the tests' tolerances
+    assume fp32), no checkpointing, no saving, no reporting."""
     values = dict(
         output_dir=str(tmp_path),
+        bf16=False,
         per_device_train_batch_size=4,
         learning_rate=1e-3,
         activation_checkpointing=False,

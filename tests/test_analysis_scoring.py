@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from device_support import model_inputs
 from mtct_support import BENCHMARK, load_tiny, tiny_dataset
 from rdmldg_hf.analysis import ForcedExample, answer_token_stats, class_probabilities, force_conclusion, teacher_force
 from rdmldg_hf.generation import ModelBackend
@@ -65,7 +66,7 @@ def test_teacher_force_matches_a_hand_computation_from_full_logits():
     labels = batch.pop("labels")
     model.eval()
     with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if not k.startswith("mtct_")}).logits
+        logits = model(**model_inputs(batch, model)).logits
     tokenizer = processor.tokenizer
     for row, score in enumerate(scores):
         positions = [t for t in range(1, labels.shape[1]) if labels[row, t] != -100]

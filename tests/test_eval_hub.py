@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 
+from device_support import on_model_device
 from eval_support import BASE_REPO, adapter_copy, png, rows, tiny_model_dir
 from helpers_hub import FakeHub, OlahServer, hub_endpoint, mirror_folder
 from rdmldg_hf.benchmarks import get_benchmark
@@ -83,7 +84,10 @@ def test_olah_serves_the_pushed_adapter(pushed, tmp_path, monkeypatch):
         monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.endpoint)
         remote = DGClassifier.from_pretrained(REPO)
         got = remote.predict(IMAGES, mode="direct")
-        base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir(architecture))
+        # Loaded where and as the classifier loaded its model (on a GPU: there, in bf16), without Hub kernels.
+        placement = {"dtype": local.model.dtype, "device_map": {"": str(local.model.device)}}
+        folder = tiny_model_dir(architecture)
+        base = AutoModelForImageTextToText.from_pretrained(folder, use_kernels=False, **placement)
         peft_model = PeftModel.from_pretrained(base, REPO)
         assert f"/{REPO}/resolve/" in server.log() and f"/{BASE_REPO}/resolve/" in server.log()
     assert [o.label for o in got] == [o.label for o in expected]
@@ -91,7 +95,7 @@ def test_olah_serves_the_pushed_adapter(pushed, tmp_path, monkeypatch):
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
     text = local.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    batch = local.processor(text=[text], images=[local_image()], return_tensors="pt")
+    batch = on_model_device(local.processor(text=[text], images=[local_image()], return_tensors="pt"), local.model)
     with torch.no_grad():
         assert torch.allclose(peft_model.eval()(**batch).logits, local.model.eval()(**batch).logits, atol=1e-5)
 

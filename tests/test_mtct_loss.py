@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from device_support import model_inputs, on_model_device
 from mtct_support import config, load_tiny, tiny_dataset
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING
 from rdmldg_hf.trainers import MTCTTrainer, mtct_loss
@@ -13,9 +14,8 @@ B = 4  # images in the fixed batch; image 1 has no chain
 
 def _hand_terms(model, batch):
     """Per row: (image index, task, summed NLL of the answer tokens, number of answer tokens), from logits."""
-    inputs = {k: v for k, v in batch.items() if not k.startswith("mtct_") and k != "labels"}
     with torch.no_grad():
-        logits = model(**inputs).logits.double()
+        logits = model(**model_inputs(batch, model)).logits.double().cpu()
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     rows = []
     for r in range(logits.shape[0]):
@@ -50,8 +50,9 @@ def _trainer(tmp_path, **overrides):
 
 
 def _batch(trainer, start=0, size=B):
+    """A collated batch on the trainer's model's device (the Trainer moved the model there)."""
     units = [trainer.train_dataset[i] for i in range(start, start + size)]
-    return trainer.data_collator(units)
+    return on_model_device(trainer.data_collator(units), trainer.model)
 
 
 CASES = [
@@ -89,7 +90,7 @@ def test_loss_equals_hand_computation(tmp_path, mode, normalization, weights):
             rows, B, "per_token" if normalization == "per_sequence" else "per_sequence", w_cls, w_reason
         )
         assert abs(other - expected) > 1e-4 * expected
-    normalizer = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    normalizer = trainer._get_num_items_in_batch([batch], trainer.args.device)
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=normalizer)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
@@ -103,7 +104,7 @@ def test_accumulated_micro_batches_sum_to_the_global_batch_loss(tmp_path):
     for normalization in ("per_sequence", "per_token"):
         trainer = _trainer(tmp_path, reasoning_normalization=normalization)
         first, second = _batch(trainer, 0, 2), _batch(trainer, 2, 2)
-        normalizer = trainer._get_num_items_in_batch([first, second], torch.device("cpu"))
+        normalizer = trainer._get_num_items_in_batch([first, second], trainer.args.device)
         assert normalizer[0].item() == 4
         total = sum(
             trainer.compute_loss(trainer.model, dict(b), num_items_in_batch=normalizer) for b in (first, second)

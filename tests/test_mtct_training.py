@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
+from device_support import FP32_REORDERED, model_inputs, placed_like
 from mtct_support import config, load_tiny, tiny_dataset, tiny_model_dir
 from rdmldg_hf.models import RunConfig, default_lora_config, load_model_and_processor
 from rdmldg_hf.prompts import PROMPT_VERSION
@@ -38,10 +39,9 @@ def _train(tmp_path, peft_config=None, architecture="llava", **overrides):
 
 def _logits(model, trainer):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
-    inputs = {k: v for k, v in batch.items() if not k.startswith("mtct_") and k != "labels"}
     model.eval()
     with torch.no_grad():
-        return model(**inputs).logits
+        return model(**model_inputs(batch, model)).logits
 
 
 def _assert_losses_fall(trainer):
@@ -67,7 +67,7 @@ def _assert_run_config(path, adapter):
 def test_lora_trains_saves_and_reloads(tmp_path, architecture):
     trainer = _train(tmp_path, peft_config=default_lora_config(r=4), architecture=architecture)
     _assert_losses_fall(trainer)
-    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir(architecture))
+    base = placed_like(AutoModelForImageTextToText.from_pretrained(tiny_model_dir(architecture)), trainer.model)
     peft_state = {k.replace("base_layer.", ""): v for k, v in trainer.model.named_parameters()}
     for name, value in base.named_parameters():  # the base weights did not move
         torch.testing.assert_close(peft_state[f"base_model.model.{name}"], value)
@@ -78,7 +78,7 @@ def test_lora_trains_saves_and_reloads(tmp_path, architecture):
     assert (tmp_path / "adapter_model.safetensors").exists() and (tmp_path / "processor_config.json").exists()
     _assert_run_config(tmp_path, adapter=True)
     reloaded, processor = load_model_and_processor(tiny_model_dir(architecture), adapter=tmp_path)
-    torch.testing.assert_close(_logits(reloaded, trainer), _logits(trainer.model, trainer))
+    torch.testing.assert_close(_logits(placed_like(reloaded, trainer.model), trainer), _logits(trainer.model, trainer))
 
 
 def test_full_fine_tuning_trains_saves_and_reloads(tmp_path):
@@ -87,7 +87,7 @@ def test_full_fine_tuning_trains_saves_and_reloads(tmp_path):
     trainer.save_model()
     _assert_run_config(tmp_path, adapter=False)
     reloaded, _ = load_model_and_processor(tmp_path)
-    torch.testing.assert_close(_logits(reloaded, trainer), _logits(trainer.model, trainer))
+    torch.testing.assert_close(_logits(placed_like(reloaded, trainer.model), trainer), _logits(trainer.model, trainer))
 
 
 def test_gradient_accumulation_gives_the_same_step(tmp_path):
@@ -110,7 +110,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
     for key in ("loss", "cls_loss", "reasoning_loss"):
         assert log_a[key] == pytest.approx(log_b[key], rel=1e-5)
     for name, value in weights_a.items():
-        torch.testing.assert_close(weights_b[name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(weights_b[name], value, **FP32_REORDERED)
 
 
 def test_the_trainer_trains_and_evaluates_on_the_rows_it_is_given(tmp_path):

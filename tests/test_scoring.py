@@ -9,14 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import convert_outputs_to_fp32
 from PIL import Image
+from transformers import LlavaForConditionalGeneration
 
+from device_support import model_inputs
+from mtct_support import tiny_model_dir
 from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.data.training_rows import CLASSIFICATION, TASKS_COLUMN
 from rdmldg_hf.generation import ModelBackend
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import icl_messages, prompt_messages
 from rdmldg_hf.scoring import AnswerTree, answer_token_ids, score_classes
 from rdmldg_hf.testing import ARCHITECTURES, build_tiny_model
+from rdmldg_hf.trainers.mtct import MTCTDataCollator
 from sarr_support import CLASSES
 
 OFFICEHOME = list(get_benchmark("officehome").class_names)
@@ -121,7 +127,7 @@ def test_single_token_names_take_one_position_per_image(tiny):
         scores = score_classes(model, processor, images, names, batch_size=3)
     finally:
         handle.remove()
-    assert [shape.numel() for shape in head_positions] == [3, 1]  # the prefill's last positions, one checked again
+    assert [shape.numel() for shape in head_positions] == [3]  # the prefill's last positions, nothing recomputed
     prompt = prompt_messages("classification", names)
     reference = torch.stack([reference_logprobs(model, processor, prompt, image, names) for image in images])
     assert torch.allclose(scores, torch.softmax(reference, dim=-1), atol=1e-4, rtol=0)
@@ -156,8 +162,8 @@ def test_head_work_follows_answer_positions_not_prompt_length_with_a_150k_vocabu
     one_forward = head_outputs[0].numel()
     assert one_forward == 2 * 150_000
     assert short[0] == long[0] == one_forward
-    # Positions: the prefill's last one and each trie node, per image; one image's last position checked again.
-    assert short[1] == long[1] == 2 * (1 + tree.num_nodes) + 1
+    # Positions: the prefill's last one and each trie node, per image (the head check recomputes nothing).
+    assert short[1] == long[1] == 2 * (1 + tree.num_nodes)
     assert tree.num_nodes < inputs["input_ids"].shape[1]
 
 
@@ -194,3 +200,92 @@ def test_answers_are_the_tokens_that_follow_the_whole_prompt(tiny):
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     for name, ids in zip(OFFICEHOME, answer_token_ids(processor, OFFICEHOME)):
         assert prompt_ids + ids == tokenizer(prompt + name, add_special_tokens=False)["input_ids"]
+
+
+# LLaVA-1.5-hf's chat template in shape: "USER: <image>\n<question> ASSISTANT:" asks, and an answer is written
+# as "ASSISTANT: <answer> </s>" (the end-of-sequence token after a space).
+LLAVA_15_TEMPLATE = (
+    "{%- for message in messages -%}{{- message['role'].upper() + ': ' -}}"
+    "{%- for part in message['content'] if part['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}"
+    "{%- for part in message['content'] if part['type'] == 'text' -%}{{- part['text'] + ' ' -}}{%- endfor -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
+)
+
+
+def tiny_llava(template: str | None = None, model_class=None):
+    """A fresh tiny LLaVA (its own weights, safe to change), optionally with another chat template or class."""
+    model, processor = load_model_and_processor(tiny_model_dir("llava"))
+    if model_class is not None:
+        model = model_class.from_pretrained(tiny_model_dir("llava"), use_kernels=False)
+    if template is not None:
+        processor.chat_template = template
+    return model.eval(), processor
+
+
+def test_scored_answers_are_the_trained_tokens_with_a_llava_15_template():
+    """Scoring reads the tokens training trains: with LLaVA-1.5's template ' zero </s>', not 'prompt + zero'."""
+    model, processor = tiny_llava(LLAVA_15_TEMPLATE)
+    tokenizer = processor.tokenizer
+    names = list(CLASSES)
+    answers = answer_token_ids(processor, names)
+    assert tokenizer.convert_ids_to_tokens(answers[0]) == ["Ġzero", "Ġ"]  # prompt + name scored ['zero']
+    image = random_images(1, seed=5)[0]
+    units = [{"image": image, "label": label, TASKS_COLUMN: [CLASSIFICATION]} for label in range(len(names))]
+    batch = MTCTDataCollator(processor, names)(units)
+    trained = [row[row != -100].tolist() for row in batch["labels"]]
+    assert trained == [ids + [tokenizer.eos_token_id] for ids in answers]
+    # The probabilities are those of the trained answer tokens, read from a forward pass over the training batch.
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(**model_inputs(batch, model)).logits.float(), dim=-1)
+    reference = []
+    for row, ids in enumerate(answers):
+        first = int((batch["labels"][row] != -100).nonzero()[0])  # the completion's first token
+        reference.append(sum(logprobs[row, first + k - 1, token] for k, token in enumerate(ids)))
+    reference = torch.stack(reference)
+    scores = score_classes(model, processor, [image], names)
+    assert torch.allclose(scores[0], torch.softmax(reference, dim=-1), atol=1e-5, rtol=0)  # fp32 model
+
+
+def test_a_template_that_rewrites_its_generation_prompt_is_refused():
+    template = LLAVA_15_TEMPLATE.replace("{{- 'ASSISTANT:' -}}", "{{- 'ASSISTANT:\\n' -}}")
+    _, processor = tiny_llava(template)
+    with pytest.raises(ValueError, match="does not write the answer 'zero' after its generation prompt"):
+        answer_token_ids(processor, list(CLASSES))
+
+
+def autocast_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """Wrap the forward as accelerate does for a model prepared with bf16 mixed precision (as Trainer leaves it)."""
+    model.forward = convert_outputs_to_fp32(torch.autocast("cpu", dtype=torch.bfloat16)(model.forward))
+    return model
+
+
+@pytest.mark.parametrize("precision", ["bf16 weights", "fp32 weights under bf16 autocast"])
+def test_bf16_models_are_scored(precision):
+    model, processor = tiny_llava()
+    images, names = random_images(2, seed=6), OFFICEHOME[:12]
+    fp32 = score_classes(model, processor, images, names)
+    model = model.to(torch.bfloat16) if precision == "bf16 weights" else autocast_bf16(model)
+    scores = score_classes(model, processor, images, names)
+    assert scores.dtype == torch.float32 and torch.allclose(scores.sum(dim=-1), torch.ones(2))
+    # bf16 keeps 8 significant bits: probabilities of 12 classes move by well under one percent of their size.
+    assert torch.allclose(scores, fp32, rtol=2e-2, atol=1e-3)
+
+
+class SoftCappedLlava(LlavaForConditionalGeneration):
+    """A LLaVA whose logits are soft-capped after its head (as Gemma 2's are)."""
+
+    cap = 1.0
+
+    def forward(self, *args, **kwargs):
+        output = super().forward(*args, **kwargs)
+        output.logits = self.cap * torch.tanh(output.logits / self.cap)
+        return output
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_model_that_transforms_its_logits_is_refused_in_any_precision(autocast):
+    model, processor = tiny_llava(model_class=SoftCappedLlava)
+    model = autocast_bf16(model) if autocast else model
+    with pytest.raises(ValueError, match="SoftCappedLlava transforms its head's logits"):
+        score_classes(model, processor, random_images(1), OFFICEHOME[:12])

@@ -17,6 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import add_device_arguments, device_kwargs
+
 ANALYSES = ("class-probs", "token-probs", "entropy", "losses")
 BASE = "base"
 
@@ -44,7 +46,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-new-tokens", type=int, default=256, help="Most tokens of a generated chain (default: 256)."
     )
-    group.add_argument("--device", default="auto", help="'cpu', 'cuda', ... (default: cuda when available).")
+    add_device_arguments(parser.add_argument_group("device"))
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,14 +146,11 @@ def _base_model(args: argparse.Namespace, run: Any) -> str | None:
     return run.base_model if run is not None and run.base_model else None
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def _loaders(base: str | None, checkpoints: list[str], labels: list[str] | None, device: str) -> list[tuple[str, Any]]:
-    """``(label, loader)`` per checkpoint: ``base``, an adapter folder (on ``base``) or a full model folder."""
+def _loaders(
+    base: str | None, checkpoints: list[str], labels: list[str] | None, placement: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """``(label, loader)`` per checkpoint: ``base``, an adapter folder (on ``base``) or a full model folder, each
+    loaded with the ``placement`` keywords (device, dtype, use_kernels)."""
     from ..models import load_model_and_processor
 
     names = labels or [_label(c) for c in checkpoints]
@@ -169,12 +168,10 @@ def _loaders(base: str | None, checkpoints: list[str], labels: list[str] | None,
     def loader(checkpoint: str):
         def load():
             if checkpoint == BASE:
-                model, processor = load_model_and_processor(base)
-            elif _is_adapter(checkpoint):
-                model, processor = load_model_and_processor(base, adapter=checkpoint)
-            else:
-                model, processor = load_model_and_processor(checkpoint)
-            return model.to(device), processor
+                return load_model_and_processor(base, **placement)
+            if _is_adapter(checkpoint):
+                return load_model_and_processor(base, adapter=checkpoint, **placement)
+            return load_model_and_processor(checkpoint, **placement)
 
         return load
 
@@ -249,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         adapters = [args.before, args.after]
         run_config = _run_config(adapters)
         labels = [f"{_label(args.before)} (before)", f"{_label(args.after)} (after)"]
-        loaders = _loaders(_base_model(args, run_config), adapters, labels, _device(args.device))
+        loaders = _loaders(_base_model(args, run_config), adapters, labels, device_kwargs(args))
         report = reports.entropy_report(
             loaders[0],
             loaders[1],
@@ -266,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         adapters = ([BASE] if args.with_base or not args.adapter else []) + list(args.adapter)
         run_config = _run_config(adapters)
-        loaders = _loaders(_base_model(args, run_config), adapters, args.labels, _device(args.device))
+        loaders = _loaders(_base_model(args, run_config), adapters, args.labels, device_kwargs(args))
         data = _data(args, run_config)
         if args.analysis == "class-probs":
             conditions = args.conditions or list(reports.CONDITIONS)

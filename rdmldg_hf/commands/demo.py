@@ -1,7 +1,7 @@
 """``rdmldg demo``: serve a trained model as a Gradio app, or write the Hugging Face Space that serves it.
 
     rdmldg demo outputs/sarr-tiny                                   # http://127.0.0.1:7860
-    rdmldg demo someone/rdmldg-officehome-art --port 8080 --device cuda
+    rdmldg demo someone/rdmldg-officehome-art --port 8080 --device cuda:1
     rdmldg demo someone/rdmldg-officehome-art --space-dir space/    # the Space's files (no server, no upload)
     python space/app.py                                             # serves that folder
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import CommandError
+from . import CommandError, add_device_arguments, device_kwargs
 
 __all__ = ["add_arguments", "run"]
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0: every interface).")
     parser.add_argument("--port", type=int, help="Port to serve on (default: GRADIO_SERVER_PORT, else 7860).")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
-    parser.add_argument("--device", help="Where to run the model (e.g. cpu, cuda, cuda:1; default: as loaded).")
+    add_device_arguments(parser)
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
         folder = write_space(args.space_dir, args.model)
         print(f"Wrote the Space of {args.model} to {folder}: serve it with `python {folder / 'app.py'}`.")
         return 0
-    launch_demo(args.model, host=args.host, port=args.port, share=args.share, device=args.device)
+    launch_demo(args.model, host=args.host, port=args.port, share=args.share, **device_kwargs(args))
     return 0

@@ -24,6 +24,7 @@ from ..protocol.holdout import (
     split_holdout,
 )
 from ..protocol.subsets import DEFAULT_SAMPLE_SEED, describe_rows, sample_record, stratified_sample
+from . import add_device_arguments, device_kwargs
 
 __all__ = ["add_arguments", "run", "format_metrics"]
 
@@ -86,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--icl-shots", type=int, default=0, help="In-context demos per image (0: zero-shot).")
     how.add_argument("--icl-demos", default="random", choices=STRATEGIES, help="How demos are chosen.")
     how.add_argument("--icl-seed", type=int, default=0, help="Seed of the demo draws.")
+    add_device_arguments(how)
     parser.add_argument(
         "--output", help="Write the results record (results.json) here, and the per-image predictions beside it."
     )
@@ -132,6 +134,8 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise ValueError("Nothing to evaluate: give --adapter, --model or --api.")
     if args.api and args.icl_shots:
         raise ValueError("--icl-shots is for local models; the --api baseline is zero-shot.")
+    if args.api and (args.device, args.dtype, args.use_kernels) != ("auto", "auto", False):
+        raise ValueError("--device, --dtype and --use-kernels place a local model; drop them with --api.")
     if args.api and args.mode != "reasoning":
         logger.info("--api asks the reasoning question of the teacher; mode set to 'reasoning'.")
         args.mode = "reasoning"
@@ -209,13 +213,15 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.icl import ICLSettings
     from ..evaluation.predict import PREDICTIONS_NAME, write_predictions
     from ..evaluation.rows import check_same_benchmark, evaluate_rows, split_unlabeled, undecoded
+    from ..models import describe_placement
     from ..protocol import check_domains, find_benchmark, merge_domains
 
     _check_sources(args)
+    placement = device_kwargs(args) if not args.api else {}
     dataset = load_dataset(args.dataset, args.config)
     benchmark = find_benchmark(dataset, args.benchmark)
     domains = check_domains(args.domains, list(dataset), args.config)
-    clf = DGClassifier.from_pretrained(args.adapter, model=args.model) if args.adapter else None
+    clf = DGClassifier.from_pretrained(args.adapter, model=args.model, **placement) if args.adapter else None
     if clf is not None:
         check_same_benchmark(clf.benchmark, benchmark, f"The adapter {args.adapter!r}")
     rows, about, unlabeled = _rows(args, dataset, domains, clf.run_config if clf is not None else None, benchmark)
@@ -238,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             from ..models import load_model_and_processor
 
-            model, processor = load_model_and_processor(args.model)
+            model, processor = load_model_and_processor(args.model, **placement)
+        record["runs_on"] = describe_placement(model)
         icl = ICLSettings(args.icl_shots, args.icl_demos, args.icl_seed) if args.icl_shots else None
         train_domains = [d for d in dataset if d not in domains]
         pool = split_unlabeled(merge_domains(dataset), benchmark)[0] if icl else None  # demos need a class

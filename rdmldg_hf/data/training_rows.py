@@ -48,6 +48,8 @@ __all__ = [
     "unit_rows",
     "unit_lengths",
     "build_training_rows",
+    "RenderedRow",
+    "render_rows",
 ]
 
 CLASSIFICATION, REASONING = 0, 1  # task ids, indices into prompts.TASKS
@@ -219,3 +221,30 @@ def build_training_rows(
     if not rows:
         raise ValueError(f"Mode {mode!r} makes no training rows from {len(dataset)} images.")
     return Dataset.from_list(rows).cast_column("image", dataset.features["image"])
+
+
+@dataclass(frozen=True)
+class RenderedRow:
+    """A prompt-completion row as training sees it: its prompt text, its completion text and the completion's
+    token ids (the tokens its loss is computed on)."""
+
+    prompt: str
+    completion: str
+    completion_ids: list[int]
+
+
+def render_rows(processor: Any, rows: Sequence[Mapping[str, Any]]) -> list[RenderedRow]:
+    """Render prompt-completion rows (:func:`unit_rows`, :func:`rdmldg_hf.prompts.training_example`) as the
+    training collator does.
+
+    TRL's vision collator renders a row with ``trl.apply_chat_template``: the prompt is the start that the chat
+    template's rendering of the prompt turns (with the generation prompt) shares with its rendering of the whole
+    conversation, the completion is the rest, and each is tokenized on its own without added special tokens.
+    Whatever the chat template writes around an answer (a space, an end-of-turn token) is part of the completion.
+    """
+    from trl.data_utils import apply_chat_template
+
+    rendered = [apply_chat_template({"prompt": r["prompt"], "completion": r["completion"]}, processor) for r in rows]
+    completions = [r["completion"] for r in rendered]
+    ids = processor(text=completions, add_special_tokens=False)["input_ids"] if rendered else []  # as the collator
+    return [RenderedRow(r["prompt"], r["completion"], list(row_ids)) for r, row_ids in zip(rendered, ids)]

@@ -30,6 +30,7 @@ except ImportError as error:
     raise ImportError(
         f'The demo needs Gradio, an optional dependency: pip install "rdmldg_hf[demo]" ({error}).'
     ) from error
+import torch
 from PIL import Image
 from pydantic import ValidationError  # Gradio's data models are pydantic's
 
@@ -164,7 +165,9 @@ def launch_demo(
     host: str | None = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
-    device: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "auto",
+    use_kernels: bool = False,
     base_model: str | None = None,
     examples_dir: str | os.PathLike | None = None,
     prevent_thread_lock: bool = False,
@@ -172,12 +175,13 @@ def launch_demo(
     """Load ``model`` (an rdmldg output folder or Hub repo id) and serve its demo; returns the Blocks.
 
     ``host``/``port`` None take Gradio's defaults (``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, as on a
-    Space); ``device`` places the model (``device_map``); example images go to ``examples_dir`` (default: a
-    temporary folder).
+    Space); ``device``, ``dtype`` and ``use_kernels`` place the model as ``DGClassifier.from_pretrained`` does
+    (default: the GPU when there is one, in bf16 where supported); example images go to ``examples_dir``
+    (default: a temporary folder).
     """
     folder = resolve_folder(model)
-    model_kwargs = {"device_map": device} if device else {}
-    classifier = DGClassifier.from_pretrained(folder, base_model, **model_kwargs)
+    placement = {"device": device or "auto", "dtype": dtype, "use_kernels": use_kernels}
+    classifier = DGClassifier.from_pretrained(folder, base_model, **placement)
     facts = ModelFacts.from_folder(folder, model)
     examples = write_examples(facts, examples_dir or tempfile.mkdtemp(prefix="rdmldg-demo-examples-"))
     demo = build_demo(classifier, facts, examples)

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..benchmarks import get_benchmark
-from ..models import ADAPTER_CONFIG_NAME, AdapterError, RunConfig, check_adapter, load_model_and_processor
+from ..models import (
+    ADAPTER_CONFIG_NAME,
+    AdapterError,
+    RunConfig,
+    check_adapter,
+    load_model_and_processor,
+    resolve_placement,
+)
 from ..prompts import PROMPT_VERSION
 from .predict import MODES, predict
 
@@ -103,6 +111,9 @@ class DGClassifier:
         *,
         revision: str | None = None,
         token: str | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        use_kernels: bool = False,
         **model_kwargs: Any,
     ) -> "DGClassifier":
         """Load from a local output folder or a Hub repo id.
@@ -112,12 +123,19 @@ class DGClassifier:
             model: the base model (folder or repo id) to use instead of the adapter config's
                 ``base_model_name_or_path``.
             revision, token: for the Hub download.
-            model_kwargs: passed to ``from_pretrained`` of the base model (``dtype``, ``device_map``).
+            device: where the model runs: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"``,
+                ``"cuda:N"`` (:func:`rdmldg_hf.models.resolve_placement`).
+            dtype: ``"auto"`` (bfloat16 on a GPU that supports it, else the saved dtype), ``"bfloat16"``, ...
+            use_kernels: Hub kernels (transformers' ``use_kernels``); off by default.
+            model_kwargs: passed to ``from_pretrained`` of the base model (``device_map``, ``attn_implementation``).
 
         Raises:
             AdapterError: the adapter itself is broken (says what is wrong; :func:`rdmldg_hf.models.check_adapter`).
             BaseModelNotFound: the adapter's base model cannot be loaded (says which, and how to pass ``model``).
+            ValueError: a device this machine does not have, or an unknown dtype (naming it and the valid ones).
         """
+        placement = resolve_placement(device, dtype)  # a bad device or dtype stops before any download
+        model_kwargs.update(device=placement.device, dtype=placement.dtype, use_kernels=use_kernels)
         folder = resolve_folder(path_or_repo, revision=revision, token=token)
         run = RunConfig.load(folder)
         if not (folder / ADAPTER_CONFIG_NAME).is_file():

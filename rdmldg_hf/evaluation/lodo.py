@@ -43,7 +43,7 @@ from transformers import TrainerCallback
 
 from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
 from ..locking import FolderLock
-from ..models import RunConfig
+from ..models import RunConfig, reload_weights
 from ..prompts import PROMPT_VERSION
 from ..protocol import (
     CheckpointSelector,
@@ -235,7 +235,7 @@ class LodoRunner:
         train, validation, test = split.train, split.validation, split.test
         modes = self.config.modes_of(method)
         select_mode = modes[0]
-        model, processor = load_model_and_processor(self.model_path)
+        model, processor = load_model_and_processor(self.model_path, use_kernels=self.config.use_kernels)
         selector = CheckpointSelector(lambda m: self._validate(m, processor, validation, select_mode))
         if spec.trainer == "mtct":
             model, run_config = self._train_mtct(model, processor, spec, run_dir, split, selector)
@@ -337,7 +337,7 @@ class LodoRunner:
             from peft import PeftModel
 
             return PeftModel.from_pretrained(base, done["model_dir"], is_trainable=True)
-        return type(base).from_pretrained(done["model_dir"])
+        return reload_weights(base, done["model_dir"])
 
     def _train_sarr(
         self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector, mtct_stage: bool = True

@@ -146,6 +146,10 @@ class LodoConfig:
     eval_batch_size: int = field(default=32, metadata={"help": "Images per batch when scoring and generating."})
     max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per answer in reasoning mode."})
     num_threads: int | None = field(default=None, metadata={"help": "Torch threads (CPU); unset: torch's default."})
+    use_kernels: bool = field(
+        default=False,
+        metadata={"help": "Hub kernels (transformers' use_kernels) on GPUs; off by default (see the MTCT recipe)."},
+    )
     training: dict | str | None = _section(MTCTConfig, "Training settings of every method")
     sarr: dict | str | None = _section(SARRConfig, "Further settings of the sarr and full rows")
     overwrite: bool = field(
@@ -205,6 +209,14 @@ class LodoConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the finished pairs (not the lists of what to run)."""
         values = asdict(self)
-        for key in ("output_dir", "test_domains", "methods", "num_threads", "eval_batch_size", "overwrite"):
+        for key in (
+            "output_dir",
+            "test_domains",
+            "methods",
+            "num_threads",
+            "use_kernels",
+            "eval_batch_size",
+            "overwrite",
+        ):
             values.pop(key)
         return values

@@ -48,7 +48,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from ..generation import GenerationBackend, ModelBackend, process_state
 from ..locking import FolderLock
-from ..models import RUN_CONFIG_NAME, RunConfig
+from ..models import RUN_CONFIG_NAME, RunConfig, reload_weights
 from ..protocol import find_benchmark, merge_domains
 from .mtct import MTCTTrainer
 from .sarr_callbacks import call_round_event
@@ -377,7 +377,7 @@ class SARRTrainer:
         if checkpoint and not isinstance(self.model, PeftModel):
             # The Trainer reloads full weights by raw state-dict keys (strict=False), which silently misses
             # checkpoints saved in a converted key layout (LLaVA, ...): load them the from_pretrained way.
-            self.model = type(self.model).from_pretrained(checkpoint)
+            self.model = reload_weights(self.model, checkpoint)
         evaluate = self.args.eval_strategy != "no" and self.eval_dataset is not None and len(self.eval_dataset) > 0
         trainer = _StageTrainer(
             model=self.model,
@@ -403,7 +403,7 @@ class SARRTrainer:
             from peft import PeftModel
 
             return PeftModel.from_pretrained(self.model, final, is_trainable=True)
-        return type(self.model).from_pretrained(final)
+        return reload_weights(self.model, final)
 
     def _fresh_model(self) -> torch.nn.Module:
         """The base model again (round_init='restart'): adapter removed, or original weights restored."""
