@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "push": ("rdmldg_hf.commands.push", "Push a trained adapter with its model card to the Hub."),
     "train": ("rdmldg_hf.commands.train", "Train with MTCT or the whole method (SARR) from a YAML config."),
     "analyze": ("rdmldg_hf.commands.analyze", "Token-probability, entropy and loss-curve analyses and plots."),
+    "sweep": ("rdmldg_hf.commands.sweep", "DomainBed-style sweeps: launch, status, delete_incomplete."),
+    "collect": ("rdmldg_hf.commands.collect", "Results tables (three selection methods, mean +- error) from records."),
 }
 
 
