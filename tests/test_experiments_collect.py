@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collect_support import NAMES, expected_accs, mean_and_error
 from rdmldg_hf.cli import main as rdmldg
 
 ENVS = 4
@@ -56,65 +57,6 @@ def write_sweep(out: Path, seed: int = 0) -> list[dict]:
     return records
 
 
-# ---------------------------------------------------------------- DomainBed's definitions, written out here
-
-
-def _runs(records, trial, algorithm, envs):
-    """hparams_seed -> that run's records (step order) of the run holding out exactly ``envs``."""
-    out = {}
-    for r in records:
-        a = r["args"]
-        if (a["trial_seed"], a["algorithm"], sorted(a["test_envs"])) == (trial, algorithm, sorted(envs)):
-            out.setdefault(a["hparams_seed"], []).append(r)
-    return out
-
-
-def _best_hparams(scored: dict[int, tuple[float, float]]) -> float:
-    """DomainBed sorts runs by validation accuracy (stable, seeds ascending) and reverses: ties go to the highest
-    seed."""
-    best = max(scored.values(), key=lambda vt: vt[0])[0]
-    return scored[max(h for h, (v, _) in scored.items() if v == best)][1]
-
-
-def expected_accs(records, method: str, algorithm: str, test_env: int) -> list[float]:
-    """The selected test accuracy of each trial seed."""
-    accs = []
-    for trial in range(TRIALS):
-        single = _runs(records, trial, algorithm, [test_env])
-        scored = {}
-        for h, run in single.items():
-            if method == "iid":  # argmax over checkpoints of the mean out-accuracy of the training envs (first max)
-                best = None
-                for r in run:
-                    val = sum(r[f"env{i}_out_acc"] for i in range(ENVS) if i != test_env) / (ENVS - 1)
-                    if best is None or val > best[0]:
-                        best = (val, r[f"env{test_env}_in_acc"])
-                scored[h] = best
-            elif method == "oracle":  # the last checkpoint; its test env's out part validates
-                last = run[-1]
-                scored[h] = (last[f"env{test_env}_out_acc"], last[f"env{test_env}_in_acc"])
-            else:  # leave one domain out: the other envs' in-accuracy, each in the run holding it out too
-                best = None
-                for k, step in enumerate(STEPS):
-                    others = [j for j in range(ENVS) if j != test_env]
-                    pair_accs = [
-                        _runs(records, trial, algorithm, [test_env, j])[h][k][f"env{j}_in_acc"] for j in others
-                    ]
-                    val = sum(pair_accs) / (ENVS - 1)
-                    if best is None or val > best[0]:
-                        best = (val, run[k][f"env{test_env}_in_acc"])
-                scored[h] = best
-        accs.append(_best_hparams(scored))
-    return accs
-
-
-NAMES = {
-    "iid": "training-domain validation set",
-    "loo": "leave-one-domain-out cross-validation",
-    "oracle": "test-domain validation set (oracle)",
-}
-
-
 def _collect_json(capsys, *folders) -> dict:
     assert rdmldg(["collect", *map(str, folders), "--format", "json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -127,16 +69,14 @@ def test_collect_matches_domainbeds_selection_and_error_formula(tmp_path, capsys
     cells = {(r["selection_method"], r["algorithm"], r["test_env"]): r for r in found["results"]}
     assert len(cells) == len(NAMES) * len(ALGORITHMS) * ENVS
     for (method, name), algorithm, test_env in itertools.product(NAMES.items(), ALGORITHMS, range(ENVS)):
-        accs = expected_accs(records, method, algorithm, test_env)
+        accs = expected_accs(records, ENVS, TRIALS, method, algorithm, test_env)
         cell = cells[(name, algorithm, test_env)]
+        mean, err = mean_and_error(accs)
         assert cell["dataset"] == "PACS" and cell["trials"] == TRIALS
-        assert cell["mean"] == pytest.approx(100 * sum(accs) / len(accs), abs=1e-9)
-        mean = sum(accs) / len(accs)
-        std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5  # population std, as np.std
-        assert cell["stderr"] == pytest.approx(100 * std / len(accs) ** 0.5, abs=1e-9)
+        assert cell["mean"] == pytest.approx(mean, abs=1e-9) and cell["stderr"] == pytest.approx(err, abs=1e-9)
     # The averages table: per trial, the mean over test envs; then mean and error over trials.
     average = next(a for a in found["averages"] if a["selection_method"] == NAMES["iid"] and a["algorithm"] == "mtct")
-    per_env = [expected_accs(records, "iid", "mtct", e) for e in range(ENVS)]
+    per_env = [expected_accs(records, ENVS, TRIALS, "iid", "mtct", e) for e in range(ENVS)]
     per_trial = [sum(accs[t] for accs in per_env) / ENVS for t in range(TRIALS)]
     assert average["mean"] == pytest.approx(100 * sum(per_trial) / TRIALS, abs=1e-9) and average["trials"] == TRIALS
 
@@ -149,8 +89,8 @@ def test_markdown_and_latex_tables(tmp_path, capsys):
     markdown = text.out
     assert "## Model selection: leave-one-domain-out cross-validation" in markdown
     assert "| Algorithm | art_painting | cartoon | photo | sketch | Avg |" in markdown
-    accs = expected_accs(records, "oracle", "labels_only", 2)
-    mean, err = 100 * np.mean(accs), 100 * np.std(accs) / np.sqrt(len(accs))
+    accs = expected_accs(records, ENVS, TRIALS, "oracle", "labels_only", 2)
+    mean, err = mean_and_error(accs)
     oracle = markdown.split("## Model selection: test-domain validation set (oracle)")[1]
     row = next(line for line in oracle.splitlines() if line.startswith("| labels_only |"))
     assert row.split(" | ")[3] == f"{mean:.1f} ± {err:.1f}"

@@ -149,16 +149,17 @@ def environments_of(dataset: str, records: Sequence[Mapping[str, Any]]) -> list[
     return [f"env{i}" for i in range(count)]
 
 
-def results(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def results(records: Sequence[Mapping[str, Any]], test_accuracy: str = "direct") -> dict[str, Any]:
     """Every table's cells: ``{"datasets": [...], "algorithms": [...], "environments": {dataset: [...]},
-    "cells": [Cell, ...]}`` for the three selection methods (per test environment, then dataset averages)."""
+    "cells": [Cell, ...]}`` for the three selection methods (per test environment, then dataset averages);
+    ``test_accuracy``: the chosen checkpoints' ``direct`` or ``reasoning`` test accuracy."""
     datasets, algorithms = _ordered_datasets(records), _ordered_algorithms(records)
     environments = {d: environments_of(d, records) for d in datasets}
     groups = group_records(records)
     cells: list[Cell] = []
     for method in SELECTION_METHODS:
         # In group order (DomainBed's), so that means sum their terms in the same order.
-        scored = [(g, acc) for g in groups if (acc := method.sweep_acc(g.records)) is not None]
+        scored = [(g, acc) for g in groups if (acc := method.sweep_acc(g.records, test_accuracy)) is not None]
         for dataset in datasets:
             for algorithm in algorithms:
                 mine = [(g, acc) for g, acc in scored if (g.dataset, g.algorithm) == (dataset, algorithm)]
@@ -171,7 +172,13 @@ def results(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     per_trial[g.trial_seed].append(acc)
                 averages = [float(np.mean(values)) for _, values in sorted(per_trial.items())]
                 cells.append(Cell(method, dataset, algorithm, None, averages))
-    return {"datasets": datasets, "algorithms": algorithms, "environments": environments, "cells": cells}
+    return {
+        "datasets": datasets,
+        "algorithms": algorithms,
+        "environments": environments,
+        "cells": cells,
+        "test_accuracy": test_accuracy,
+    }
 
 
 def _row_text(cells: Sequence[Cell], latex: bool) -> list[str]:
@@ -202,6 +209,8 @@ def render_tables(table: Mapping[str, Any], latex: bool = False) -> str:
     the averages table (algorithm x dataset, Avg); Markdown, or LaTeX (booktabs) with ``latex``."""
     out: list[str] = []
     cells = table["cells"]
+    if table["test_accuracy"] != "direct":
+        out += [f"Test accuracy: {table['test_accuracy']} (the chosen checkpoints' env<i>_in_reasoning_acc).", ""]
     for method in SELECTION_METHODS:
         out.append(
             f"\\subsection{{Model selection: {method.name}}}" if latex else f"## Model selection: {method.name}"
@@ -255,4 +264,10 @@ def results_json(table: Mapping[str, Any], loaded: LoadedRecords) -> dict[str, A
             out["averages"].append(entry)
         else:
             out["results"].append({**entry, "test_env": cell.test_env})
-    return {**out, "records": len(loaded.records), "runs": loaded.runs, "refused": loaded.refused}
+    return {
+        **out,
+        "test_accuracy": table["test_accuracy"],
+        "records": len(loaded.records),
+        "runs": loaded.runs,
+        "refused": loaded.refused,
+    }

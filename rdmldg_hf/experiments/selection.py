@@ -17,7 +17,9 @@ reports that run's test accuracy (``sweep_acc``):
   stopping), with its test environment's out-part accuracy as validation accuracy.
 
 Ties go as in DomainBed: the first maximal checkpoint in record order (steps ascend), and among
-hyperparameter seeds of equal validation accuracy the highest seed.
+hyperparameter seeds of equal validation accuracy the highest seed. ``test_accuracy="reasoning"`` reports the
+chosen checkpoint's ``env{i}_in_reasoning_acc`` instead of its direct ``env{i}_in_acc`` (selection unchanged;
+a chosen checkpoint without it leaves the cell empty).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "LeaveOneDomainOut",
     "Oracle",
     "SELECTION_METHODS",
+    "TEST_ACCURACIES",
     "RecordGroup",
     "group_records",
     "environment_count",
@@ -57,6 +60,13 @@ def training_domain_validation(record: Record) -> float:
     return float(np.mean([record[key] for key in keys]))
 
 
+TEST_ACCURACIES: dict[str, str] = {"direct": "env{}_in_acc", "reasoning": "env{}_in_reasoning_acc"}
+
+
+def _test_acc(record: Record, env: int, test_accuracy: str) -> float | None:
+    return record.get(TEST_ACCURACIES[test_accuracy].format(env))
+
+
 def _single_test_env(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if len(r["args"]["test_envs"]) == 1]
 
@@ -73,35 +83,37 @@ class SelectionMethod:
     short_name: str = ""
 
     @classmethod
-    def run_acc(cls, run_records: Sequence[Record]) -> dict[str, Any] | None:
+    def run_acc(cls, run_records: Sequence[Record], test_accuracy: str = "direct") -> dict[str, Any] | None:
         """``{"val_acc", "test_acc", "record"}`` of the checkpoint chosen among one run's records, or None."""
         raise NotImplementedError
 
     @classmethod
-    def hparams_accs(cls, records: Sequence[Record]) -> list[tuple[dict[str, Any], list[Record]]]:
+    def hparams_accs(
+        cls, records: Sequence[Record], test_accuracy: str = "direct"
+    ) -> list[tuple[dict[str, Any], list[Record]]]:
         """Per ``hparams_seed``: the chosen checkpoint and the records, best validation accuracy first."""
         by_seed: dict[Any, list[Record]] = defaultdict(list)
         for record in records:
             by_seed[record["args"]["hparams_seed"]].append(record)
         scored = []
         for seed in sorted(by_seed):
-            chosen = cls.run_acc(by_seed[seed])
+            chosen = cls.run_acc(by_seed[seed], test_accuracy)
             if chosen is not None:
                 scored.append((chosen, by_seed[seed]))
         scored.sort(key=lambda pair: _nan_last(pair[0]["val_acc"]))  # stable: ascending, seeds ascending
         return scored[::-1]
 
     @classmethod
-    def sweep_acc(cls, records: Sequence[Record]) -> float | None:
+    def sweep_acc(cls, records: Sequence[Record], test_accuracy: str = "direct") -> float | None:
         """The test accuracy of the best hyperparameters' chosen checkpoint (None when no run qualifies)."""
-        best = cls.choose(records)
+        best = cls.choose(records, test_accuracy)
         return None if best is None else best["test_acc"]
 
     @classmethod
-    def choose(cls, records: Sequence[Record]) -> dict[str, Any] | None:
+    def choose(cls, records: Sequence[Record], test_accuracy: str = "direct") -> dict[str, Any] | None:
         """The chosen checkpoint of the best hyperparameters: ``{"val_acc", "test_acc", "record"}``, or None."""
-        ranked = cls.hparams_accs(records)
-        return ranked[0][0] if ranked else None
+        ranked = cls.hparams_accs(records, test_accuracy)
+        return ranked[0][0] if ranked and ranked[0][0]["test_acc"] is not None else None
 
 
 def _nan_last(value: float) -> float:
@@ -113,7 +125,7 @@ class TrainingDomainValidation(SelectionMethod):
     short_name = "training_domain"
 
     @classmethod
-    def run_acc(cls, run_records):
+    def run_acc(cls, run_records, test_accuracy="direct"):
         candidates = _single_test_env(run_records)
         if not candidates:
             return None
@@ -124,7 +136,7 @@ class TrainingDomainValidation(SelectionMethod):
             scored.append(
                 {
                     "val_acc": np.mean([record[key] for key in keys]),
-                    "test_acc": record[f"env{test_env}_in_acc"],
+                    "test_acc": _test_acc(record, test_env, test_accuracy),
                     "record": record,
                 }
             )
@@ -136,7 +148,7 @@ class LeaveOneDomainOut(SelectionMethod):
     short_name = "leave_one_out"
 
     @classmethod
-    def _step_acc(cls, records: Sequence[Record]) -> dict[str, Any] | None:
+    def _step_acc(cls, records: Sequence[Record], test_accuracy: str) -> dict[str, Any] | None:
         tests = _single_test_env(records)
         if len(tests) != 1:
             return None
@@ -152,16 +164,17 @@ class LeaveOneDomainOut(SelectionMethod):
             return None
         return {
             "val_acc": np.sum(others) / (n_envs - 1),
-            "test_acc": tests[0][f"env{test_env}_in_acc"],
+            "test_acc": _test_acc(tests[0], test_env, test_accuracy),
             "record": tests[0],
         }
 
     @classmethod
-    def run_acc(cls, run_records):
+    def run_acc(cls, run_records, test_accuracy="direct"):
         by_step: dict[Any, list[Record]] = defaultdict(list)
         for record in run_records:
             by_step[record["step"]].append(record)
-        scored = [acc for step in sorted(by_step) if (acc := cls._step_acc(by_step[step])) is not None]
+        steps = [cls._step_acc(by_step[step], test_accuracy) for step in sorted(by_step)]
+        scored = [acc for acc in steps if acc is not None]
         return _first_max(scored) if scored else None
 
 
@@ -170,13 +183,17 @@ class Oracle(SelectionMethod):
     short_name = "oracle"
 
     @classmethod
-    def run_acc(cls, run_records):
+    def run_acc(cls, run_records, test_accuracy="direct"):
         candidates = _single_test_env(run_records)
         if not candidates:
             return None
         test_env = candidates[0]["args"]["test_envs"][0]
         last = sorted(candidates, key=lambda r: r["step"])[-1]
-        return {"val_acc": last[f"env{test_env}_out_acc"], "test_acc": last[f"env{test_env}_in_acc"], "record": last}
+        return {
+            "val_acc": last[f"env{test_env}_out_acc"],
+            "test_acc": _test_acc(last, test_env, test_accuracy),
+            "record": last,
+        }
 
 
 # In DomainBed's collect_results order.

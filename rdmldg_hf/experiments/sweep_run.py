@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _watch_launcher()
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # err.txt keeps the logs, not progress bars
+    transformers.utils.logging.disable_progress_bar()
     print(f"{argv[0]}: {run_job(argv[0])}")
     return 0
 
