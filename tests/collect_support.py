@@ -27,8 +27,11 @@ def _best_hparams(scored: dict[int, tuple[float, float]]) -> float:
     return scored[max(h for h, (v, _) in scored.items() if v == best)][1]
 
 
-def expected_accs(records, envs: int, trials: int, method: str, algorithm: str, test_env: int) -> list[float]:
-    """The selected test accuracy of each trial seed, by ``method`` (``iid``, ``loo`` or ``oracle``)."""
+def expected_accs(
+    records, envs: int, trials: int, method: str, algorithm: str, test_env: int, test: str = "in_acc"
+) -> list[float]:
+    """The selected test accuracy (``env<test_env>_<test>``) of each trial seed, by ``method`` (``iid``, ``loo`` or
+    ``oracle``)."""
     accs = []
     for trial in range(trials):
         single = _runs(records, trial, algorithm, [test_env])
@@ -39,11 +42,11 @@ def expected_accs(records, envs: int, trials: int, method: str, algorithm: str, 
                 for r in run:
                     val = sum(r[f"env{i}_out_acc"] for i in range(envs) if i != test_env) / (envs - 1)
                     if best is None or val > best[0]:
-                        best = (val, r[f"env{test_env}_in_acc"])
+                        best = (val, r[f"env{test_env}_{test}"])
                 scored[h] = best
             elif method == "oracle":  # the last checkpoint; its test env's out part validates
                 last = run[-1]
-                scored[h] = (last[f"env{test_env}_out_acc"], last[f"env{test_env}_in_acc"])
+                scored[h] = (last[f"env{test_env}_out_acc"], last[f"env{test_env}_{test}"])
             else:  # leave one domain out: the other envs' in-accuracy, each in the run holding it out too
                 best = None
                 pairs = {j: _runs(records, trial, algorithm, [test_env, j])[h] for j in range(envs) if j != test_env}
@@ -51,7 +54,7 @@ def expected_accs(records, envs: int, trials: int, method: str, algorithm: str, 
                     pair_accs = [pair[k][f"env{j}_in_acc"] for j, pair in pairs.items()]
                     val = sum(pair_accs) / (envs - 1)
                     if best is None or val > best[0]:
-                        best = (val, record[f"env{test_env}_in_acc"])
+                        best = (val, record[f"env{test_env}_{test}"])
                 scored[h] = best
         accs.append(_best_hparams(scored))
     return accs

@@ -50,6 +50,8 @@ def write_sweep(out: Path, seed: int = 0) -> list[dict]:
             record = {"args": args, "hparams": {"learning_rate": 1e-3}, "step": step, "epoch": step / 3}
             for i in range(ENVS):
                 record[f"env{i}_in_acc"], record[f"env{i}_out_acc"] = _accuracy(rng), _accuracy(rng)
+            for i in envs:
+                record[f"env{i}_in_reasoning_acc"] = _accuracy(rng)
             lines.append(json.dumps(record))
             records.append(record)
         (run / "results.jsonl").write_text("\n".join(lines) + "\n")
@@ -79,6 +81,17 @@ def test_collect_matches_domainbeds_selection_and_error_formula(tmp_path, capsys
     per_env = [expected_accs(records, ENVS, TRIALS, "iid", "mtct", e) for e in range(ENVS)]
     per_trial = [sum(accs[t] for accs in per_env) / ENVS for t in range(TRIALS)]
     assert average["mean"] == pytest.approx(100 * sum(per_trial) / TRIALS, abs=1e-9) and average["trials"] == TRIALS
+
+
+def test_reasoning_test_accuracy_of_the_same_choices(tmp_path, capsys):
+    records = write_sweep(tmp_path / "sweep", seed=2)
+    assert rdmldg(["collect", str(tmp_path / "sweep"), "--format", "json", "--test_accuracy", "reasoning"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["test_accuracy"] == "reasoning"
+    for cell in found["results"]:
+        method = next(k for k, name in NAMES.items() if name == cell["selection_method"])
+        accs = expected_accs(records, ENVS, TRIALS, method, cell["algorithm"], cell["test_env"], "in_reasoning_acc")
+        assert cell["mean"] == pytest.approx(mean_and_error(accs)[0], abs=1e-9)
 
 
 def test_markdown_and_latex_tables(tmp_path, capsys):
