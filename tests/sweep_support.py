@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 from helpers_hub import make_domainbed_folder
-from officehome_support import chain_about
+from officehome_support import build_with_chains, chain_about
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.cli import main as rdmldg_main
 
 PACS = get_benchmark("pacs")
 
@@ -25,19 +24,4 @@ def build_pacs(root: Path, per_class: int = 3) -> Path:
         for i in range(per_class)
     ]
     chains.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    out = root / "domainbed-reasoning"
-    code = rdmldg_main(
-        [
-            "build",
-            "--benchmark",
-            "pacs",
-            "--images",
-            str(root / PACS.folder),
-            "--chains",
-            str(chains),
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0, f"rdmldg build exited with {code}"
-    return out
+    return build_with_chains("pacs", root / PACS.folder, chains, root / "domainbed-reasoning")
