@@ -114,6 +114,14 @@ def test_bad_input_stops_before_any_run(pacs, tmp_path, capsys, extra, message):
     assert not out.exists()
 
 
+def test_more_parallel_jobs_than_gpus_stops_before_any_run(pacs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = tmp_path / "sweep"
+    assert rdmldg(["sweep", "launch", *sweep_args(pacs, out), "--launcher", "parallel", "--jobs", "2"]) == 2
+    assert "--jobs 2 runs at once, one per GPU, but 1 GPU(s) are visible (0). Use --jobs 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_parallel_sweep_killed_then_launched_again_runs_only_the_unfinished_and_collects(pacs, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = sweep_args(pacs, out, "--test_envs", "0", "--test_env_pairs", "--n_trials", "1")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["LAUNCHERS", "LAUNCHER_ENV", "launch", "run_processes", "visible_gpus"]
+__all__ = ["LAUNCHERS", "LAUNCHER_ENV", "check_launcher", "launch", "run_processes", "visible_gpus"]
 
 LAUNCHERS: tuple[str, ...] = ("local", "parallel", "submitit")
 # Set in a run's environment by the local launchers: the process id the run watches (it stops when that one dies).
@@ -50,18 +50,32 @@ def _start(run_dir: Path, gpu: str | None, threads: int) -> subprocess.Popen:
         )
 
 
-def run_processes(run_dirs: Sequence[Path], jobs: int, threads: int = 1) -> list[str]:
-    """Run every run in its own process, ``jobs`` at once (see the module docstring); returns the failed runs.
+def check_launcher(sweep_args: Any) -> None:
+    """Check that the sweep's launcher can run here, before any run folder is made.
 
     Raises:
-        ValueError: for more jobs than visible GPUs on a GPU machine.
+        ValueError: for more parallel jobs than visible GPUs on a GPU machine, or submitit missing.
     """
+    if sweep_args.launcher == "parallel":
+        gpus = visible_gpus()
+        if gpus and sweep_args.jobs > len(gpus):
+            raise ValueError(
+                f"--jobs {sweep_args.jobs} runs at once, one per GPU, but {len(gpus)} GPU(s) are visible "
+                f"({', '.join(gpus)}). Use --jobs {len(gpus)} or fewer."
+            )
+    if sweep_args.launcher == "submitit":
+        try:
+            import submitit  # noqa: F401
+        except ImportError as error:
+            raise ValueError(
+                "--launcher submitit needs the submitit library: pip install submitit (or the package's [sweeps] "
+                "extra)."
+            ) from error
+
+
+def run_processes(run_dirs: Sequence[Path], jobs: int, threads: int = 1) -> list[str]:
+    """Run every run in its own process, ``jobs`` at once (see the module docstring); returns the failed runs."""
     gpus = visible_gpus()
-    if gpus and jobs > len(gpus):
-        raise ValueError(
-            f"--jobs {jobs} runs at once, one per GPU, but {len(gpus)} GPU(s) are visible ({', '.join(gpus)}). "
-            f"Use --jobs {len(gpus)} or fewer."
-        )
     queue = list(run_dirs)
     running: dict[int, tuple[Path, subprocess.Popen]] = {}
     failed: list[str] = []

@@ -40,7 +40,7 @@ from ..protocol.environments import check_test_envs
 from ..protocol.holdout import domainbed_seed_hash
 from ..recipe_setup import DEFAULT_TINY_MODEL, RecipeScriptArguments
 from ..trainers import SARRConfig
-from .launchers import LAUNCHERS, launch
+from .launchers import LAUNCHERS, check_launcher, launch
 from .records import ARGS_FILE, DONE_FILE, domainbed_dataset_name, write_json_atomic
 
 __all__ = ["SweepArguments", "SweepJob", "Sweep", "job_hash", "test_env_sets"]
@@ -324,6 +324,7 @@ class Sweep:
         """
         from ..recipe_setup import prepare_embedded_inputs
 
+        check_launcher(self.sweep_args)
         for config in self.sweep_args.dataset_config:  # inputs built and checked before any run
             prepare_embedded_inputs(_with_config(self.sweep_args, config), self.model_args)
             self._check_dataset(config)
