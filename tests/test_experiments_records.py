@@ -19,8 +19,8 @@ from rdmldg_hf.experiments.records import RecordWriter
 from rdmldg_hf.experiments.selection import TrainingDomainValidation
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.protocol.environments import environment_split
-from rdmldg_hf.trainers import MTCTConfig
-from rdmldg_hf.training import MTCTScriptArguments, run_mtct
+from rdmldg_hf.trainers import MTCTConfig, SARRConfig
+from rdmldg_hf.training import MTCTScriptArguments, SARRScriptArguments, run_mtct, run_sarr
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -80,6 +80,21 @@ def test_mtct_recipe_writes_records_and_saves_the_checkpoint_collect_selects(tmp
     assert TrainingDomainValidation.choose(records)["record"]["step"] == chosen["step"]  # collect's choice
     selector = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "selector")).selector
     assert selector.best_at == f"step-{chosen['step']}"
+    assert f"Training-domain validation selects step-{chosen['step']}" in capsys.readouterr().out
+
+
+def test_sarr_recipe_records_every_stage_with_steps_counting_on(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = recipe_args(out, 0.25, "--max_steps", "2", "--round_max_steps", "1", "--num_rounds", "1")
+    argv += ["--per_device_train_batch_size", "4", "--relabel_batch_size", "8", "--relabel_max_new_tokens", "8"]
+    argv += ["--eval_reasoning", "never", "--holdout_style", "domainbed", "--records_every", "1"]
+    script, args, model = TrlParser((SARRScriptArguments, SARRConfig, ModelConfig)).parse_args_and_config(args=argv)
+    run_sarr(script, args, model)
+    records = _records(out / "results.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3] and records[0]["args"]["algorithm"] == "full"
+    assert (out / "done").exists()
+    chosen = _iid_choice(records)
+    assert TrainingDomainValidation.choose(records)["record"]["step"] == chosen["step"]
     assert f"Training-domain validation selects step-{chosen['step']}" in capsys.readouterr().out
 
 
