@@ -89,8 +89,8 @@ def _records(
     processor: Any,
     trainer: str,
 ) -> RecordsCallback | None:
-    """The records callback of a recipe run (``records_every`` set, main process only), with its selector."""
-    if script_args.records_every is None or not process_state().is_main_process:
+    """The records callback of a recipe run (``records_every`` set), with its selector."""
+    if script_args.records_every is None:
         return None
     every = script_args.records_every
     every = int(every) if str(every).isdigit() else every
@@ -165,7 +165,7 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
     trainer.save_state()  # trainer_state.json (the loss log for `rdmldg analyze losses`) whatever save_strategy says
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Saved to {training_args.output_dir} (with rdmldg_config.json).")
-    if records is not None:
+    if records is not None and trainer.accelerator.is_main_process:
         mark_done(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
@@ -218,7 +218,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
             f"Saved to {out}: results.json, {PREDICTIONS_NAME} (the final model's per-image predictions), "
             "rdmldg_config.json, README.md (model card), dataset/ (round configs)."
         )
-    if records is not None:
+    if records is not None and state.is_main_process:
         mark_done(out)
     if training_args.push_to_hub:  # every process takes part; the main one uploads
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

@@ -199,10 +199,10 @@ class LodoRunner:
         sarr = self.config.sarr if spec.trainer == "sarr" else {}
         return cell_training_values(run_dir / "train", self.config.training, sarr)
 
-    def _records(self, method: str, run_dir: Path, processor: Any) -> RecordsCallback:
+    def _records(self, method: str, test_domain: str, run_dir: Path, processor: Any) -> RecordsCallback:
         """The callback writing the pair's ``results.jsonl`` at each checkpoint; its selector checks each record."""
         config = self.config
-        environments = self.split_environments(run_dir.name)
+        environments = self.split_environments(test_domain)
         values = self._training_values(METHODS[method], run_dir)
         settings = config.fingerprint()
         args = record_args(
@@ -249,7 +249,7 @@ class LodoRunner:
         modes = self.config.modes_of(method)
         select_mode = modes[0]
         model, processor = load_model_and_processor(self.model_path)
-        records = self._records(method, run_dir, processor) if self.config.write_records else None
+        records = self._records(method, test_domain, run_dir, processor) if self.config.write_records else None
         if records is not None:  # selection on each record: DomainBed's training-domain validation (direct answers)
             select_mode, selector = "direct", records.selector
             callbacks, stage_done = [records], None

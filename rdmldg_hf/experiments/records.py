@@ -33,6 +33,7 @@ from datasets import concatenate_datasets
 
 from ..benchmarks import Benchmark
 from ..evaluation.rows import evaluate_rows
+from ..generation import process_state
 from ..protocol.environments import EnvironmentSplit
 from ..protocol.selection import CheckpointSelector
 from ..protocol.subsets import stratified_sample
@@ -144,7 +145,8 @@ class RecordWriter:
         max_new_tokens: most tokens generated per chain.
 
     A folder already holding records of the same ``args`` (a resumed run) keeps them up to the step where
-    writing resumes; records of other ``args`` are replaced.
+    writing resumes; records of other ``args`` are replaced. In a run of several processes each scores (their
+    selectors agree) and the main one writes.
 
     Raises:
         ValueError: when an environment part holds no image (naming it), before any training.
@@ -190,12 +192,13 @@ class RecordWriter:
             for i, part, rows in parts
             if part == "in" and i in self.test_envs
         }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writes = process_state().is_main_process
         self.path = self.run_dir / RESULTS_FILE
         args_path = self.run_dir / ARGS_FILE
         earlier = json.loads(args_path.read_text()) if args_path.is_file() else None
         self.records = read_records(self.path) if earlier == self.args else []
-        if earlier != self.args:
+        if earlier != self.args and self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(args_path, json.dumps(self.args, indent=2, sort_keys=True) + "\n")
             self.path.unlink(missing_ok=True)
 
@@ -231,7 +234,7 @@ class RecordWriter:
         self.records = [r for r in self.records if r["step"] < record["step"]] + [record]
         if stale:
             self._rewrite()
-        else:
+        elif self.writes:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
         return record
@@ -244,7 +247,8 @@ class RecordWriter:
         return record
 
     def _rewrite(self) -> None:
-        write_json_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        if self.writes:
+            write_json_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
 
 
 def _env_order(key: str) -> tuple[int, str]:
