@@ -119,7 +119,9 @@ def test_records_that_disagree_with_their_run_folder_are_refused(tmp_path, capsy
     moved = json.loads(lines[1])
     moved["args"] = {**moved["args"], "trial_seed": 2}  # a record claiming another trial
     (run / "results.jsonl").write_text("\n".join([lines[0], json.dumps(moved), lines[2]]) + "\n")
+    (run / "done").unlink()  # an unfinished run's records count, as in DomainBed, and it is named
     found = _collect_json(capsys, tmp_path / "sweep")
+    assert found["unfinished_runs"] == [str(run)]
     assert found["records"] == len(records) - 1
     assert found["refused"] == [
         {"run": str(run), "records": 1, "reason": "their args differ from the run folder's in trial_seed"}

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..benchmarks import BENCHMARKS
 from ..evaluation.lodo_config import METHODS
-from .records import ARGS_FILE, RESULTS_FILE, domainbed_dataset_name, read_records
+from .records import ARGS_FILE, DONE_FILE, RESULTS_FILE, domainbed_dataset_name, read_records
 from .selection import SELECTION_METHODS, SelectionMethod, environment_count, group_records
 
 __all__ = [
@@ -50,6 +50,9 @@ class LoadedRecords:
     runs: int = 0
     refused: list[dict[str, Any]] = field(default_factory=list)  # {"run": folder, "records": n, "reason": ...}
     without_records: list[str] = field(default_factory=list)  # subfolders holding no results.jsonl
+    unfinished: list[str] = field(
+        default_factory=list
+    )  # runs with records but no done file (counted in, as DomainBed)
 
     @property
     def refused_count(self) -> int:
@@ -57,6 +60,10 @@ class LoadedRecords:
 
     def summary(self) -> str:
         lines = [f"Total records: {len(self.records)} from {self.runs} runs"]
+        if self.unfinished:
+            lines.append(
+                f"{len(self.unfinished)} of these runs are not done (no done file); their records are included"
+            )
         if self.without_records:
             lines.append(f"{len(self.without_records)} folders without records (unfinished or not runs) skipped")
         for item in self.refused:
@@ -87,6 +94,8 @@ def load_records(folders: Sequence[str | os.PathLike]) -> LoadedRecords:
                 loaded.without_records.append(str(run))
                 continue
             loaded.runs += 1
+            if not (run / DONE_FILE).exists():
+                loaded.unfinished.append(str(run))
             args_file = run / ARGS_FILE
             reference = json.loads(args_file.read_text()) if args_file.is_file() else records[0].get("args", {})
             missing = [k for k in REQUIRED_ARGS if k not in reference]
@@ -269,5 +278,6 @@ def results_json(table: Mapping[str, Any], loaded: LoadedRecords) -> dict[str, A
         "test_accuracy": table["test_accuracy"],
         "records": len(loaded.records),
         "runs": loaded.runs,
+        "unfinished_runs": loaded.unfinished,
         "refused": loaded.refused,
     }
