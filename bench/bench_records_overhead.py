@@ -37,7 +37,7 @@ class TimedWriter(RecordWriter):
 
     seconds = 0.0
     reasoning_seconds = 0.0
-    records = 0
+    checkpoints = 0
 
     def accuracies(self, model):
         start = time.perf_counter()
@@ -45,7 +45,7 @@ class TimedWriter(RecordWriter):
             return super().accuracies(model)
         finally:
             self.seconds += time.perf_counter() - start
-            self.records += 1
+            self.checkpoints += 1
 
     def reasoning_accuracies(self, model):
         start = time.perf_counter()
@@ -104,11 +104,11 @@ def main() -> None:
     training = total - writer.seconds - writer.reasoning_seconds
     images = len(writer.rows)
     print(
-        f"MTCT {args.steps} steps, {len(split.train)} training images, {writer.records} records of {images} images "
+        f"MTCT {args.steps} steps, {len(split.train)} training images, {writer.checkpoints} records of {images} images "
         f"(every environment's in and out part), {args.threads} thread(s)"
     )
     print(f"training {training:.1f} s; records (direct scoring) {writer.seconds:.1f} s "
-          f"({images * writer.records / writer.seconds:.0f} images/s)")  # fmt: skip
+          f"({images * writer.checkpoints / writer.seconds:.0f} images/s)")  # fmt: skip
     print(f"records / training = {writer.seconds / training:.3f} (target <= 0.25)")
     if args.reasoning:
         print(f"reasoning accuracy at every record: {writer.reasoning_seconds:.1f} s "
