@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("rdmldg_hf.commands.demo", "Serve a trained model as a Gradio app (or write its Hub Space)."),
     "train": ("rdmldg_hf.commands.train", "Train with MTCT or the whole method (SARR) from a YAML config."),
     "analyze": ("rdmldg_hf.commands.analyze", "Token-probability, entropy and loss-curve analyses and plots."),
+    "sweep": ("rdmldg_hf.commands.sweep", "DomainBed-style sweeps: launch, status, delete_incomplete."),
+    "collect": ("rdmldg_hf.commands.collect", "Results tables (three selection methods, mean +- error) from records."),
 }
 
 

@@ -13,11 +13,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from datasets import DatasetDict
 from trl import ModelConfig
 
+from .evaluation.lodo_config import METHODS
 from .evaluation.predict import PREDICTIONS_NAME
 from .evaluation.stages import REASONING_EVALUATIONS, StageEvaluation, summary_table, write_run_results
+from .experiments.hparams import default_hparams
+from .experiments.records import RecordsCallback, RecordWriter, mark_done, record_args
 from .generation import process_state
+from .protocol import CheckpointSelector, find_benchmark
+from .protocol.environments import check_test_envs, dataset_environments, environment_split
 from .recipe_setup import (
     RecipeScriptArguments,
     load_model_for_training,
@@ -28,6 +34,7 @@ from .recipe_setup import (
 from .trainers import MTCTConfig, MTCTTrainer, SARRConfig, SARRTrainer
 
 __all__ = [
+    "RecordsArguments",
     "MTCTScriptArguments",
     "SARRScriptArguments",
     "TrainingMethod",
@@ -38,12 +45,27 @@ __all__ = [
 
 
 @dataclass
-class MTCTScriptArguments(RecipeScriptArguments):
+class RecordsArguments:
+    """Per-checkpoint records (DomainBed's ``results.jsonl``) of a recipe run, and selection on them."""
+
+    records_every: str | None = field(
+        default=None,
+        metadata={
+            "help": "Write per-checkpoint records (DomainBed's results.jsonl in output_dir: every domain's in and out "
+            "accuracy, direct answers) every N steps ('epoch': each epoch's end; SARR: also each stage's end) and at "
+            "the end, then save (and push) the checkpoint that training-domain validation selects on them (needs "
+            "holdout_fraction > 0). Unset: no records; the last checkpoint is saved."
+        },
+    )
+
+
+@dataclass
+class MTCTScriptArguments(RecipeScriptArguments, RecordsArguments):
     """Arguments of an MTCT run beside MTCTConfig and ModelConfig."""
 
 
 @dataclass
-class SARRScriptArguments(RecipeScriptArguments):
+class SARRScriptArguments(RecipeScriptArguments, RecordsArguments):
     """Arguments of a SARR run beside SARRConfig and ModelConfig: the evaluation after each stage."""
 
     eval_batch_size: int = field(
@@ -59,6 +81,66 @@ class SARRScriptArguments(RecipeScriptArguments):
     )
 
 
+def _records(
+    script_args: RecipeScriptArguments | RecordsArguments,
+    training_args: MTCTConfig,
+    model_args: ModelConfig,
+    dataset: DatasetDict,
+    processor: Any,
+    trainer: str,
+) -> RecordsCallback | None:
+    """The records callback of a recipe run (``records_every`` set), with its selector."""
+    if script_args.records_every is None:
+        return None
+    every = script_args.records_every
+    every = int(every) if str(every).isdigit() else every
+    test = [script_args.test_domain] if script_args.test_domain is not None else []
+    split = environment_split(
+        dataset,
+        check_test_envs(test, dataset_environments(dataset)),
+        script_args.holdout_fraction,
+        script_args.holdout_seed,
+        holdout_style=script_args.holdout_style,
+    )
+    benchmark = find_benchmark(dataset, training_args.benchmark)
+    method = next(
+        (m for m, spec in METHODS.items() if (spec.trainer, spec.mode) == (trainer, training_args.mode)), None
+    )
+    args = record_args(
+        benchmark,
+        method or f"{trainer}_{training_args.mode}",
+        split.test_envs,
+        hparams_seed=0,
+        trial_seed=script_args.holdout_seed,
+        holdout_fraction=script_args.holdout_fraction,
+        holdout_style=script_args.holdout_style,
+        seed=training_args.seed,
+        steps=training_args.max_steps if training_args.max_steps > 0 else None,
+        checkpoint_freq=every,
+        dataset_name=script_args.dataset_name,
+        dataset_config=script_args.dataset_config,
+        model_name_or_path=model_args.model_name_or_path,
+    )
+    config = {**training_args.to_dict(), "lora_r": model_args.lora_r if model_args.use_peft else None}
+    writer = RecordWriter(
+        training_args.output_dir,
+        args,
+        default_hparams(config),
+        split,
+        processor,
+        benchmark,
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    return RecordsCallback(writer, every, CheckpointSelector())
+
+
+def _restore_selected(records: RecordsCallback | None, model: Any) -> None:
+    """Put the selected checkpoint's weights back into ``model`` (with records), so that it is what is saved."""
+    if records is not None:
+        records.selector.restore(model)
+        print(f"Training-domain validation selects {records.selector.best_at} ({records.selector.best:.4f}).")
+
+
 def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
     """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
     ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
@@ -66,6 +148,7 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
     model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
+    records = _records(script_args, training_args, model_args, dataset, processor, "mtct")
     trainer = MTCTTrainer(
         model=model,
         args=training_args,
@@ -74,12 +157,16 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
         processing_class=processor,
         peft_config=peft_config,
         split_record=splits.record(),
+        callbacks=[records] if records else None,
     )
     trainer.accelerator.print(trainer.mtct_data.stats.summary())
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    _restore_selected(records, trainer.accelerator.unwrap_model(trainer.model))
     trainer.save_state()  # trainer_state.json (the loss log for `rdmldg analyze losses`) whatever save_strategy says
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Saved to {training_args.output_dir} (with rdmldg_config.json).")
+    if records is not None and trainer.accelerator.is_main_process:
+        mark_done(training_args.output_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.accelerator.end_training()
@@ -95,6 +182,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
     model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
+    records = _records(script_args, training_args, model_args, dataset, processor, "sarr")
     trainer = SARRTrainer(
         model,
         training_args,
@@ -103,6 +191,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
         processing_class=processor,
         peft_config=peft_config,
         split_record=splits.record(),
+        callbacks=[records] if records else None,
     )
     evaluation = StageEvaluation(
         processor,
@@ -116,6 +205,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     )
     trainer.stage_callback = evaluation
     stages = trainer.train()
+    _restore_selected(records, trainer.model)
     out = trainer.save_model()
     results = trainer.results_summary(stages, wall_seconds=time.time() - started)
     results["images"]["heldout"] = len(splits.test)
@@ -128,6 +218,8 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
             f"Saved to {out}: results.json, {PREDICTIONS_NAME} (the final model's per-image predictions), "
             "rdmldg_config.json, README.md (model card), dataset/ (round configs)."
         )
+    if records is not None and state.is_main_process:
+        mark_done(out)
     if training_args.push_to_hub:  # every process takes part; the main one uploads
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     state.destroy_process_group()

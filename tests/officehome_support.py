@@ -73,24 +73,18 @@ def write_chain_file(folder: Path, path: Path) -> dict[str, int]:
     return {"images": images, "accepted": images - len(DOMAIN_CLASSES), "invalid": len(DOMAIN_CLASSES), "unmatched": 1}
 
 
+def build_with_chains(benchmark: str, images: Path, chains: Path, out: Path) -> Path:
+    """``rdmldg build`` of a DomainBed folder with a chain file; the dataset folder."""
+    code = rdmldg_main(
+        ["build", "--benchmark", benchmark, "--images", str(images), "--chains", str(chains), "--out", str(out)]
+    )
+    assert code == 0, f"rdmldg build exited with {code}"
+    return out
+
+
 def build_officehome(root: Path) -> Path:
     """Write the folder and the chain file under ``root`` and run ``rdmldg build``; the dataset folder."""
     images = write_officehome_folder(root / "DomainBed")
     chains = root / "chains.jsonl"
     write_chain_file(images, chains)
-    out = root / "domainbed-reasoning"
-    code = rdmldg_main(
-        [
-            "build",
-            "--benchmark",
-            "officehome",
-            "--images",
-            str(root / "DomainBed"),
-            "--chains",
-            str(chains),
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0, f"rdmldg build exited with {code}"
-    return out
+    return build_with_chains("officehome", root / "DomainBed", chains, root / "domainbed-reasoning")

@@ -14,15 +14,18 @@ import pytest
 import yaml
 from safetensors import safe_open
 from transformers import AutoConfig
+from trl import ModelConfig
 
 from officehome_support import OFFICEHOME, build_officehome
+from rdmldg_hf.experiments.sweep import SweepArguments
+from rdmldg_hf.recipe_setup import parse_recipe_args
 from rdmldg_hf.testing import TinyModelSpec, build_tiny_model
 from rdmldg_hf.trainers import MTCTConfig, SARRConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 CONFIGS = RECIPES / "configs"
 # Each shipped YAML starts with the name of the recipe that reads it.
-RECIPE_OF_PREFIX = {"mtct_": "mtct", "sarr_": "sarr", "lodo_": "lodo", "build_": "build_dataset"}
+RECIPE_OF_PREFIX = {"mtct_": "mtct", "sarr_": "sarr", "lodo_": "lodo", "build_": "build_dataset", "sweep_": "sweep"}
 # The Hub checkpoint each paper config names, and the architecture (model_type) of its tiny stand-in.
 ARCHITECTURE_OF = {"OpenGVLab/InternVL3-8B-hf": "internvl", "Qwen/Qwen2.5-VL-7B-Instruct": "qwen2_5_vl"}
 PAPER_MODELS = ("internvl3_8b", "qwen2_5_vl_7b")
@@ -31,8 +34,10 @@ PAPER_CONFIGS = [f"{recipe}_{model}.yaml" for recipe in ("mtct", "sarr") for mod
 
 @pytest.fixture(scope="module")
 def recipes() -> dict[str, dict]:
-    names = set(RECIPE_OF_PREFIX.values())
-    return {name: runpy.run_path(str(RECIPES / f"{name}.py"), run_name=f"{name}_recipe") for name in names}
+    names = set(RECIPE_OF_PREFIX.values()) - {"sweep"}
+    loaded = {name: runpy.run_path(str(RECIPES / f"{name}.py"), run_name=f"{name}_recipe") for name in names}
+    sweep_arguments = (SweepArguments, SARRConfig, ModelConfig)  # `rdmldg sweep` reads them as the recipes do
+    return {**loaded, "sweep": {"parse_args": lambda argv: parse_recipe_args(sweep_arguments, argv)}}
 
 
 def _recipe_of(config: Path) -> str:
@@ -94,6 +99,7 @@ def _with_typo(tmp_path: Path, config: Path, field: str, typo: str) -> Path:
         ("mtct_qwen2_5_vl_7b.yaml", "lora_r", "lora_rank"),
         ("build_officehome_gpt4o.yaml", "candidates", "candidate"),
         ("lodo_tiny.yaml", "select_every", "select_evry"),
+        ("sweep_tiny.yaml", "n_trials", "n_trial"),
     ],
 )
 def test_a_field_nobody_reads_is_an_error_naming_it_and_the_file(recipes, tmp_path, capsys, config, field, typo):

@@ -1,4 +1,5 @@
-"""The ``rdmldg`` subcommands, one module each (build, batches, eval, push, analyze, train).
+"""The ``rdmldg`` subcommands, one module each (build, batches, eval, push, analyze, train, sweep,
+collect).
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` and keeps heavy imports
 inside ``run`` so that ``rdmldg --help`` stays fast; ``rdmldg_hf.cli`` only dispatches to them.

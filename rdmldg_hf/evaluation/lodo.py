@@ -24,6 +24,12 @@ checkpoint only). SARR starts from an MTCT-trained model (Algorithm 1). When the
 (``reasoning_only`` for ``sarr``, ``mtct`` for ``full``) is finished for the same held-out
 domain, its selected model is the start and only the SARR rounds are trained; otherwise
 the SARR trainer runs its own first stage on the teacher chains.
+
+``write_records: true`` also writes each pair's per-checkpoint records (DomainBed's ``results.jsonl``,
+:mod:`rdmldg_hf.experiments.records`) into ``runs/<method>/<domain>/``, for ``rdmldg collect``: every
+row then selects among its recorded checkpoints (each ``select_every`` and each stage's end) on the
+records' training-domain validation accuracy (direct answers, the ``mean`` rule), so that its choice is
+the one ``rdmldg collect`` makes by training-domain validation.
 """
 
 from __future__ import annotations
@@ -35,15 +41,16 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import TrainerCallback
 
 from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
+from ..experiments.hparams import default_hparams
+from ..experiments.records import CheckpointCallback, RecordsCallback, RecordWriter, record_args
 from ..locking import FolderLock
-from ..models import RunConfig, reload_weights
+from ..models import reload_weights
 from ..prompts import PROMPT_VERSION
 from ..protocol import (
     CheckpointSelector,
@@ -55,7 +62,8 @@ from ..protocol import (
     selection_score,
     stratified_sample,
 )
-from ..trainers import MTCTConfig, SARRConfig
+from ..protocol.environments import EnvironmentSplit, environment_split
+from .lodo_cell import cell_training_values, train_cell
 from .lodo_config import METHODS, LodoConfig, MethodSpec
 from .lodo_tables import render_results_md, results_table
 from .predict import PREDICTIONS_NAME, write_predictions
@@ -65,25 +73,6 @@ from .sharing import RESULTS_NAME
 __all__ = ["LodoRunner"]
 
 logger = logging.getLogger(__name__)
-
-
-class _SelectEvery(TrainerCallback):
-    """Checks the model every ``every`` steps or at each epoch's end (``"epoch"``), and at the end of training."""
-
-    def __init__(self, selector: CheckpointSelector, every: int | str):
-        self.selector, self.every = selector, every
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        steps = isinstance(self.every, int) and state.global_step % self.every == 0
-        if steps and state.global_step < state.max_steps:
-            self.selector.check(model, f"step-{state.global_step}")
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self.every == "epoch" and state.global_step < state.max_steps:
-            self.selector.check(model, f"epoch-{round(state.epoch)} (step-{state.global_step})")
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.selector.check(model, f"step-{state.global_step}")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -207,19 +196,44 @@ class LodoRunner:
 
         return default_lora_config(r=self.config.lora_r) if self.config.lora_r > 0 else None
 
-    def _training_args(self, spec: MethodSpec, run_dir: Path) -> dict[str, Any]:
-        values: dict[str, Any] = dict(
-            output_dir=str(run_dir / "train"),
-            report_to="none",
-            save_strategy="no",
-            activation_checkpointing=False,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            max_length=None,
+    def _training_values(self, spec: MethodSpec, run_dir: Path) -> dict[str, Any]:
+        sarr = self.config.sarr if spec.trainer == "sarr" else {}
+        return cell_training_values(run_dir / "train", self.config.training, sarr)
+
+    def _records(self, method: str, test_domain: str, run_dir: Path, processor: Any) -> RecordsCallback:
+        """The callback writing the pair's ``results.jsonl`` at each checkpoint; its selector checks each record."""
+        config = self.config
+        environments = self.split_environments(test_domain)
+        values = self._training_values(METHODS[method], run_dir)
+        settings = config.fingerprint()
+        args = record_args(
+            self.benchmark,
+            method,
+            environments.test_envs,
+            hparams_seed=0,
+            trial_seed=settings.pop("holdout_seed"),
+            holdout_fraction=settings.pop("holdout_fraction"),
+            checkpoint_freq=config.select_every,
+            **settings,
         )
-        values.update(self.config.training)
-        values.update(mode=spec.mode, benchmark=self.benchmark.name)
-        return values
+        hparams = default_hparams({**values, "lora_r": config.lora_r or None})
+        writer = RecordWriter(
+            run_dir, args, hparams, environments, processor, self.benchmark, batch_size=config.eval_batch_size
+        )
+        return RecordsCallback(writer, config.select_every, CheckpointSelector())
+
+    def split_environments(self, test_domain: str) -> EnvironmentSplit:
+        """Every environment's in and out parts with ``test_domain`` held out (the records' parts; the training and
+        validation rows are those of :meth:`split`)."""
+        return environment_split(
+            self.dataset,
+            [test_domain],
+            self.config.holdout_fraction,
+            self.config.holdout_seed,
+            holdout_style=self.config.holdout_style,
+            max_train_images_per_domain=self.config.max_train_images_per_domain,
+            sample_seed=self.config.sample_seed,
+        )
 
     def run_pair(self, method: str, test_domain: str) -> dict[str, Any]:
         """Train, select, test and save one (method, held-out domain) pair; returns its record."""
@@ -236,15 +250,37 @@ class LodoRunner:
         modes = self.config.modes_of(method)
         select_mode = modes[0]
         model, processor = load_model_and_processor(self.model_path, use_kernels=self.config.use_kernels)
-        selector = CheckpointSelector(lambda m: self._validate(m, processor, validation, select_mode))
-        if spec.trainer == "mtct":
-            model, run_config = self._train_mtct(model, processor, spec, run_dir, split, selector)
+        records = self._records(method, test_domain, run_dir, processor) if self.config.write_records else None
+        if records is not None:  # selection on each record: DomainBed's training-domain validation (direct answers)
+            select_mode, selector = "direct", records.selector
+            callbacks, stage_done = [records], None
         else:
-            start = self._start_model(spec, test_domain, model)
-            if start is not None:
-                model = start
-                selector.check(model, f"start ({spec.starts_from})")
-            model, run_config = self._train_sarr(model, processor, spec, run_dir, split, selector, start is None)
+            selector = CheckpointSelector(lambda m: self._validate(m, processor, validation, select_mode))
+            every = CheckpointCallback(
+                self.config.select_every, lambda m, step, epoch, where: selector.check(m, where)
+            )
+            callbacks, stage_done = ([every], None) if spec.trainer == "mtct" else ([], self._stage_done(selector))
+        mtct_stage = True
+        if spec.trainer == "sarr" and (start := self._start_model(spec, test_domain, model)) is not None:
+            model, mtct_stage, where = start, False, f"start ({spec.starts_from})"
+            if records is not None:
+                records.record(model, 0, 0.0, where)
+            else:
+                selector.check(model, where)
+        model, run_config = train_cell(
+            method,
+            model,
+            processor,
+            train,
+            self._training_values(spec, run_dir),
+            benchmark=self.benchmark,
+            base_model=self.model_path,
+            peft_config=self._peft_config(),
+            split_record=split.record(),
+            callbacks=callbacks,
+            stage_done=stage_done,
+            mtct_stage=mtct_stage,
+        )
         selector.restore(model)
         run_config.method = method
         run_config.test_domain, run_config.domains = split.test_domain, list(split.train_domains)
@@ -310,24 +346,6 @@ class LodoRunner:
         self.state.wait_for_everyone()
         return record
 
-    def _train_mtct(self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector):
-        from ..trainers import MTCTTrainer
-
-        args = MTCTConfig(**self._training_args(spec, run_dir))
-        trainer = MTCTTrainer(
-            model,
-            args=args,
-            train_dataset=split.train,
-            processing_class=processor,
-            peft_config=self._peft_config(),
-            split_record=split.record(),
-            callbacks=[_SelectEvery(selector, self.config.select_every)],
-        )
-        trainer.train()
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        run_config = trainer.mtct_data.run_config(args, self.model_path, self.config.lora_r > 0, split.record())
-        return model, run_config
-
     def _start_model(self, spec: MethodSpec, test_domain: str, base: torch.nn.Module) -> torch.nn.Module | None:
         """The selected model of the row a SARR row starts from, when that row is done for ``test_domain``."""
         done = self.results["runs"].get(spec.starts_from or "", {}).get(test_domain)
@@ -339,53 +357,14 @@ class LodoRunner:
             return PeftModel.from_pretrained(base, done["model_dir"], is_trainable=True)
         return reload_weights(base, done["model_dir"])
 
-    def _train_sarr(
-        self, model, processor, spec: MethodSpec, run_dir: Path, split: LodoSplit, selector, mtct_stage: bool = True
-    ):
-        from ..trainers import SARRTrainer
-
-        values = self._training_args(spec, run_dir)
-        values.update(self.config.sarr)
-        values.update(
-            output_dir=str(run_dir / "train"),
-            overwrite_output_dir=True,
-            round_dataset_dir=str(run_dir / "train" / "dataset"),
-            mtct_stage=mtct_stage,
-        )
-        args = SARRConfig(**values)
+    @staticmethod
+    def _stage_done(selector: CheckpointSelector) -> Callable[[str, torch.nn.Module], dict[str, Any]]:
+        """SARR rows without records: the selector checks the model at the end of each stage."""
 
         def stage_done(name: str, stage_model: torch.nn.Module) -> dict[str, Any]:
             return {"validation_accuracy": selector.check(stage_model, name)}
 
-        trainer = SARRTrainer(
-            model,
-            args,
-            train_dataset=split.train,
-            processing_class=processor,
-            peft_config=self._peft_config(),
-            split_record=split.record(),
-            stage_callback=stage_done,
-        )
-        results = trainer.train()
-        run_config = RunConfig(
-            method="sarr",
-            benchmark=self.benchmark.name,
-            classes=list(self.benchmark.classes),
-            class_names=list(self.benchmark.class_names),
-            domains=[],
-            test_domain=None,
-            prompt_version=PROMPT_VERSION,
-            base_model=self.model_path,
-            adapter=self.config.lora_r > 0,
-            settings={
-                "mode": spec.mode,
-                "num_rounds": args.num_rounds,
-                "fallback": args.fallback,
-                "started_from": None if mtct_stage else spec.starts_from,
-                "rounds": [r.relabel for r in results if r.relabel],
-            },
-        )
-        return trainer.model, run_config
+        return stage_done
 
     # ------------------------------------------------------------------ everything
 

@@ -155,6 +155,14 @@ class LodoConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "Start again in an output_dir holding a run with other settings."}
     )
+    write_records: bool = field(
+        default=False,
+        metadata={
+            "help": "Write each pair's per-checkpoint records (DomainBed's results.jsonl: every environment's in and "
+            "out accuracy) into runs/<method>/<domain>/ for `rdmldg collect`; every row then selects among its "
+            "recorded checkpoints on them (training-domain validation, direct answers)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("tiny_sizes", "eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
@@ -178,6 +186,11 @@ class LodoConfig:
         check_holdout_style(self.holdout_style)
         check_test_split(self.test_split)
         check_selection_rule(self.selection_rule)
+        if self.write_records and self.selection_rule != "mean":
+            raise ValueError(
+                f"write_records selects as DomainBed does, on the mean of the training domains' validation "
+                f"accuracies; selection_rule is {self.selection_rule!r}. Set selection_rule: mean."
+            )
         valid_every = self.select_every in ("epoch", "final") or (
             isinstance(self.select_every, int) and not isinstance(self.select_every, bool) and self.select_every > 0
         )
@@ -219,4 +232,6 @@ class LodoConfig:
             "overwrite",
         ):
             values.pop(key)
+        if not values["write_records"]:  # runs from before records existed stay resumable
+            values.pop("write_records")
         return values

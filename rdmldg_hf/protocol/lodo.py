@@ -23,7 +23,15 @@ from .subsets import DEFAULT_SAMPLE_SEED, stratified_sample
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-__all__ = ["TEST_SPLITS", "LodoSplit", "check_domains", "check_test_split", "lodo_split", "validation_size"]
+__all__ = [
+    "TEST_SPLITS",
+    "LodoSplit",
+    "check_domains",
+    "check_test_split",
+    "lodo_split",
+    "training_parts",
+    "validation_size",
+]
 
 TEST_SPLITS: tuple[str, ...] = ("whole", "in")
 
@@ -58,6 +66,32 @@ def check_test_split(test_split: str) -> str:
 def validation_size(train_images: int, holdout_fraction: float) -> int:
     """Validation images per domain that go with ``train_images`` training images (the holdout's share)."""
     return max(1, round(train_images * holdout_fraction / (1 - holdout_fraction))) if holdout_fraction > 0 else 0
+
+
+def training_parts(
+    in_part: Dataset,
+    out_part: Dataset,
+    held_out: set[str | None],
+    holdout_fraction: float,
+    max_train_images_per_domain: int | None,
+    sample_seed: int,
+) -> tuple[Dataset, Dataset]:
+    """The training (in) and validation (out) rows of every domain not ``held_out``, stratified samples of
+    ``max_train_images_per_domain`` (and its :func:`validation_size`) when set.
+
+    Raises:
+        ValueError: when no training image is left.
+    """
+    train = in_part.filter(lambda d: d not in held_out, input_columns="domain")
+    validation = out_part.filter(lambda d: d not in held_out, input_columns="domain")
+    if len(train) == 0:
+        named = ", ".join(repr(d) for d in sorted(held_out, key=str))
+        raise ValueError(f"No training images left after holding out {named} and the validation part.")
+    if max_train_images_per_domain:
+        train = stratified_sample(train, max_train_images_per_domain, sample_seed)
+        size = validation_size(max_train_images_per_domain, holdout_fraction)
+        validation = stratified_sample(validation, size, sample_seed) if size and len(validation) else validation
+    return train, validation
 
 
 @dataclass
@@ -117,14 +151,9 @@ def lodo_split(
     domains = list(dataset) if isinstance(dataset, dict) else sorted(set(rows["domain"]))
     test = check_domains([test_domain], domains)[0] if test_domain is not None else None
     in_part, out_part = split_holdout(rows, holdout_fraction, holdout_seed, holdout_style)
-    train = in_part.filter(lambda d: d != test, input_columns="domain")
-    validation = out_part.filter(lambda d: d != test, input_columns="domain")
-    if len(train) == 0:
-        raise ValueError(f"No training images left after holding out {test!r} and the validation part.")
-    if max_train_images_per_domain:
-        train = stratified_sample(train, max_train_images_per_domain, sample_seed)
-        size = validation_size(max_train_images_per_domain, holdout_fraction)
-        validation = stratified_sample(validation, size, sample_seed) if size and len(validation) else validation
+    train, validation = training_parts(
+        in_part, out_part, {test}, holdout_fraction, max_train_images_per_domain, sample_seed
+    )
     test_rows = in_part if test_split == "in" else rows
     test_rows = test_rows.filter(lambda d: d == test, input_columns="domain")
     return LodoSplit(

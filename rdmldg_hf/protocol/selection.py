@@ -43,20 +43,22 @@ def selection_score(metrics: Mapping[str, Any], rule: str = DEFAULT_SELECTION_RU
 class CheckpointSelector:
     """Scores the model at each checkpoint and keeps a copy of its trainable weights while it is the best.
 
-    The first checkpoint with the highest score wins (later ties do not replace it);
-    :meth:`restore` puts its weights back.
+    The first checkpoint with the highest score wins (later ties do not replace it), as DomainBed's
+    ``argmax`` over a run's records in step order; :meth:`restore` puts its weights back. Without a
+    ``score`` function every :meth:`check` gives its score (e.g. the training-domain validation of a
+    per-checkpoint record, :mod:`rdmldg_hf.experiments.records`).
     """
 
-    def __init__(self, score: Callable[[torch.nn.Module], float]):
+    def __init__(self, score: Callable[[torch.nn.Module], float] | None = None):
         self.score = score
         self.best: float = -1.0
         self.best_at: str | None = None
         self.history: list[dict[str, Any]] = []
         self._weights: dict[str, torch.Tensor] | None = None
 
-    def check(self, model: torch.nn.Module, where: str) -> float:
-        """Score ``model`` as checkpoint ``where``; returns the score."""
-        value = self.score(model)
+    def check(self, model: torch.nn.Module, where: str, score: float | None = None) -> float:
+        """Score ``model`` as checkpoint ``where`` (or take ``score``, already measured on it); returns the score."""
+        value = self.score(model) if score is None else float(score)
         self.history.append({"checkpoint": where, "validation_accuracy": value})
         if value > self.best:
             self.best, self.best_at = value, where
