@@ -48,7 +48,7 @@ def launch_argv(name: str, argv: Sequence[str]) -> list[str]:
 
     recipe = get_recipe(name)
     description = f"{recipe.help} Options of `accelerate launch` (--num_processes, --config_file, ...) go to it."
-    _, unread = split_recipe_args(recipe.load().argument_types, argv, description=description)
+    _, unread = split_recipe_args(recipe.load().argument_types, argv, description, prog=f"rdmldg train {name}")
     script_args = _without(argv, unread)
     accelerate_args = resolve_accelerate_config_argument(unread)
     module = [*accelerate_args, "--module", __name__]

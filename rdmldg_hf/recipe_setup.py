@@ -205,12 +205,12 @@ def parse_recipe_args(
 
 
 def split_recipe_args(
-    dataclass_types: Sequence[type], args: Sequence[str], description: str | None = None
+    dataclass_types: Sequence[type], args: Sequence[str], description: str | None = None, prog: str | None = None
 ) -> tuple[tuple[Any, ...], list[str]]:
     """As :func:`parse_recipe_args`, with the command-line arguments that none of the dataclasses reads returned (in
     order) rather than refused: what ``rdmldg train`` passes to ``accelerate launch``. Options are never abbreviated
     (``--cpu`` is accelerate's, not ``--cpu_threads``)."""
-    return _parse(TrlParser(tuple(dataclass_types), description=description, allow_abbrev=False), args)
+    return _parse(TrlParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False), args)
 
 
 def use_cpu_cores(threads: int | None = None) -> int:

@@ -170,3 +170,11 @@ def test_train_help_lists_the_recipes_without_importing_a_trainer():
     assert shown["heavy"] == []
     for name, recipe in RECIPES.items():
         assert f"  {name}" in shown["help"] and recipe.help in shown["help"]
+
+
+def test_a_recipes_help_lists_its_fields_and_says_where_accelerates_options_go(capsys):
+    with pytest.raises(SystemExit) as exit:
+        rdmldg(["train", "sarr", "--help"])
+    shown = capsys.readouterr().out
+    assert exit.value.code == 0 and shown.startswith("usage: rdmldg train sarr")
+    assert "--num_rounds" in shown and "--test_domain" in shown and "Options of `accelerate launch`" in shown
