@@ -125,7 +125,9 @@ def packaged_config(name: str) -> Path:
     path = CONFIGS_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
     if path.parent != CONFIGS_DIR or not path.is_file():
         shipped = ", ".join(sorted(p.name for p in CONFIGS_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"No config {name!r} ships with rdmldg_hf; the packaged configs are: {shipped}.")
+        raise FileNotFoundError(
+            f"{name!r} is not a config shipped with rdmldg_hf; the packaged configs are: {shipped}."
+        )
     return path
 
 

@@ -155,7 +155,10 @@ def resolve_config_argument(args: Sequence[str]) -> list[str]:
         if not Path(args[at]).is_file():
             if Path(args[at]).name != args[at]:
                 raise FileNotFoundError(f"Config file {args[at]!r} not found.")
-            args[at] = str(packaged_config(args[at]))
+            try:
+                args[at] = str(packaged_config(args[at]))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"Config file {args[at]!r} not found here, and {error}") from None
     return args
 
 
