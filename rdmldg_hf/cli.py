@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("rdmldg_hf.commands.eval", "Evaluate a model, adapter or API model on held-out domains."),
     "push": ("rdmldg_hf.commands.push", "Push a trained adapter with its model card to the Hub."),
     "demo": ("rdmldg_hf.commands.demo", "Serve a trained model as a Gradio app (or write its Hub Space)."),
-    "train": ("rdmldg_hf.commands.train", "Train with MTCT or the whole method (SARR) from a YAML config."),
+    "train": ("rdmldg_hf.commands.train", "Train (MTCT, SARR or the LODO ablation) through accelerate launch."),
     "analyze": ("rdmldg_hf.commands.analyze", "Token-probability, entropy and loss-curve analyses and plots."),
     "sweep": ("rdmldg_hf.commands.sweep", "DomainBed-style sweeps: launch, status, delete_incomplete."),
     "collect": ("rdmldg_hf.commands.collect", "Results tables (three selection methods, mean +- error) from records."),

@@ -17,6 +17,7 @@ from trl import ModelConfig, TrlParser
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
 from .generation import process_state
+from .methods import packaged_config
 from .model_config import check_model_config, lora_config_from, model_loading_kwargs
 from .models import load_model_and_processor
 from .protocol import (
@@ -32,6 +33,8 @@ from .testing import ARCHITECTURES, build_tiny_model
 __all__ = [
     "RecipeScriptArguments",
     "parse_recipe_args",
+    "resolve_config_argument",
+    "split_recipe_args",
     "unknown_fields_error",
     "use_cpu_cores",
     "DEFAULT_TINY_MODEL",
@@ -139,25 +142,30 @@ def unknown_fields_error(
     )
 
 
-def parse_recipe_args(
-    dataclass_types: Sequence[type],
-    args: Sequence[str] | None = None,
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-    description: str | None = None,
-) -> tuple[Any, ...]:
-    """One instance per dataclass from ``args`` (default: the command line) and the ``--config`` YAML they name.
-
-    TRL's ``TrlParser``: YAML keys set the defaults, the command line overrides them. ``add_arguments`` adds
-    plain argparse options (a command's option group); their values come last, as one ``argparse.Namespace``.
+def resolve_config_argument(args: Sequence[str]) -> list[str]:
+    """``args`` with the value of ``--config`` turned into a path: a file as given, or a bare name
+    (``sarr_internvl3_8b.yaml``) that is no file here the config of that name shipped in the package.
 
     Raises:
-        ValueError: naming the YAML file and each of its fields that no argument reads (with the closest
-            valid names), the command-line arguments that none reads, or a value a dataclass refuses.
+        FileNotFoundError: the value is neither a file nor a packaged config, naming the packaged ones.
     """
-    parser = TrlParser(tuple(dataclass_types), description=description)
-    if add_arguments is not None:
-        add_arguments(parser)
-    args = list(sys.argv[1:] if args is None else args)
+    args = list(args)
+    if "--config" in args[:-1]:
+        at = args.index("--config") + 1
+        if not Path(args[at]).is_file():
+            if Path(args[at]).name != args[at]:
+                raise FileNotFoundError(f"Config file {args[at]!r} not found.")
+            try:
+                args[at] = str(packaged_config(args[at]))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"Config file {args[at]!r} not found here, and {error}") from None
+    return args
+
+
+def _parse(parser: TrlParser, args: Sequence[str] | None) -> tuple[tuple[Any, ...], list[str]]:
+    """The dataclasses of ``parser`` from ``args`` (default: the command line) and their ``--config`` YAML, and the
+    command-line arguments none of them reads; a YAML field none reads is an error."""
+    args = resolve_config_argument(sys.argv[1:] if args is None else args)
     config_path = args[args.index("--config") + 1] if "--config" in args[:-1] else None
     try:
         *parsed, from_config, from_command_line = parser.parse_args_and_config(
@@ -171,9 +179,41 @@ def parse_recipe_args(
         unknown = [key[2:] for key in from_config[0::2]]  # TrlParser returns each unread key as "--key", "value"
         valid = {action.dest for action in parser._actions} - {"help"}
         raise unknown_fields_error(config_path, unknown, valid)
+    return tuple(parsed), list(from_command_line)
+
+
+def parse_recipe_args(
+    dataclass_types: Sequence[type],
+    args: Sequence[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    description: str | None = None,
+) -> tuple[Any, ...]:
+    """One instance per dataclass from ``args`` (default: the command line) and the ``--config`` YAML they name
+    (a file, or the name of a config shipped in the package).
+
+    TRL's ``TrlParser``: YAML keys set the defaults, the command line overrides them. ``add_arguments`` adds
+    plain argparse options (a command's option group); their values come last, as one ``argparse.Namespace``.
+
+    Raises:
+        ValueError: naming the YAML file and each of its fields that no argument reads (with the closest
+            valid names), the command-line arguments that none reads, or a value a dataclass refuses.
+    """
+    parser = TrlParser(tuple(dataclass_types), description=description)
+    if add_arguments is not None:
+        add_arguments(parser)
+    parsed, from_command_line = _parse(parser, args)
     if from_command_line:
         raise ValueError(f"Unknown command-line arguments {from_command_line}; `--help` lists every argument.")
-    return tuple(parsed)
+    return parsed
+
+
+def split_recipe_args(
+    dataclass_types: Sequence[type], args: Sequence[str], description: str | None = None, prog: str | None = None
+) -> tuple[tuple[Any, ...], list[str]]:
+    """As :func:`parse_recipe_args`, with the command-line arguments that none of the dataclasses reads returned (in
+    order) rather than refused: what ``rdmldg train`` passes to ``accelerate launch``. Options are never abbreviated
+    (``--cpu`` is accelerate's, not ``--cpu_threads``)."""
+    return _parse(TrlParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False), args)
 
 
 def use_cpu_cores(threads: int | None = None) -> int:

@@ -1,35 +1,44 @@
-"""One function per method: load the data and the model, split once, train, save and report.
+"""One function per recipe: load the data and the model, split once, train, save and report.
 
-The recipes (``recipes/mtct.py``, ``recipes/sarr.py``) and ``rdmldg train`` call these with the
-dataclasses they parse (script arguments, the training config, TRL's ``ModelConfig``):
+``rdmldg train NAME``, ``recipes/NAME.py`` and the process ``rdmldg train`` launches run :func:`run_recipe`: it
+parses the recipe's dataclasses (script arguments, the training config, TRL's ``ModelConfig``; LODO's
+``LodoConfig``) from the command line and its ``--config`` YAML (none given: the recipe's packaged default config)
+and runs them. The recipes are registered in :data:`rdmldg_hf.methods.RECIPES`; in Python:
 
-    script_args, training_args, model_args = parse_recipe_args(TRAINING_METHODS["sarr"].argument_types, argv)
+    script_args, training_args, model_args = parse_method_args("sarr", ["--config", "sarr_tiny.yaml"])
     run_sarr(script_args, training_args, model_args)
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Sequence
 
 from datasets import DatasetDict
 from trl import ModelConfig
 
-from .evaluation.lodo_config import METHODS
+from .deprecation import moved
+from .evaluation.lodo import LodoRunner
+from .evaluation.lodo_config import LodoConfig
 from .evaluation.predict import PREDICTIONS_NAME
 from .evaluation.stages import REASONING_EVALUATIONS, StageEvaluation, summary_table, write_run_results
 from .experiments.hparams import default_hparams
 from .experiments.records import RecordsCallback, RecordWriter, mark_done, record_args
 from .generation import process_state
+from .methods import METHODS, RECIPES, TrainingMethod, get_recipe, method_of
 from .protocol import CheckpointSelector, find_benchmark
 from .protocol.environments import check_test_envs, dataset_environments, environment_split
 from .recipe_setup import (
     RecipeScriptArguments,
     load_model_for_training,
     load_training_dataset,
+    parse_recipe_args,
     prepare_embedded_inputs,
     split_training_dataset,
+    use_cpu_cores,
 )
 from .trainers import MTCTConfig, MTCTTrainer, SARRConfig, SARRTrainer
 
@@ -38,9 +47,14 @@ __all__ = [
     "MTCTScriptArguments",
     "SARRScriptArguments",
     "TrainingMethod",
-    "TRAINING_METHODS",
+    "MTCT",
+    "SARR",
+    "LODO",
+    "parse_method_args",
+    "run_recipe",
     "run_mtct",
     "run_sarr",
+    "run_lodo",
 ]
 
 
@@ -103,12 +117,9 @@ def _records(
         holdout_style=script_args.holdout_style,
     )
     benchmark = find_benchmark(dataset, training_args.benchmark)
-    method = next(
-        (m for m, spec in METHODS.items() if (spec.trainer, spec.mode) == (trainer, training_args.mode)), None
-    )
     args = record_args(
         benchmark,
-        method or f"{trainer}_{training_args.mode}",
+        method_of(trainer, training_args.mode) or f"{trainer}_{training_args.mode}",
         split.test_envs,
         hparams_seed=0,
         trial_seed=script_args.holdout_seed,
@@ -226,15 +237,45 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     return results
 
 
-@dataclass(frozen=True)
-class TrainingMethod:
-    """A method's argument dataclasses (what ``parse_recipe_args`` parses) and the function that runs it."""
+def run_lodo(config: LodoConfig) -> dict[str, Any]:
+    """The leave-one-domain-out ablation of ``config``: writes ``results.json`` and ``results.md`` to its
+    ``output_dir`` (resuming a killed run) and prints the tables. Returns the results."""
+    runner = LodoRunner(config)
+    results = runner.run()
+    state = process_state()
+    if state.is_main_process:
+        print((runner.out / "results.md").read_text())
+        print(f"Wrote {runner.results_path} and {runner.out / 'results.md'}")
+    state.wait_for_everyone()
+    return results
 
-    argument_types: tuple[type, type, type]
-    run: Callable[..., Any]
+
+MTCT = TrainingMethod((MTCTScriptArguments, MTCTConfig, ModelConfig), run_mtct)
+SARR = TrainingMethod((SARRScriptArguments, SARRConfig, ModelConfig), run_sarr)
+LODO = TrainingMethod((LodoConfig,), run_lodo)
 
 
-TRAINING_METHODS: dict[str, TrainingMethod] = {
-    "mtct": TrainingMethod((MTCTScriptArguments, MTCTConfig, ModelConfig), run_mtct),
-    "sarr": TrainingMethod((SARRScriptArguments, SARRConfig, ModelConfig), run_sarr),
-}
+def parse_method_args(name: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Recipe ``name``'s arguments from ``argv`` (default: the command line) and the ``--config`` YAML it names;
+    with no arguments at all, from the recipe's packaged default config."""
+    recipe = get_recipe(name)
+    argv = list(sys.argv[1:] if argv is None else argv) or ["--config", str(recipe.config_path)]
+    return parse_recipe_args(recipe.load().argument_types, argv, description=recipe.help)
+
+
+def run_recipe(name: str, argv: Sequence[str] | None = None) -> Any:
+    """Run recipe ``name`` on ``argv`` (see :func:`parse_method_args`), as ``recipes/NAME.py`` and ``rdmldg train``
+    do: INFO logs, a single CPU process on every core (or ``cpu_threads``)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parsed = parse_method_args(name, argv)
+    if isinstance(parsed[0], RecipeScriptArguments):
+        use_cpu_cores(parsed[0].cpu_threads)
+    return get_recipe(name).load().run(*parsed)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TRAINING_METHODS":  # the recipes that train one model, before rdmldg_hf.methods.RECIPES
+        trainers = dict.fromkeys(spec.trainer for spec in METHODS.values())
+        table = {trainer: RECIPES[trainer].load() for trainer in trainers}
+        return moved(f"{__name__}.TRAINING_METHODS", "rdmldg_hf.methods.RECIPES[name].load()", table)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,8 +3,9 @@
 each trained once per held-out domain, selected by training-domain validation and tested on
 the whole held-out domain. Writes results.json and results.md (the paper's table shape).
 
-    # the embedded default on a laptop CPU (builds the dataset and a tiny model on first use)
-    accelerate launch recipes/lodo.py --config recipes/configs/lodo_tiny.yaml
+    # no arguments: the embedded default (the packaged lodo_tiny.yaml) on a laptop CPU; builds the dataset and
+    # a tiny model on first use
+    accelerate launch recipes/lodo.py
 
     # some rows or domains only; a killed run resumes with its next unfinished pair
     accelerate launch recipes/lodo.py --config ... --methods labels_only mtct --test_domains rot30
@@ -13,34 +14,24 @@ Every :class:`rdmldg_hf.evaluation.lodo.LodoConfig` field can be given in the YA
 command line (the command line wins; the sections ``training`` (MTCTConfig fields of every
 method), ``sarr`` (SARRConfig fields of the sarr/full rows) and ``tiny_sizes``
 (:class:`rdmldg_hf.testing.TinyModelSpec`) as JSON there). A field that nothing reads, at the top
-level or in a section, is an error naming it and the file.
+level or in a section, is an error naming it and the file. ``rdmldg train lodo`` launches the same.
 """
 
 from __future__ import annotations
 
-import logging
-
-from accelerate import PartialState
-
-from rdmldg_hf.evaluation.lodo import LodoRunner
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
-from rdmldg_hf.recipe_setup import parse_recipe_args
+from rdmldg_hf.training import parse_method_args, run_recipe
 
 
 def parse_args(argv: list[str] | None = None) -> LodoConfig:
-    """The run's settings from ``argv`` (default: the command line) and its ``--config`` YAML."""
-    (config,) = parse_recipe_args((LodoConfig,), argv, description=__doc__.split("\n\n")[0])
+    """The run's settings from ``argv`` (default: the command line; none: the packaged lodo_tiny.yaml) and its
+    ``--config`` YAML."""
+    (config,) = parse_method_args("lodo", argv)
     return config
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    runner = LodoRunner(parse_args(argv))
-    runner.run()
-    if PartialState().is_main_process:
-        print((runner.out / "results.md").read_text())
-        print(f"Wrote {runner.results_path} and {runner.out / 'results.md'}")
-    PartialState().wait_for_everyone()
+    run_recipe("lodo", argv)
 
 
 if __name__ == "__main__":

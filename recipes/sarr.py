@@ -1,7 +1,7 @@
 # Copyright the rdmldg_hf authors. Apache-2.0.
 """RD-MLDG's whole method: MTCT on teacher chains, then SARR rounds of self-relabeling.
 
-    # no arguments: the embedded default (RotatedDigits, a tiny model) on a CPU in minutes
+    # no arguments: the embedded default (the packaged sarr_tiny.yaml: RotatedDigits, a tiny model) on a CPU
     accelerate launch recipes/sarr.py
 
     # the paper's set-up (InternVL3-8B, LoRA r=8 on vision and language, N=3 rounds)
@@ -16,21 +16,15 @@ stages are skipped and training resumes from the last checkpoint. The output fol
 final adapter (or model), ``rdmldg_config.json``, a model card, ``results.json`` (accuracy per
 stage on the held-out domain and on the source holdout, acceptance per round, timings),
 ``predictions.jsonl`` (the final model's prediction for every image scored) and ``dataset/`` with
-each round's rows in the Hub layout. ``rdmldg train sarr`` runs the same.
+each round's rows in the Hub layout. ``rdmldg train sarr`` launches the same.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from trl import ModelConfig
 
-from rdmldg_hf.recipe_setup import parse_recipe_args, use_cpu_cores
 from rdmldg_hf.trainers import SARRConfig
-from rdmldg_hf.training import TRAINING_METHODS, SARRScriptArguments, run_sarr
-
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sarr_tiny.yaml"
+from rdmldg_hf.training import SARRScriptArguments, parse_method_args, run_recipe, run_sarr
 
 
 def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args: ModelConfig) -> None:
@@ -38,17 +32,10 @@ def main(script_args: SARRScriptArguments, training_args: SARRConfig, model_args
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SARRScriptArguments, SARRConfig, ModelConfig]:
-    """The recipe's arguments from ``argv`` (default: the command line, or the embedded default's config
-    when it is empty) and its ``--config`` YAML."""
-    argv = sys.argv[1:] if argv is None else argv
-    return parse_recipe_args(
-        TRAINING_METHODS["sarr"].argument_types,
-        argv or ["--config", str(DEFAULT_CONFIG)],
-        description=__doc__.split("\n\n")[0],
-    )
+    """The recipe's arguments from ``argv`` (default: the command line; none: the packaged sarr_tiny.yaml) and its
+    ``--config`` YAML."""
+    return parse_method_args("sarr", argv)
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = parse_args()
-    use_cpu_cores(script_args.cpu_threads)
-    main(script_args, training_args, model_args)
+    run_recipe("sarr")

@@ -18,12 +18,13 @@ from trl import ModelConfig
 
 from officehome_support import OFFICEHOME, build_officehome
 from rdmldg_hf.experiments.sweep import SweepArguments
+from rdmldg_hf.methods import CONFIGS_DIR
 from rdmldg_hf.recipe_setup import parse_recipe_args
 from rdmldg_hf.testing import TinyModelSpec, build_tiny_model
 from rdmldg_hf.trainers import MTCTConfig, SARRConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-CONFIGS = RECIPES / "configs"
+CONFIGS = CONFIGS_DIR  # recipes/configs/ links to them (tests/test_methods.py)
 # Each shipped YAML starts with the name of the recipe that reads it.
 RECIPE_OF_PREFIX = {"mtct_": "mtct", "sarr_": "sarr", "lodo_": "lodo", "build_": "build_dataset", "sweep_": "sweep"}
 # The Hub checkpoint each paper config names, and the architecture (model_type) of its tiny stand-in.

@@ -19,7 +19,7 @@ from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from rdmldg_hf.trainers.sarr_callbacks import SARRCallback
-from rdmldg_hf.training import TRAINING_METHODS, run_sarr
+from rdmldg_hf.training import SARR, run_sarr
 from sarr_support import sarr_test_config
 
 REPO = "rdmldg-tests/sarr-rotdigits-rot30"
@@ -165,7 +165,7 @@ def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, mod
 
 def test_the_sarr_recipe_pushes_when_push_to_hub_is_set(tmp_path):
     """`push_to_hub: true` in a recipe's config pushes the run (model repo and round datasets) at the end."""
-    parser = TrlParser(TRAINING_METHODS["sarr"].argument_types)
+    parser = TrlParser(SARR.argument_types)
     script, args, model = parser.parse_args_and_config(
         args=recipe_args(
             tmp_path / "out",

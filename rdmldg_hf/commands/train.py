@@ -1,39 +1,46 @@
-"""``rdmldg train``: MTCT or the whole RD-MLDG method (SARR) from a YAML config, as the recipes run them.
+"""``rdmldg train``: a recipe (MTCT, the whole method SARR, or the LODO ablation) launched through accelerate.
 
+    rdmldg train sarr                                    # no arguments: the packaged embedded default
     rdmldg train mtct --config recipes/configs/mtct_tiny.yaml
-    accelerate launch -m rdmldg_hf.cli train sarr --config recipes/configs/sarr_internvl3_8b.yaml --test_domain art
+    rdmldg train sarr --config sarr_internvl3_8b.yaml --test_domain art --num_processes 8
+    rdmldg train lodo --config recipes/configs/lodo_tiny.yaml
 
-After the method, ``--config FILE`` and any field of the method's arguments (its script arguments, its
-training config, TRL's ModelConfig) as ``--field value``; ``rdmldg train sarr --help`` lists them.
+After the recipe, ``--config FILE`` (or the name of a config shipped in the package), any field of the recipe's
+arguments as ``--field value`` (``rdmldg train sarr --help`` lists them) and any option of ``accelerate launch``
+(``--num_processes``, ``--config_file``, TRL's ``--accelerate_config``), as ``trl sft`` takes them; see
+:mod:`rdmldg_hf.launch`.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-__all__ = ["METHODS", "add_arguments", "run"]
+from ..deprecation import moved
+from ..methods import RECIPES
 
-# Kept here (not imported from rdmldg_hf.training) so that `rdmldg --help` imports no trainer.
-METHODS: tuple[str, ...] = ("mtct", "sarr")
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("method", choices=METHODS, help="'mtct' (MTCT alone) or 'sarr' (MTCT stage + SARR rounds).")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "recipes:\n" + "\n".join(f"  {name:<6} {recipe.help}" for name, recipe in RECIPES.items())
+    parser.add_argument("method", choices=list(RECIPES), help="The recipe to run: " + ", ".join(RECIPES) + ".")
     parser.add_argument(
         "arguments",
         nargs=argparse.REMAINDER,
-        help="--config FILE (YAML) and --field value overrides, read by TRL's TrlParser.",
+        help="--config FILE (YAML) and --field value overrides, read by TRL's TrlParser; options of accelerate "
+        "launch (--num_processes, --config_file, ...). None: the recipe's packaged default config.",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recipe_setup import parse_recipe_args, use_cpu_cores
-    from ..training import TRAINING_METHODS
+    from ..launch import launch
 
-    method = TRAINING_METHODS[args.method]
-    script_args, training_args, model_args = parse_recipe_args(
-        method.argument_types, args.arguments, description=f"rdmldg train {args.method}"
-    )
-    use_cpu_cores(script_args.cpu_threads)
-    method.run(script_args, training_args, model_args)
-    return 0
+    return launch(args.method, args.arguments)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # the recipes' names, before rdmldg_hf.methods.RECIPES
+        return moved(f"{__name__}.METHODS", "tuple(rdmldg_hf.methods.RECIPES)", tuple(RECIPES))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

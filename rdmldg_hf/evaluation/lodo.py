@@ -50,6 +50,7 @@ from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
 from ..experiments.hparams import default_hparams
 from ..experiments.records import CheckpointCallback, RecordsCallback, RecordWriter, record_args
 from ..locking import FolderLock
+from ..methods import METHODS, MethodSpec
 from ..models import reload_weights
 from ..prompts import PROMPT_VERSION
 from ..protocol import (
@@ -64,7 +65,7 @@ from ..protocol import (
 )
 from ..protocol.environments import EnvironmentSplit, environment_split
 from .lodo_cell import cell_training_values, train_cell
-from .lodo_config import METHODS, LodoConfig, MethodSpec
+from .lodo_config import LodoConfig
 from .lodo_tables import render_results_md, results_table
 from .predict import PREDICTIONS_NAME, write_predictions
 from .rows import EvalOutcome, evaluate_rows

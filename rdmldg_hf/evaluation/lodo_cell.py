@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 from datasets import Dataset
 
 from ..benchmarks import Benchmark
+from ..methods import METHODS
 from ..models import RunConfig
 from ..prompts import PROMPT_VERSION
 from ..trainers import MTCTConfig, SARRConfig
-from .lodo_config import METHODS
 
 __all__ = ["cell_training_values", "train_cell"]
 
@@ -56,7 +56,7 @@ def train_cell(
     stage_done: Callable[[str, Any], dict[str, Any]] | None = None,
     mtct_stage: bool = True,
 ) -> tuple[Any, RunConfig]:
-    """Train ``method`` (a :data:`~rdmldg_hf.evaluation.lodo_config.METHODS` row) on ``train``; returns the trained
+    """Train ``method`` (a :data:`~rdmldg_hf.methods.METHODS` row) on ``train``; returns the trained
     model and its run record.
 
     ``values``: training-config fields (:func:`cell_training_values`); the MTCT rows read the ``MTCTConfig`` ones,

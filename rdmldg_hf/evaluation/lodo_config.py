@@ -1,4 +1,5 @@
-"""Settings of a leave-one-domain-out run: the ablation rows (methods) and :class:`LodoConfig`."""
+"""Settings of a leave-one-domain-out run: :class:`LodoConfig`; its ablation rows are
+:data:`rdmldg_hf.methods.METHODS` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from ..benchmarks import EMBEDDED_BENCHMARK
+from ..methods import METHODS, MethodSpec, check_methods
 from ..protocol import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_HOLDOUT_SEED,
@@ -26,26 +28,6 @@ from ..trainers import MTCTConfig, SARRConfig
 from .predict import check_mode
 
 __all__ = ["METHODS", "MethodSpec", "LodoConfig"]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One ablation row: its trainer, MTCT mode, title, default evaluation modes and (SARR) the row it starts from."""
-
-    title: str
-    trainer: str  # "mtct" or "sarr"
-    mode: str
-    eval_modes: tuple[str, ...]
-    starts_from: str | None = None
-
-
-METHODS: dict[str, MethodSpec] = {
-    "labels_only": MethodSpec("Labels only", "mtct", "cls_only", ("direct",)),
-    "reasoning_only": MethodSpec("Reasoning only", "mtct", "reasoning_only", ("reasoning",)),
-    "mtct": MethodSpec("+MTCT", "mtct", "paired", ("direct", "reasoning")),
-    "sarr": MethodSpec("+SARR", "sarr", "reasoning_only", ("reasoning",), starts_from="reasoning_only"),
-    "full": MethodSpec("Full (MTCT + SARR)", "sarr", "paired", ("direct", "reasoning"), starts_from="mtct"),
-}
 
 
 def _section(kind: type, help_text: str) -> Any:
@@ -170,12 +152,9 @@ class LodoConfig:
             setattr(self, name, json.loads(value) if isinstance(value, str) else dict(value or {}))
         if isinstance(self.select_every, str) and self.select_every.isdigit():
             self.select_every = int(self.select_every)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown methods {unknown}. Valid methods: {', '.join(METHODS)}.")
-        for method, modes in self.eval_modes.items():
-            if method not in METHODS:
-                raise ValueError(f"eval_modes names unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
+        check_methods(self.methods)
+        check_methods(self.eval_modes, "methods in eval_modes")
+        for modes in self.eval_modes.values():
             for mode in modes:
                 check_mode(mode)
         for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig), ("tiny_sizes", TinyModelSpec)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..benchmarks import Benchmark
+from ..methods import METHODS
 from ..protocol import describe_rows
-from .lodo_config import METHODS
 
 __all__ = ["results_table", "render_results_md"]
 

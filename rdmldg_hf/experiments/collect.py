@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..benchmarks import BENCHMARKS
-from ..evaluation.lodo_config import METHODS
+from ..methods import METHODS
 from .records import ARGS_FILE, DONE_FILE, RESULTS_FILE, domainbed_dataset_name, read_records
 from .selection import SELECTION_METHODS, SelectionMethod, environment_count, group_records
 

@@ -34,8 +34,8 @@ from typing import Any, Sequence
 from trl import ModelConfig
 
 from ..benchmarks import BENCHMARKS, get_benchmark
-from ..evaluation.lodo_config import METHODS
 from ..locking import FolderBusyError, FolderLock
+from ..methods import METHODS, check_methods
 from ..protocol.environments import check_test_envs
 from ..protocol.holdout import domainbed_seed_hash
 from ..recipe_setup import DEFAULT_TINY_MODEL, RecipeScriptArguments
@@ -141,9 +141,7 @@ class SweepArguments(RecipeScriptArguments):
         if isinstance(self.submitit_parameters, str):
             self.submitit_parameters = json.loads(self.submitit_parameters)
         self.submitit_parameters = dict(self.submitit_parameters or {})
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown methods {unknown}. Valid methods: {', '.join(METHODS)}.")
+        check_methods(self.methods)
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"Unknown launcher {self.launcher!r}. Valid launchers: {', '.join(LAUNCHERS)}.")
         if self.test_domain is not None:
