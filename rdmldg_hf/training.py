@@ -255,11 +255,25 @@ SARR = TrainingMethod((SARRScriptArguments, SARRConfig, ModelConfig), run_sarr)
 LODO = TrainingMethod((LodoConfig,), run_lodo)
 
 
+# Arguments that choose what to train on: without any of them (and without --config) a run is the embedded default.
+_CHOOSING_ARGUMENTS = ("--config", "--model_name_or_path", "--dataset_name")
+
+
+def runs_embedded_default(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` names neither a config, a model nor a dataset: it then tweaks the embedded default."""
+    return not any(arg == name or arg.startswith(f"{name}=") for arg in argv for name in _CHOOSING_ARGUMENTS)
+
+
 def parse_method_args(name: str, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
-    """Recipe ``name``'s arguments from ``argv`` (default: the command line) and the ``--config`` YAML it names;
-    with no arguments at all, from the recipe's packaged default config."""
+    """Recipe ``name``'s arguments from ``argv`` (default: the command line) and the ``--config`` YAML it names.
+
+    Without ``--config``, ``--model_name_or_path`` and ``--dataset_name`` the run is the embedded default: the
+    recipe's packaged default config, with ``argv`` overriding its fields (``recipes/sarr.py --bf16 true``).
+    """
     recipe = get_recipe(name)
-    argv = list(sys.argv[1:] if argv is None else argv) or ["--config", str(recipe.config_path)]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if runs_embedded_default(argv):
+        argv = ["--config", str(recipe.config_path), *argv]
     return parse_recipe_args(recipe.load().argument_types, argv, description=recipe.help)
 
 

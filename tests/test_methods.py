@@ -15,7 +15,7 @@ from rdmldg_hf.experiments.sweep import SweepArguments
 from rdmldg_hf.methods import CONFIGS_DIR, METHODS, RECIPES, check_methods, get_recipe, method_of, packaged_config
 from rdmldg_hf.recipe_setup import RecipeScriptArguments, parse_recipe_args, resolve_config_argument
 from rdmldg_hf.trainers import MTCTConfig, SARRConfig
-from rdmldg_hf.training import LODO, MTCT, SARR, parse_method_args
+from rdmldg_hf.training import LODO, MTCT, SARR, parse_method_args, runs_embedded_default
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +94,18 @@ def test_no_arguments_read_the_recipes_packaged_default(name):
     recipe = runpy.run_path(str(REPO / "recipes" / f"{name}.py"), run_name=f"{name}_recipe")
     from_recipe = recipe["parse_args"]([])
     assert (from_recipe if isinstance(from_recipe, tuple) else (from_recipe,)) == parsed
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_overrides_without_a_config_model_or_dataset_tweak_the_packaged_default(name):
+    default = RECIPES[name].config_path
+    tweaked = parse_method_args(name, ["--holdout_seed", "7"])
+    assert tweaked != parse_method_args(name, ["--config", str(default)])
+    assert tweaked == parse_method_args(name, ["--config", str(default), "--holdout_seed", "7"])
+    # Naming a model or a dataset (either spelling) leaves the packaged default out: the fields' own defaults count.
+    for argv in (["--model_name_or_path", "m"], ["--model_name_or_path=m"], ["--dataset_name", "d"]):
+        assert not runs_embedded_default(argv)
+    assert runs_embedded_default(["--bf16", "true", "--output_dir", "o"])
 
 
 def test_a_config_is_a_file_or_the_name_of_a_packaged_one(tmp_path, monkeypatch):
