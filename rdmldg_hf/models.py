@@ -30,6 +30,7 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
+from .atomic import atomic_write_json
 from .generation import process_state
 
 if TYPE_CHECKING:
@@ -541,8 +542,7 @@ class RunConfig:
         """Write ``rdmldg_config.json`` into ``out_dir``; returns the file path."""
         path = Path(out_dir) / RUN_CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        return path
+        return atomic_write_json(path, asdict(self), sort_keys=True)
 
     @classmethod
     def load(cls, path: str | Path, **hub_kwargs: Any) -> "RunConfig":

@@ -138,6 +138,23 @@ def test_a_build_killed_between_its_renames_is_recovered(tmp_path, small_dict):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "ds"]
 
 
+def test_a_failed_rewrite_leaves_the_folder_in_use_as_it_was(tmp_path, small_dict, monkeypatch):
+    """The staging folder starts as hard links to the folder in use: its files are replaced there, never edited."""
+    from rdmldg_hf.data import hub_layout
+
+    write_config(tmp_path / "ds", "rotdigits", small_dict, ROTDIGITS, report={"attempt": 1})
+    before = {p: p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while writing the card")
+
+    monkeypatch.setattr(hub_layout, "render_card", killed)  # the report of the rewrite is written by now
+    with pytest.raises(RuntimeError, match="killed"):
+        write_config(tmp_path / "ds", "rotdigits", {"rot0": small_dict["rot0"]}, ROTDIGITS, report={"attempt": 2})
+    assert {p: p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "ds"]
+
+
 def test_python_api_with_chain_records_reports_unknown_ids(tmp_path):
     images = [i for i in embedded_source_images() if i.domain == "rot90"][:5]
     chains = dict(embedded_chains(images[:2]))

@@ -15,7 +15,7 @@ from trl import ModelConfig, TrlParser
 
 from analysis_support import dataset_dir, recipe_args
 from mtct_support import tiny_model_dir
-from rdmldg_hf.experiments.records import RecordWriter
+from rdmldg_hf.experiments.records import RecordWriter, write_json_atomic
 from rdmldg_hf.experiments.selection import TrainingDomainValidation
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.protocol.environments import environment_split
@@ -137,3 +137,9 @@ def rdmldg_collect(*folders: Path) -> int:
     from rdmldg_hf.cli import main
 
     return main(["collect", *map(str, folders)])
+
+
+def test_the_records_module_spelling_still_writes_and_names_the_new_one(tmp_path):
+    with pytest.warns(FutureWarning, match="rdmldg_hf.atomic.atomic_write"):
+        write_json_atomic(tmp_path / "args.json", "{}\n")
+    assert (tmp_path / "args.json").read_text() == "{}\n"

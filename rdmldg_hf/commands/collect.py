@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from ..atomic import atomic_write
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -45,6 +47,5 @@ def run(args: argparse.Namespace) -> int:
     print(loaded.summary(), file=sys.stderr)
     print(text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        atomic_write(args.output, text + "\n")
     return 0

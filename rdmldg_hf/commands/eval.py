@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json
 from ..protocol.holdout import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_HOLDOUT_SEED,
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(output, record)
         written = [
             output,
             write_predictions(

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +40,7 @@ from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..atomic import atomic_folder, atomic_write, atomic_write_json
 from ..benchmarks import Benchmark, get_benchmark
 from ..locking import FolderLock
 from .schema import dataset_features
@@ -115,18 +115,6 @@ class ConfigSummary:
 # --------------------------------------------------------------------------- staging
 
 
-def _link_tree(source: Path, target: Path) -> None:
-    """Copy a folder by hard links (files here are never modified in place), else by copying."""
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, copy_function=link_or_copy)
-
-
 _THREAD_TURNS: dict[str, threading.Lock] = {}
 
 
@@ -147,32 +135,8 @@ def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     # Writers of one folder take turns, so none loses the other's config.
     with _THREAD_TURNS.setdefault(str(out), threading.Lock()), FolderLock(out, "build"):
-        yield from _staged(out)
-
-
-def _staged(out: Path) -> Iterator[Path]:
-    if not out.exists():
-        # A build killed between its two renames leaves the complete previous folder aside.
-        for previous in sorted(out.parent.glob(f".{out.name}.previous-*")):
-            logger.warning("Restoring %s from %s (a build was interrupted while replacing it).", out, previous)
-            os.replace(previous, out)
-            break
-    token = uuid.uuid4().hex[:8]
-    staging = out.parent / f".{out.name}.partial-{token}"
-    if out.exists():
-        _link_tree(out, staging)
-    else:
-        staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = out.parent / f".{out.name}.previous-{token}"
-    if out.exists():
-        os.replace(out, previous)
-    os.replace(staging, out)
-    shutil.rmtree(previous, ignore_errors=True)
+        with atomic_folder(out, keep_contents=True) as staging:
+            yield staging
 
 
 # --------------------------------------------------------------------------- parquet shards
@@ -473,12 +437,9 @@ def write_config(
             **dict(report or {}),
             "splits": split_entries,
         }
-        report_path.write_text(json.dumps(full_report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_json(report_path, full_report, ensure_ascii=False)  # a new file: the old one is hard-linked
         card = render_card(folder, card_data, repo_id=repo_id)
-        readme = folder / datasets_config.REPOCARD_FILENAME
-        staged_readme = readme.with_name(readme.name + ".tmp")
-        staged_readme.write_text(str(card), encoding="utf-8")
-        os.replace(staged_readme, readme)
+        atomic_write(folder / datasets_config.REPOCARD_FILENAME, str(card))
     out = Path(out_dir).absolute()
     return ConfigSummary(
         config_name=config_name,

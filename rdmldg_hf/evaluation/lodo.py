@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ from typing import Any, Callable
 import torch
 from datasets import Dataset, DatasetDict
 
+from ..atomic import atomic_write, atomic_write_json
 from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
 from ..experiments.hparams import default_hparams
 from ..experiments.records import CheckpointCallback, RecordsCallback, RecordWriter, record_args
@@ -74,12 +74,6 @@ from .sharing import RESULTS_NAME
 __all__ = ["LodoRunner"]
 
 logger = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class LodoRunner:
@@ -320,7 +314,7 @@ class LodoRunner:
             processor.save_pretrained(model_dir)
             run_config.save(model_dir)
             main = tests[modes[0]]
-            _write_json(
+            atomic_write_json(
                 model_dir / RESULTS_NAME,
                 main.record(
                     dataset=self.config.dataset_name or "rdmldg/domainbed-reasoning",
@@ -388,5 +382,5 @@ class LodoRunner:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         self.results["table"] = results_table(self.results, self.benchmark)
-        _write_json(self.results_path, self.results)
-        (self.out / "results.md").write_text(render_results_md(self.results, self.benchmark))
+        atomic_write_json(self.results_path, self.results)
+        atomic_write(self.out / "results.md", render_results_md(self.results, self.benchmark))

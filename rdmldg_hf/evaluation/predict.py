@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
+from ..atomic import atomic_open
 from ..chains import extract_conclusion, match_class
 from ..data.pixel_limit import open_image
 from ..generation import GenerationSettings, generate
@@ -156,11 +157,9 @@ def write_predictions(path: str | os.PathLike, records: Iterable[Mapping[str, An
     """Write records as JSON lines (replacing the file, atomically); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 

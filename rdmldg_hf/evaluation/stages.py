@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from datasets import Dataset
 
+from ..atomic import atomic_write_json
 from ..benchmarks import Benchmark
 from .predict import PREDICTIONS_NAME, write_predictions
 from .rows import evaluate_rows
@@ -146,6 +147,6 @@ def write_run_results(out: str | Path, results: dict[str, Any], predictions: Seq
     earlier = json.loads(path.read_text()) if path.exists() else None
     if earlier and earlier.get("stages") == results["stages"]:
         results["timing"] = earlier["timing"]
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(path, results)
     if predictions:
         write_predictions(out / PREDICTIONS_NAME, predictions)

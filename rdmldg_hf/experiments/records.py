@@ -26,11 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from datasets import concatenate_datasets
 
+from ..atomic import atomic_write, atomic_write_json
 from ..benchmarks import Benchmark
 from ..evaluation.rows import evaluate_rows
 from ..generation import process_state
@@ -118,15 +120,18 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def write_json_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Deprecated: :func:`rdmldg_hf.atomic.atomic_write` (the same, for text or bytes)."""
+    warnings.warn(
+        "rdmldg_hf.experiments.records.write_json_atomic is deprecated; use rdmldg_hf.atomic.atomic_write.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    atomic_write(path, text)
 
 
 def mark_done(run_dir: str | os.PathLike) -> None:
     """Write the ``done`` file of a finished run (as DomainBed's train.py)."""
-    write_json_atomic(Path(run_dir) / DONE_FILE, "done")
+    atomic_write(Path(run_dir) / DONE_FILE, "done")
 
 
 class RecordWriter:
@@ -199,7 +204,7 @@ class RecordWriter:
         self.records = read_records(self.path) if earlier == self.args else []
         if earlier != self.args and self.writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(args_path, json.dumps(self.args, indent=2, sort_keys=True) + "\n")
+            atomic_write_json(args_path, self.args, sort_keys=True)
             self.path.unlink(missing_ok=True)
 
     def accuracies(self, model: Any) -> dict[str, float]:
@@ -248,7 +253,7 @@ class RecordWriter:
 
     def _rewrite(self) -> None:
         if self.writes:
-            write_json_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+            atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
 
 
 def _env_order(key: str) -> tuple[int, str]:

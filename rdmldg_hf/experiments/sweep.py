@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from trl import ModelConfig
 
+from ..atomic import atomic_write_json
 from ..benchmarks import BENCHMARKS, get_benchmark
 from ..locking import FolderBusyError, FolderLock
 from ..methods import METHODS, check_methods
@@ -41,7 +42,7 @@ from ..protocol.holdout import domainbed_seed_hash
 from ..recipe_setup import DEFAULT_TINY_MODEL, RecipeScriptArguments
 from ..trainers import SARRConfig
 from .launchers import LAUNCHERS, check_launcher, launch
-from .records import ARGS_FILE, DONE_FILE, domainbed_dataset_name, write_json_atomic
+from .records import ARGS_FILE, DONE_FILE, domainbed_dataset_name
 
 __all__ = ["SweepArguments", "SweepJob", "Sweep", "job_hash", "test_env_sets"]
 
@@ -332,10 +333,7 @@ class Sweep:
         to_run = [job for job in jobs if job.state in ("not launched", "incomplete")]
         for job in to_run:
             job.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(
-                job.run_dir / ARGS_FILE,
-                json.dumps({**job.args, "output_dir": str(job.run_dir)}, indent=2, sort_keys=True) + "\n",
-            )
+            atomic_write_json(job.run_dir / ARGS_FILE, {**job.args, "output_dir": str(job.run_dir)}, sort_keys=True)
         print(f"Launching {len(to_run)} runs ({self.sweep_args.launcher}).")
         failed = launch(self.sweep_args, [job.run_dir for job in to_run], self.out)
         return {

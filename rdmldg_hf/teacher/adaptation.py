@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
+from ..atomic import atomic_write_json
 from .retry import TeacherConfigError
 
 __all__ = [
@@ -147,6 +148,4 @@ class ServerAdaptations:
     def record(self, store_directory: Path) -> None:
         """Write :data:`RECORD` beside the store's settings (nothing when nothing was adapted)."""
         if self.notes:
-            tmp = store_directory / f"{RECORD}.tmp"
-            tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
-            tmp.replace(store_directory / RECORD)
+            atomic_write_json(store_directory / RECORD, self.as_dict())

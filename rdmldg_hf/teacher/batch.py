@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import openai
 
+from ..atomic import atomic_write_json, publish
 from ..benchmarks import Benchmark
 from ..data.schema import SourceImage
 from .adaptation import ServerAdaptations, error_details, refusal, refused_parameter
@@ -133,12 +133,10 @@ class _ShardWriter:
     def close(self) -> None:
         if self._handle is None:
             return
-        self._handle.close()
-        self._keys.close()
         shard_id = self._hash.hexdigest()[:20]
         shard = Shard(shard_id, self.folder / f"shard-{shard_id}.jsonl", self._count)
-        os.replace(self.folder / "shard.partial-keys", shard.keys_path)
-        os.replace(self.folder / "shard.partial", shard.path)
+        publish(self._keys, shard.keys_path)
+        publish(self._handle, shard.path)
         self.shards.append(shard)
         self._handle, self._keys, self._count, self._bytes, self._hash = None, None, 0, 0, hashlib.sha256()
 
@@ -402,5 +400,5 @@ def generate_chains_batch(
     chains.summary = summarize(chains, time.perf_counter() - started)
     chains.summary["mode"] = "batch"
     chains.summary["this_run"]["batches"] = {key: value for key, value in asdict(report).items() if key != "failures"}
-    (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
+    atomic_write_json(store.directory / "summary.json", chains.summary)
     return chains, report

@@ -15,7 +15,6 @@ whose requests failed are left undecided (``summary["incomplete"]``); rerunning 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 import openai
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_json
 from ..benchmarks import Benchmark
 from ..data.schema import ChainRecord, SourceImage
 from .accounting import AcceptanceStats, estimate_cost, price_for
@@ -474,5 +474,5 @@ def generate_chains(
         raise
     chains = TeacherChains(run, images)
     chains.summary = summarize(chains, time.perf_counter() - started)
-    (store.directory / "summary.json").write_text(json.dumps(chains.summary, indent=2) + "\n")
+    atomic_write_json(store.directory / "summary.json", chains.summary)
     return chains

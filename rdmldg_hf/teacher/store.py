@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..atomic import atomic_write, atomic_write_json
 from ..benchmarks import Benchmark
 from ..locking import FolderLock
 from .requests import custom_id, parse_custom_id
@@ -334,9 +335,7 @@ class TeacherStore:
                     f"expected {self.key}. Point --teacher-store elsewhere or remove that folder."
                 )
             return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.key, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write_json(path, self.key, sort_keys=True)
 
     def _load(self) -> None:
         """Index the replies on disk; cut a torn last line off the file."""
@@ -465,10 +464,7 @@ class TeacherStore:
         if not path.exists():
             if self.read_only:
                 raise ValueError(f"The teacher store {self.directory} has no request id secret (opened read-only).")
-            fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-            os.replace(path.with_suffix(".tmp"), path)
+            atomic_write(path, secrets.token_hex(32) + "\n", permissions=0o600)
         try:
             return bytes.fromhex(path.read_text().strip())
         except (ValueError, UnicodeDecodeError):

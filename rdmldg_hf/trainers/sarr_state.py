@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from datasets import Dataset
 
+from ..atomic import atomic_write_json
+
 __all__ = ["STATE_FILE", "SARRState", "StageResult", "dataset_digest", "stage_losses"]
 
 STATE_FILE = "sarr_state.json"
@@ -85,9 +87,7 @@ class SARRState:
         if not self.is_main:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.data)
 
 
 @dataclass
