@@ -1,7 +1,7 @@
 """Models: loading base + adapter (device, dtype, Hub kernels), LoRA defaults, the run record of a trained output
 and its card's results.
 
-Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
+Tiny offline models for the embedded default (and tests) live in :mod:`rdmldg_hf.embedded`.
 
 The processors of Qwen2-VL, Qwen2.5-VL and InternVL ask for a video processor, which needs
 torchvision; importing this module registers a no-video subclass of each

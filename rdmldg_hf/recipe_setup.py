@@ -16,6 +16,7 @@ from datasets import DatasetDict, load_dataset
 from trl import ModelConfig, TrlParser
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
+from .embedded.tiny_models import ARCHITECTURES, build_tiny_model
 from .generation import process_state
 from .model_config import check_model_config, lora_config_from, model_loading_kwargs
 from .models import load_model_and_processor
@@ -27,7 +28,6 @@ from .protocol import (
     LodoSplit,
     lodo_split,
 )
-from .testing import ARCHITECTURES, build_tiny_model
 
 __all__ = [
     "RecipeScriptArguments",
@@ -188,7 +188,7 @@ def prepare_embedded_inputs(script_args: RecipeScriptArguments, model_args: Mode
     """Build the embedded dataset and a tiny model when asked for and missing (main process first).
 
     No ``model_name_or_path``: a tiny LLaVA at :data:`DEFAULT_TINY_MODEL`. A ``tiny_model`` (an architecture of
-    :func:`rdmldg_hf.testing.build_tiny_model`) is built at ``model_name_or_path`` with the ``tiny_*`` sizes
+    :func:`rdmldg_hf.embedded.build_tiny_model`) is built at ``model_name_or_path`` with the ``tiny_*`` sizes
     (unset ones keep the factory's defaults).
     """
     from .data.build import build_embedded_once

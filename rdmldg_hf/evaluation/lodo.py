@@ -142,7 +142,7 @@ class LodoRunner:
     def _base_model(self) -> str:
         if self.config.model_name_or_path is not None:
             return self.config.model_name_or_path
-        from ..testing import build_tiny_model
+        from ..embedded.tiny_models import build_tiny_model
 
         folder = self.out / "base-model"
         with self.state.main_process_first():

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from ..benchmarks import EMBEDDED_BENCHMARK
+from ..embedded.tiny_models import TinyModelSpec
 from ..protocol import (
     DEFAULT_HOLDOUT_FRACTION,
     DEFAULT_HOLDOUT_SEED,
@@ -21,7 +22,6 @@ from ..protocol import (
     check_test_split,
 )
 from ..recipe_setup import unknown_fields_error
-from ..testing import TinyModelSpec
 from ..trainers import MTCTConfig, SARRConfig
 from .predict import check_mode
 
