@@ -282,9 +282,6 @@ class LodoRunner:
             mtct_stage=mtct_stage,
         )
         selector.restore(model)
-        run_config.method = method
-        run_config.test_domain, run_config.domains = split.test_domain, list(split.train_domains)
-        run_config.settings.update({key: value for key, value in split.record().items() if key != "test_domain"})
         run_config.settings.update(selection_rule=self.config.selection_rule, select_every=self.config.select_every)
         run_config.settings["selection"] = {
             "mode": select_mode,
