@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "TINY_PRESETS": "tiny_models",
     "TinyModelSpec": "tiny_models",
     "build_tiny_model": "tiny_models",
+    "check_tiny_model": "tiny_models",
     "chat_template": "tiny_models",
     "chatml_template": "tiny_models",
     "llava_from_language_model": "tiny_models",

@@ -57,6 +57,7 @@ __all__ = [
     "train_tokenizer",
     "chat_template",
     "chatml_template",
+    "check_tiny_model",
     "build_tiny_model",
     "llava_from_language_model",
 ]
@@ -491,6 +492,18 @@ _BUILDERS = {"llava": _llava, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl, 
 _CHATML_ARCHITECTURES = ("qwen2_5_vl", "internvl")
 
 
+def check_tiny_model(architecture: str, preset: str) -> None:
+    """Refuse an architecture or a preset :func:`build_tiny_model` does not know.
+
+    Raises:
+        ValueError: naming the unknown value and the valid ones.
+    """
+    if architecture not in _BUILDERS:
+        raise ValueError(f"Unknown architecture {architecture!r}. Valid architectures: {', '.join(ARCHITECTURES)}.")
+    if preset not in TINY_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}. Valid presets: {', '.join(TINY_PRESETS)}.")
+
+
 def build_tiny_model(
     out_dir: str | Path,
     architecture: Architecture = "llava",
@@ -513,10 +526,7 @@ def build_tiny_model(
     Returns:
         ``out_dir`` as a ``Path``; reload with :func:`load_model_and_processor`.
     """
-    if architecture not in _BUILDERS:
-        raise ValueError(f"Unknown architecture {architecture!r}. Valid architectures: {', '.join(ARCHITECTURES)}.")
-    if preset not in TINY_PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}. Valid presets: {', '.join(TINY_PRESETS)}.")
+    check_tiny_model(architecture, preset)
     spec = replace(TINY_PRESETS[preset], image_size=image_size, **sizes)
     if spec.image_size % spec.patch_size:
         raise ValueError(f"image_size={spec.image_size} must be a multiple of patch_size={spec.patch_size}.")
