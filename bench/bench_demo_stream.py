@@ -32,7 +32,7 @@ import torch
 
 from rdmldg_hf import DGClassifier
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.data.embedded import embedded_source_images
+from rdmldg_hf.embedded import embedded_source_images
 from rdmldg_hf.evaluation.predict import decode_image
 from rdmldg_hf.generation import GenerationSettings, ModelBackend, eval_mode
 from rdmldg_hf.models import RunConfig

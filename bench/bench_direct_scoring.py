@@ -34,12 +34,12 @@ import torch
 from PIL import Image
 
 from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.embedded import build_tiny_model
 from rdmldg_hf.evaluation.predict import predict
 from rdmldg_hf.generation import ModelBackend, batch_indices
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.scoring import AnswerTree, answer_token_ids, class_logprobs, score_classes
-from rdmldg_hf.testing import build_tiny_model
 
 BIG_VOCABULARY = 150_000
 

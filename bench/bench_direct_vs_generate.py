@@ -36,10 +36,10 @@ def main() -> None:
 
     from rdmldg_hf.benchmarks import get_benchmark
     from rdmldg_hf.data.build import build_dataset
+    from rdmldg_hf.embedded import build_tiny_model
     from rdmldg_hf.evaluation.predict import predict
     from rdmldg_hf.models import load_model_and_processor
     from rdmldg_hf.protocol import lodo_split
-    from rdmldg_hf.testing import build_tiny_model
     from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
     work = Path(tempfile.mkdtemp(prefix="rdmldg-bench-direct-"))

@@ -34,10 +34,9 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.data.embedded import template_chain
 from rdmldg_hf.data.training_rows import build_training_rows
+from rdmldg_hf.embedded import build_tiny_model, llava_from_language_model, template_chain
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
-from rdmldg_hf.testing import build_tiny_model, llava_from_language_model
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
 BENCHMARK = get_benchmark("rotdigits")

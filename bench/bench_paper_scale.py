@@ -60,11 +60,11 @@ from rdmldg_hf.benchmarks import get_benchmark  # noqa: E402
 from rdmldg_hf.chains import render_chain  # noqa: E402
 from rdmldg_hf.data.schema import dataset_features  # noqa: E402
 from rdmldg_hf.data.training_rows import build_training_rows  # noqa: E402
+from rdmldg_hf.embedded import build_tiny_model  # noqa: E402
 from rdmldg_hf.generation import GenerationSettings, ModelBackend  # noqa: E402
 from rdmldg_hf.models import default_lora_config, load_model_and_processor  # noqa: E402
 from rdmldg_hf.prompts import prompt_messages  # noqa: E402
 from rdmldg_hf.scoring import score_classes  # noqa: E402
-from rdmldg_hf.testing import build_tiny_model  # noqa: E402
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer  # noqa: E402
 from rdmldg_hf.trainers.mtct import batch_groups  # noqa: E402
 from rdmldg_hf.trainers.relabel import relabel  # noqa: E402

@@ -24,12 +24,12 @@ import torch
 from datasets import load_dataset
 
 from rdmldg_hf.data.build import build_dataset
+from rdmldg_hf.embedded import build_tiny_model
 from rdmldg_hf.evaluation.lodo_cell import cell_training_values, train_cell
 from rdmldg_hf.experiments.records import RecordsCallback, RecordWriter, record_args
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.protocol import CheckpointSelector, find_benchmark
 from rdmldg_hf.protocol.environments import environment_split
-from rdmldg_hf.testing import build_tiny_model
 
 
 class TimedWriter(RecordWriter):

@@ -22,11 +22,10 @@ from datasets import Dataset
 
 from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK, get_benchmark
 from rdmldg_hf.data.build import source_rows
-from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.data.schema import dataset_features
+from rdmldg_hf.embedded import build_tiny_model, embedded_chains, embedded_source_images
 from rdmldg_hf.generation import GenerationSettings, ModelBackend
 from rdmldg_hf.models import load_model_and_processor
-from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers.relabel import relabel
 
 

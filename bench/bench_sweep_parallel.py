@@ -22,9 +22,9 @@ from pathlib import Path
 from trl import ModelConfig
 
 from rdmldg_hf.data.build import build_dataset
+from rdmldg_hf.embedded import build_tiny_model
 from rdmldg_hf.experiments.sweep import Sweep, SweepArguments
 from rdmldg_hf.recipe_setup import parse_recipe_args
-from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig
 
 

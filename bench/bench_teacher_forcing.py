@@ -21,9 +21,8 @@ import torch
 
 from rdmldg_hf.analysis import ForcedExample, teacher_force
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.data.embedded import embedded_source_images, template_chain
+from rdmldg_hf.embedded import build_tiny_model, embedded_source_images, template_chain
 from rdmldg_hf.models import load_model_and_processor
-from rdmldg_hf.testing import build_tiny_model
 
 
 def examples(num_images: int) -> list[ForcedExample]:

@@ -25,10 +25,10 @@ from PIL import Image
 
 from rdmldg_hf.analysis import ForcedExample, teacher_force, teacher_forcing
 from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.data.embedded import template_chain
+from rdmldg_hf.embedded import ARCHITECTURES, build_tiny_model, template_chain
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import TASKS
-from rdmldg_hf.testing import ARCHITECTURES, LMHeadCalls, build_tiny_model
+from rdmldg_hf.testing import LMHeadCalls
 
 VOCAB = 151_936  # Qwen2.5-VL's (InternVL3's is 151,674)
 

@@ -1,7 +1,7 @@
 """Models: loading base + adapter (device, dtype, Hub kernels), LoRA defaults, the run record of a trained output
 and its card's results.
 
-Tiny offline models for tests and the embedded default live in :mod:`rdmldg_hf.testing`.
+Tiny offline models for the embedded default (and tests) live in :mod:`rdmldg_hf.embedded`.
 
 The processors of Qwen2-VL, Qwen2.5-VL and InternVL ask for a video processor, which needs
 torchvision; importing this module registers a no-video subclass of each
@@ -16,7 +16,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import torch
 from transformers import (
@@ -31,7 +31,9 @@ from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProce
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 from .atomic import atomic_write_json
+from .benchmarks import Benchmark
 from .generation import process_state
+from .prompts import PROMPT_VERSION
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
@@ -61,6 +63,7 @@ __all__ = [
     "check_lora_covers_both_towers",
     "RUN_CONFIG_NAME",
     "RunConfig",
+    "build_run_record",
     "accuracy_result",
 ]
 
@@ -563,6 +566,55 @@ class RunConfig:
         data = json.loads(local.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def build_run_record(
+    method: str,
+    benchmark: Benchmark | None,
+    *,
+    domains: Iterable[str],
+    base_model: str | None,
+    adapter: bool,
+    split_record: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> RunConfig:
+    """The run record of a trained output: what every run (MTCT, SARR, a LODO cell, a sweep run) saves.
+
+    Args:
+        method: what trained it (``"mtct"``, ``"sarr"``, a LODO row such as ``"labels_only"``).
+        benchmark: its benchmark; None for a custom dataset, whose ``classes`` and ``class_names`` are then given.
+        domains: the domains of its training rows (recorded sorted, once each).
+        base_model: base model id or path.
+        adapter: whether the output is a PEFT adapter (else full weights).
+        split_record: how its rows were split (:meth:`rdmldg_hf.protocol.LodoSplit.record`): ``test_domain`` is
+            recorded as such, every other key joins ``settings``.
+        settings: the method's settings.
+        classes, class_names: label order; default: the benchmark's.
+
+    Raises:
+        ValueError: without a benchmark, when ``classes`` or ``class_names`` is missing.
+    """
+    if benchmark is not None:
+        classes = benchmark.classes if classes is None else classes
+        class_names = benchmark.class_names if class_names is None else class_names
+    if classes is None or class_names is None:
+        raise ValueError("A run record without a benchmark needs its classes and class_names.")
+    split = dict(split_record or {})
+    test_domain = split.pop("test_domain", None)
+    return RunConfig(
+        method=method,
+        benchmark=benchmark.name if benchmark is not None else None,
+        classes=list(classes),
+        class_names=list(class_names),
+        domains=sorted(set(domains)),
+        test_domain=test_domain,
+        prompt_version=PROMPT_VERSION,
+        base_model=base_model,
+        adapter=adapter,
+        settings={**(settings or {}), **split},
+    )
 
 
 # --------------------------------------------------------------------------- model card results

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import sys
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -16,6 +18,7 @@ from datasets import DatasetDict, load_dataset
 from trl import ModelConfig, TrlParser
 
 from .benchmarks import BENCHMARKS, EMBEDDED_BENCHMARK
+from .embedded.tiny_models import ARCHITECTURES, TINY_PRESETS, TinyModelSpec, build_tiny_model, check_tiny_model
 from .generation import process_state
 from .methods import packaged_config
 from .model_config import check_model_config, lora_config_from, model_loading_kwargs
@@ -28,9 +31,9 @@ from .protocol import (
     LodoSplit,
     lodo_split,
 )
-from .testing import ARCHITECTURES, build_tiny_model
 
 __all__ = [
+    "TinyModelArguments",
     "RecipeScriptArguments",
     "parse_recipe_args",
     "resolve_config_argument",
@@ -38,6 +41,10 @@ __all__ = [
     "unknown_fields_error",
     "use_cpu_cores",
     "DEFAULT_TINY_MODEL",
+    "DEFAULT_DATASET_DIR",
+    "DEPRECATED_TINY_FIELDS",
+    "embedded_model_path",
+    "prepare_embedded_default",
     "prepare_embedded_inputs",
     "load_training_dataset",
     "split_training_dataset",
@@ -45,18 +52,96 @@ __all__ = [
 ]
 
 
-# The model trained when none is named: a tiny random LLaVA built there on first use.
+# The model trained when none is named: a tiny random model (of DEFAULT_TINY_ARCHITECTURE) built there on first use.
 DEFAULT_TINY_MODEL = "outputs/tiny-llava"
+DEFAULT_TINY_ARCHITECTURE = "llava"
+# Where the embedded benchmark is built when no dataset is named.
+DEFAULT_DATASET_DIR = "outputs/domainbed-reasoning"
+
+# The flat fields of earlier versions -> the TinyModelSpec field of tiny_sizes that each one sets now.
+DEPRECATED_TINY_FIELDS = {
+    "tiny_vocab_size": "vocab_size",
+    "tiny_text_hidden": "text_hidden",
+    "tiny_text_layers": "text_layers",
+    "tiny_vision_hidden": "vision_hidden",
+    "tiny_phrase_tokens": "phrase_tokens",
+}
+
+
+def _deprecated_tiny_field(size: str) -> Any:
+    return field(default=None, metadata={"help": f"Deprecated: use tiny_sizes {{{size}: ...}}."})
 
 
 @dataclass
-class RecipeScriptArguments:
+class TinyModelArguments:
+    """How a run asks for the embedded default's model, the same in the recipes, LODO and sweeps: a tiny random
+    model (:func:`rdmldg_hf.embedded.build_tiny_model`) built where the run looks for its model when that folder
+    holds none (:func:`prepare_embedded_default`). The flat ``tiny_vocab_size``, ``tiny_text_hidden``, ... fields
+    of earlier versions still work, with a ``FutureWarning`` naming their ``tiny_sizes`` spelling."""
+
+    tiny_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder holds "
+            "no model (for CPU runs of the embedded benchmark). model_name_or_path unset: a tiny "
+            f"{DEFAULT_TINY_ARCHITECTURE} at the run's default folder.",
+            "choices": list(ARCHITECTURES),
+        },
+    )
+    tiny_preset: str = field(
+        default="embedded",
+        metadata={
+            "help": "Preset of a tiny model built here: 'embedded' (~0.9M parameters) or 'test' (smaller).",
+            "choices": list(TINY_PRESETS),
+        },
+    )
+    tiny_sizes: dict | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "TinyModelSpec fields overriding the preset of a tiny model built here, e.g. {vocab_size: 1536, "
+            "phrase_tokens: true, text_hidden: 64} (JSON on the command line)."
+        },
+    )
+    tiny_vocab_size: int | None = _deprecated_tiny_field("vocab_size")
+    tiny_text_hidden: int | None = _deprecated_tiny_field("text_hidden")
+    tiny_text_layers: int | None = _deprecated_tiny_field("text_layers")
+    tiny_vision_hidden: int | None = _deprecated_tiny_field("vision_hidden")
+    tiny_phrase_tokens: bool | None = _deprecated_tiny_field("phrase_tokens")
+
+    def __post_init__(self) -> None:
+        sizes = self.tiny_sizes
+        self.tiny_sizes = json.loads(sizes) if isinstance(sizes, str) else dict(sizes or {})
+        for old, new in DEPRECATED_TINY_FIELDS.items():
+            value = getattr(self, old)
+            if value is None:
+                continue
+            warnings.warn(
+                f"{old} is deprecated; use tiny_sizes: {{{new}: {json.dumps(value)}}} in the YAML "
+                f"(--tiny_sizes '{json.dumps({new: value})}' on the command line).",
+                FutureWarning,
+                stacklevel=3,
+            )
+            if self.tiny_sizes.get(new, value) != value:
+                raise ValueError(
+                    f"{old}={value!r} and tiny_sizes {new}={self.tiny_sizes[new]!r} disagree; keep tiny_sizes only."
+                )
+            self.tiny_sizes[new] = value
+            setattr(self, old, None)
+        valid = {spec.name for spec in fields(TinyModelSpec)}
+        wrong = [key for key in self.tiny_sizes if key not in valid]
+        if wrong:
+            raise unknown_fields_error(None, wrong, valid, "tiny_sizes")
+        check_tiny_model(self.tiny_model or DEFAULT_TINY_ARCHITECTURE, self.tiny_preset)
+
+
+@dataclass
+class RecipeScriptArguments(TinyModelArguments):
     """The recipes' own arguments (beside the training config and TRL's ``ModelConfig``): what to train on and
     what to hold out. The split is made once, before training (:func:`split_training_dataset`); trainers train
     on what they are given."""
 
     dataset_name: str = field(
-        default="outputs/domainbed-reasoning",
+        default=DEFAULT_DATASET_DIR,
         metadata={"help": "Dataset folder or Hub id of DomainBed-Reasoning (e.g. rdmldg/domainbed-reasoning)."},
     )
     dataset_config: str = field(
@@ -101,25 +186,6 @@ class RecipeScriptArguments:
             "and offline a kernel that is not cached would stop the run. On: every kernel is fetched before "
             "training; one that cannot be had leaves the PyTorch layer, with a warning."
         },
-    )
-    tiny_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Build a tiny random model of this architecture at model_name_or_path when that folder does "
-            "not exist (for CPU runs of the embedded benchmark).",
-            "choices": list(ARCHITECTURES),
-        },
-    )
-    tiny_vocab_size: int | None = field(default=None, metadata={"help": "Vocabulary of a tiny model built here."})
-    tiny_text_hidden: int | None = field(
-        default=None, metadata={"help": "Hidden size of a tiny model's language model."}
-    )
-    tiny_text_layers: int | None = field(default=None, metadata={"help": "Layers of a tiny model's language model."})
-    tiny_vision_hidden: int | None = field(
-        default=None, metadata={"help": "Hidden size of a tiny model's vision tower."}
-    )
-    tiny_phrase_tokens: bool | None = field(
-        default=None, metadata={"help": "Tiny model tokenizer merges across spaces (shorter chains, faster on CPU)."}
     )
 
 
@@ -224,34 +290,68 @@ def use_cpu_cores(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def prepare_embedded_inputs(script_args: RecipeScriptArguments, model_args: ModelConfig) -> None:
-    """Build the embedded dataset and a tiny model when asked for and missing (main process first).
+def embedded_model_path(
+    tiny: TinyModelArguments, model_name_or_path: str | os.PathLike | None, default_dir: str | os.PathLike
+) -> str:
+    """The model a run trains: ``model_name_or_path``, or (unset) ``default_dir``, where
+    :func:`prepare_embedded_default` builds a tiny model of ``tiny.tiny_model`` (set to the default architecture here
+    when unset)."""
+    if model_name_or_path is not None:
+        return str(model_name_or_path)
+    tiny.tiny_model = tiny.tiny_model or DEFAULT_TINY_ARCHITECTURE
+    return str(default_dir)
 
-    No ``model_name_or_path``: a tiny LLaVA at :data:`DEFAULT_TINY_MODEL`. A ``tiny_model`` (an architecture of
-    :func:`rdmldg_hf.testing.build_tiny_model`) is built at ``model_name_or_path`` with the ``tiny_*`` sizes
-    (unset ones keep the factory's defaults).
+
+def prepare_embedded_default(
+    tiny: TinyModelArguments,
+    dataset_name: str | os.PathLike | None,
+    dataset_config: str,
+    model_name_or_path: str | os.PathLike | None,
+    *,
+    dataset_dir: str | os.PathLike = DEFAULT_DATASET_DIR,
+    model_dir: str | os.PathLike = DEFAULT_TINY_MODEL,
+) -> tuple[str, str]:
+    """Build what a run asks of the embedded default and lacks (the main process first, the others wait); the one
+    way recipes, LODO and sweeps prepare it.
+
+    The embedded benchmark is built into ``dataset_name`` (unset: ``dataset_dir``) when ``dataset_config`` is it and
+    the folder does not hold it; a tiny model (:class:`TinyModelArguments`) at ``model_name_or_path`` (unset:
+    ``model_dir``, see :func:`embedded_model_path`) when ``tiny_model`` is set and the folder holds no model.
+
+    Returns:
+        ``(dataset_name, model_name_or_path)`` to load.
+
+    Raises:
+        ValueError: with ``dataset_name`` unset, when ``dataset_config`` is not the embedded benchmark.
     """
     from .data.build import build_embedded_once
 
-    if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = DEFAULT_TINY_MODEL
-        script_args.tiny_model = script_args.tiny_model or "llava"
-    if script_args.dataset_config == EMBEDDED_BENCHMARK:
-        summary = build_embedded_once(script_args.dataset_name)
+    if dataset_name is None:
+        if dataset_config != EMBEDDED_BENCHMARK:
+            raise ValueError(
+                f"dataset_name is unset, so the embedded benchmark {EMBEDDED_BENCHMARK!r} is built, but "
+                f"dataset_config is {dataset_config!r}: set dataset_name to a DomainBed-Reasoning "
+                "folder or Hub id holding that config."
+            )
+        dataset_name = dataset_dir
+    if dataset_config == EMBEDDED_BENCHMARK:
+        summary = build_embedded_once(dataset_name)
         if summary is not None:
             print(summary.format())
-    model_dir = Path(model_args.model_name_or_path)
+    model_path = embedded_model_path(tiny, model_name_or_path, model_dir)
     state = process_state()
     with state.main_process_first():
-        if script_args.tiny_model and not (model_dir / "config.json").exists() and state.is_main_process:
-            sizes = {
-                "vocab_size": script_args.tiny_vocab_size,
-                "text_hidden": script_args.tiny_text_hidden,
-                "text_layers": script_args.tiny_text_layers,
-                "vision_hidden": script_args.tiny_vision_hidden,
-                "phrase_tokens": script_args.tiny_phrase_tokens,
-            }
-            build_tiny_model(model_dir, script_args.tiny_model, **{k: v for k, v in sizes.items() if v is not None})
+        if tiny.tiny_model and not (Path(model_path) / "config.json").exists() and state.is_main_process:
+            build_tiny_model(model_path, tiny.tiny_model, preset=tiny.tiny_preset, **tiny.tiny_sizes)
+    return str(dataset_name), model_path
+
+
+def prepare_embedded_inputs(script_args: RecipeScriptArguments, model_args: ModelConfig) -> None:
+    """A recipe's :func:`prepare_embedded_default`: its ``dataset_name`` and ``model_name_or_path`` set to what to
+    load (no ``model_name_or_path``: a tiny LLaVA at :data:`DEFAULT_TINY_MODEL`)."""
+    script_args.dataset_name, model_args.model_name_or_path = prepare_embedded_default(
+        script_args, script_args.dataset_name, script_args.dataset_config, model_args.model_name_or_path
+    )
 
 
 def load_training_dataset(dataset_name: str, dataset_config: str, training_args: Any) -> DatasetDict:

@@ -13,7 +13,7 @@ the whole held-out domain. Writes results.json and results.md (the paper's table
 Every :class:`rdmldg_hf.evaluation.lodo.LodoConfig` field can be given in the YAML or on the
 command line (the command line wins; the sections ``training`` (MTCTConfig fields of every
 method), ``sarr`` (SARRConfig fields of the sarr/full rows) and ``tiny_sizes``
-(:class:`rdmldg_hf.testing.TinyModelSpec`) as JSON there). A field that nothing reads, at the top
+(:class:`rdmldg_hf.embedded.TinyModelSpec`) as JSON there). A field that nothing reads, at the top
 level or in a section, is an error naming it and the file. ``rdmldg train lodo`` launches the same.
 """
 

@@ -17,7 +17,7 @@ from datasets import load_dataset
 
 from mtct_support import config, load_tiny, tiny_model_dir
 from rdmldg_hf.data.build import build_dataset
-from rdmldg_hf.data.embedded import embedded_source_images
+from rdmldg_hf.embedded import embedded_source_images
 from rdmldg_hf.models import default_lora_config
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from helpers_hub import free_port
 from mtct_support import chain_for, config, load_tiny, tiny_dataset
-from rdmldg_hf.data.embedded import embedded_source_images
+from rdmldg_hf.embedded import embedded_source_images
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
 from serve_support import serving

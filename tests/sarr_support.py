@@ -9,8 +9,8 @@ from datasets import Dataset
 
 from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK, get_benchmark
 from rdmldg_hf.chains import render_chain
-from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.data.schema import dataset_features
+from rdmldg_hf.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.trainers import SARRConfig
 
 BENCHMARK = get_benchmark(EMBEDDED_BENCHMARK)

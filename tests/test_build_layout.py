@@ -11,9 +11,9 @@ from huggingface_hub import DatasetCard
 from helpers_hub import FakeHub
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.build import build_dataset, source_rows
-from rdmldg_hf.data.embedded import embedded_chains, embedded_source_images
 from rdmldg_hf.data.hub_layout import write_config
 from rdmldg_hf.data.schema import dataset_features
+from rdmldg_hf.embedded import embedded_chains, embedded_source_images
 
 ROTDIGITS = get_benchmark("rotdigits")
 

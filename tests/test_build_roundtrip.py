@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rdmldg_hf.data.build import build_dataset
-from rdmldg_hf.data.embedded import embedded_source_images
 from rdmldg_hf.data.schema import ChainRecord
+from rdmldg_hf.embedded import embedded_source_images
 
 IMAGES = embedded_source_images()[::7]
 

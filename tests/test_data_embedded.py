@@ -11,7 +11,7 @@ from PIL import Image
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import check_chain, resolve_conclusion
 from rdmldg_hf.cli import main
-from rdmldg_hf.data.embedded import (
+from rdmldg_hf.embedded.benchmark import (
     EMBEDDED_SEED,
     TEMPLATE_CHAIN_SOURCE,
     _embedded_images,

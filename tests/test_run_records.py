@@ -1,5 +1,6 @@
-"""Tiny SARR (recipe) and LODO runs: what they record about their holdout, the split the analyses read back,
-DomainBed's protocol (test on the in part, selection per epoch), and the per-image predictions they write."""
+"""Tiny MTCT, SARR (recipe) and LODO runs: one builder of their run records (the same fields filled the same way),
+what they record about their holdout, the split the analyses read back, DomainBed's protocol (test on the in part,
+selection per epoch), and the per-image predictions they write."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from datasets import concatenate_datasets, load_dataset
 from trl import ModelConfig, TrlParser
 
 from analysis_support import dataset_dir, recipe_args
+from mtct_support import config as mtct_config
 from mtct_support import tiny_model_dir
+from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.commands import analyze as analyze_command
 from rdmldg_hf.evaluation.lodo import LodoRunner
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
-from rdmldg_hf.models import RunConfig, load_model_and_processor
-from rdmldg_hf.protocol import split_holdout
-from rdmldg_hf.trainers import SARRConfig
+from rdmldg_hf.models import RunConfig, build_run_record, load_model_and_processor
+from rdmldg_hf.prompts import PROMPT_VERSION
+from rdmldg_hf.protocol import lodo_split, split_holdout
+from rdmldg_hf.testing import ScriptedBackend
+from rdmldg_hf.trainers import MTCTTrainer, SARRConfig, SARRTrainer
+from sarr_support import sarr_test_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -135,3 +141,103 @@ def test_lodo_domainbed_protocol_records_selection_and_predictions(tmp_path):
     table = (tmp_path / "lodo" / "results.md").read_text()
     assert "Test images: rot30: in part (5 images)." in table and "holdout domainbed (fraction 0.2, seed 0)" in table
     assert "stratified sample of 4 in-part images per training domain (seed 0)" in table
+
+
+# --------------------------------------------------------------------------- one run-record builder
+
+
+def test_the_builder_records_the_split_and_the_classes():
+    benchmark = get_benchmark("rotdigits")
+    split = {"test_domain": "rot30", "holdout_fraction": 0.2, "holdout_seed": 0}
+    run = build_run_record(
+        "mtct",
+        benchmark,
+        domains=["rot90", "rot0", "rot90"],
+        base_model="base",
+        adapter=True,
+        split_record=split,
+        settings={"mode": "paired", "holdout_fraction": 0.5},  # the split's own value wins
+    )
+    assert (run.method, run.benchmark, run.test_domain, run.domains) == (
+        "mtct",
+        "rotdigits",
+        "rot30",
+        ["rot0", "rot90"],
+    )
+    assert run.classes == list(benchmark.classes) and run.class_names == list(benchmark.class_names)
+    assert run.settings == {"mode": "paired", "holdout_fraction": 0.2, "holdout_seed": 0}
+    assert run.prompt_version == PROMPT_VERSION and (run.base_model, run.adapter) == ("base", True)
+    custom = build_run_record(
+        "sarr", None, domains=["a"], base_model=None, adapter=False, classes=["x_y"], class_names=["x y"]
+    )
+    assert (custom.benchmark, custom.classes, custom.class_names, custom.test_domain) == (None, ["x_y"], ["x y"], None)
+    with pytest.raises(ValueError, match="without a benchmark needs its classes and class_names"):
+        build_run_record("mtct", None, domains=[], base_model=None, adapter=False)
+
+
+def test_mtct_sarr_and_lodo_runs_fill_their_records_the_same_way(tmp_path):
+    rows = load_dataset(str(dataset_dir()), "rotdigits")
+    split = lodo_split(rows, "rot30", 0.34)
+    records = {}
+    model, processor = load_model_and_processor(tiny_model_dir())
+    mtct = MTCTTrainer(
+        model,
+        args=mtct_config(tmp_path / "mtct"),
+        train_dataset=split.train,
+        processing_class=processor,
+        split_record=split.record(),
+    )
+    mtct.train()
+    mtct.save_model()
+    records["mtct"] = RunConfig.load(tmp_path / "mtct")
+    model, processor = load_model_and_processor(tiny_model_dir())
+    sarr = SARRTrainer(
+        model,
+        sarr_test_config(tmp_path / "sarr", max_steps=1, round_max_steps=1),
+        train_dataset=split.train,
+        processing_class=processor,
+        split_record=split.record(),
+        backend=ScriptedBackend(lambda messages, image: "no chain"),
+    )
+    sarr.train()
+    records["sarr"] = RunConfig.load(sarr.save_model())
+    lodo = LodoConfig.from_dict(
+        {
+            "output_dir": str(tmp_path / "lodo"),
+            "dataset_name": str(dataset_dir()),
+            "model_name_or_path": str(tiny_model_dir()),
+            "test_domains": ["rot30"],
+            "methods": ["mtct", "full"],  # full: SARR rounds from the mtct row's model (full weights, reloaded)
+            "holdout_fraction": 0.34,
+            "lora_r": 0,
+            "select_every": "final",
+            "eval_batch_size": 8,
+            "max_new_tokens": 4,
+            "training": {"max_steps": 1, "per_device_train_batch_size": 4, "bf16": False},
+            "sarr": {"num_rounds": 1, "round_max_steps": 1, "relabel_batch_size": 12, "relabel_max_new_tokens": 4},
+        }
+    )
+    runs = LodoRunner(lodo).run()["runs"]
+    records["lodo"], records["lodo_full"] = (RunConfig.load(runs[m]["rot30"]["model_dir"]) for m in ("mtct", "full"))
+
+    methods = {name: run.method for name, run in records.items()}
+    assert methods == {"mtct": "mtct", "sarr": "sarr", "lodo": "mtct", "lodo_full": "full"}
+    shared = {
+        "benchmark": "rotdigits",
+        "classes": list(split.train.features["label"].names),
+        "class_names": list(get_benchmark("rotdigits").class_names),
+        "domains": ["rot0", "rot60", "rot90"],
+        "test_domain": "rot30",
+        "prompt_version": PROMPT_VERSION,
+        "base_model": str(tiny_model_dir()),
+        "adapter": False,
+    }
+    for name, run in records.items():
+        assert {key: getattr(run, key) for key in shared} == shared, name
+        assert {key: run.settings[key] for key in split.record() if key != "test_domain"} == {
+            key: value for key, value in split.record().items() if key != "test_domain"
+        }, name
+        assert set(records["mtct"].settings) <= set(run.settings), name  # the MTCT stage's settings in each
+    assert records["sarr"].settings["num_rounds"] == 1 and records["sarr"].settings["rounds"]
+    assert records["lodo"].settings["selection_rule"] == records["lodo_full"].settings["selection_rule"] == "mean"
+    assert records["lodo_full"].settings["started_from"] == "mtct" and records["lodo_full"].settings["rounds"]

@@ -165,7 +165,7 @@ def resolve_images(
                 f"Benchmark {benchmark.name!r} needs its images: pass --images with the DomainBed folder "
                 f"(<data root>/{benchmark.folder}/<domain>/<class>/<image>)."
             )
-        from .embedded import embedded_source_images
+        from ..embedded.benchmark import embedded_source_images
 
         return ScanResult(images=embedded_source_images(), root="<embedded>")
     if isinstance(images, (str, os.PathLike)):
@@ -260,7 +260,7 @@ def build_dataset(
             known = {image.image_id for image in scan.images}
             build_report["chains_unmatched"] = sorted(image_id for image_id in records if image_id not in known)
     if records is None and (template_chains if template_chains is not None else benchmark.embedded):
-        from .embedded import embedded_chains
+        from ..embedded.benchmark import embedded_chains
 
         records = embedded_chains(scan.images, benchmark)
     parent = Path(out_dir).absolute().parent

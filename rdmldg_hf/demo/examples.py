@@ -35,7 +35,7 @@ class Example:
 
 
 def _embedded_rows() -> Iterable[tuple[str, int, bytes]]:
-    from ..data.embedded import embedded_source_images
+    from ..embedded.benchmark import embedded_source_images
 
     return ((image.domain, image.label, image.read_bytes()) for image in embedded_source_images())
 

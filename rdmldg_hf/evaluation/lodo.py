@@ -46,7 +46,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from ..atomic import atomic_write, atomic_write_json
-from ..benchmarks import EMBEDDED_BENCHMARK, Benchmark
+from ..benchmarks import Benchmark
 from ..experiments.hparams import default_hparams
 from ..experiments.records import CheckpointCallback, RecordsCallback, RecordWriter, record_args
 from ..locking import FolderLock
@@ -64,6 +64,7 @@ from ..protocol import (
     stratified_sample,
 )
 from ..protocol.environments import EnvironmentSplit, environment_split
+from ..recipe_setup import prepare_embedded_default
 from .lodo_cell import cell_training_values, train_cell
 from .lodo_config import LodoConfig
 from .lodo_tables import render_results_md, results_table
@@ -91,10 +92,17 @@ class LodoRunner:
             torch.set_num_threads(config.num_threads)
         self.results_path = self.out / RESULTS_NAME
         self.results = self._open_results(config.overwrite)
-        self.dataset, self.benchmark = self._load_dataset()
+        source, self.model_path = prepare_embedded_default(
+            config,
+            config.dataset_name,
+            config.dataset_config,
+            config.model_name_or_path,
+            dataset_dir=self.out / "dataset",
+            model_dir=self.out / "base-model",
+        )
+        self.dataset, self.benchmark = self._load_dataset(source)
         self.domains = list(self.dataset)
         self.test_domains = check_domains(config.test_domains, self.domains, config.dataset_config)
-        self.model_path = self._base_model()
 
     # ------------------------------------------------------------------ set-up
 
@@ -116,34 +124,11 @@ class LodoRunner:
             return fresh
         return found
 
-    def _load_dataset(self) -> tuple[DatasetDict, Benchmark]:
+    def _load_dataset(self, source: str) -> tuple[DatasetDict, Benchmark]:
         from datasets import load_dataset
 
-        source = self.config.dataset_name
-        if source is None:
-            from ..data.build import build_embedded_once
-
-            if self.config.dataset_config != EMBEDDED_BENCHMARK:
-                raise ValueError(
-                    f"dataset_name is unset, so the embedded benchmark {EMBEDDED_BENCHMARK!r} is built, but "
-                    f"dataset_config is {self.config.dataset_config!r}: set dataset_name to a DomainBed-Reasoning "
-                    "folder or Hub id holding that config."
-                )
-            source = str(self.out / "dataset")
-            build_embedded_once(source)
         dataset = load_dataset(source, self.config.dataset_config)
         return dataset, find_benchmark(dataset)
-
-    def _base_model(self) -> str:
-        if self.config.model_name_or_path is not None:
-            return self.config.model_name_or_path
-        from ..testing import build_tiny_model
-
-        folder = self.out / "base-model"
-        with self.state.main_process_first():
-            if not (folder / "config.json").exists() and self.state.is_main_process:
-                build_tiny_model(folder, preset=self.config.tiny_preset, **self.config.tiny_sizes)
-        return str(folder)
 
     # ------------------------------------------------------------------ one pair
 
@@ -277,9 +262,6 @@ class LodoRunner:
             mtct_stage=mtct_stage,
         )
         selector.restore(model)
-        run_config.method = method
-        run_config.test_domain, run_config.domains = split.test_domain, list(split.train_domains)
-        run_config.settings.update({key: value for key, value in split.record().items() if key != "test_domain"})
         run_config.settings.update(selection_rule=self.config.selection_rule, select_every=self.config.select_every)
         run_config.settings["selection"] = {
             "mode": select_mode,

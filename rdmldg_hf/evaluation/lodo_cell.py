@@ -16,7 +16,6 @@ from datasets import Dataset
 from ..benchmarks import Benchmark
 from ..methods import METHODS
 from ..models import RunConfig
-from ..prompts import PROMPT_VERSION
 from ..trainers import MTCTConfig, SARRConfig
 
 __all__ = ["cell_training_values", "train_cell"]
@@ -57,7 +56,7 @@ def train_cell(
     mtct_stage: bool = True,
 ) -> tuple[Any, RunConfig]:
     """Train ``method`` (a :data:`~rdmldg_hf.methods.METHODS` row) on ``train``; returns the trained
-    model and its run record.
+    model and its run record (the trainer's, named after ``method``, on ``base_model``).
 
     ``values``: training-config fields (:func:`cell_training_values`); the MTCT rows read the ``MTCTConfig`` ones,
     the SARR rows every ``SARRConfig`` one. ``mtct_stage=False``: a SARR row whose ``model`` is already MTCT-trained.
@@ -78,8 +77,7 @@ def train_cell(
             callbacks=list(callbacks),
         )
         trainer.train()
-        run_config = trainer.mtct_data.run_config(args, base_model, peft_config is not None, split_record)
-        return trainer.accelerator.unwrap_model(trainer.model), run_config
+        return trainer.accelerator.unwrap_model(trainer.model), trainer.run_record(method, base_model)
     output_dir = Path(values["output_dir"])
     args = SARRConfig(
         **{
@@ -99,23 +97,7 @@ def train_cell(
         stage_callback=stage_done,
         callbacks=list(callbacks),
     )
-    results = trainer.train()
-    run_config = RunConfig(
-        method="sarr",
-        benchmark=benchmark.name,
-        classes=list(benchmark.classes),
-        class_names=list(benchmark.class_names),
-        domains=[],
-        test_domain=None,
-        prompt_version=PROMPT_VERSION,
-        base_model=base_model,
-        adapter=peft_config is not None,
-        settings={
-            "mode": spec.mode,
-            "num_rounds": args.num_rounds,
-            "fallback": args.fallback,
-            "started_from": None if mtct_stage else spec.starts_from,
-            "rounds": [r.relabel for r in results if r.relabel],
-        },
-    )
+    trainer.train()
+    run_config = trainer.run_record(method, base_model)
+    run_config.settings["started_from"] = None if mtct_stage else spec.starts_from
     return trainer.model, run_config

@@ -22,8 +22,7 @@ from ..protocol import (
     check_selection_rule,
     check_test_split,
 )
-from ..recipe_setup import unknown_fields_error
-from ..testing import TinyModelSpec
+from ..recipe_setup import DEPRECATED_TINY_FIELDS, TinyModelArguments, unknown_fields_error
 from ..trainers import MTCTConfig, SARRConfig
 from .predict import check_mode
 
@@ -38,8 +37,9 @@ def _section(kind: type, help_text: str) -> Any:
 
 
 @dataclass
-class LodoConfig:
-    """Settings of a leave-one-domain-out run (``recipes/lodo.py``: YAML keys or ``--field value``)."""
+class LodoConfig(TinyModelArguments):
+    """Settings of a leave-one-domain-out run (``recipes/lodo.py``: YAML keys or ``--field value``); the tiny model
+    built when ``model_name_or_path`` is unset is asked for as in the recipes (:class:`TinyModelArguments`)."""
 
     output_dir: str = field(default="outputs/lodo", metadata={"help": "Folder of results.json, results.md and runs/."})
     dataset_name: str | None = field(
@@ -56,13 +56,10 @@ class LodoConfig:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Base model (Hub id or folder); unset: a tiny random model built into <output_dir>/base-model."
+            "help": "Base model (Hub id or folder); unset: a tiny random model (tiny_model, default llava) built "
+            "into <output_dir>/base-model."
         },
     )
-    tiny_preset: str = field(
-        default="embedded", metadata={"help": "Preset of the tiny model built when model_name_or_path is unset."}
-    )
-    tiny_sizes: dict | str | None = _section(TinyModelSpec, "Sizes overriding the tiny model's preset")
     test_domains: list[str] | None = field(
         default=None, metadata={"help": "Domains held out, one pair per method each (default: every domain)."}
     )
@@ -147,7 +144,8 @@ class LodoConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("tiny_sizes", "eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
+        super().__post_init__()
+        for name in ("eval_modes", "training", "sarr"):  # JSON on the command line, None: empty
             value = getattr(self, name)
             setattr(self, name, json.loads(value) if isinstance(value, str) else dict(value or {}))
         if isinstance(self.select_every, str) and self.select_every.isdigit():
@@ -157,7 +155,7 @@ class LodoConfig:
         for modes in self.eval_modes.values():
             for mode in modes:
                 check_mode(mode)
-        for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig), ("tiny_sizes", TinyModelSpec)):
+        for section, kind in (("training", MTCTConfig), ("sarr", SARRConfig)):
             valid = {f.name for f in fields(kind)}
             wrong = [key for key in getattr(self, section) if key not in valid]
             if wrong:
@@ -209,8 +207,11 @@ class LodoConfig:
             "use_kernels",
             "eval_batch_size",
             "overwrite",
+            *DEPRECATED_TINY_FIELDS,  # folded into tiny_sizes
         ):
             values.pop(key)
+        if values["tiny_model"] is None:  # runs from before LODO read tiny_model stay resumable
+            values.pop("tiny_model")
         if not values["write_records"]:  # runs from before records existed stay resumable
             values.pop("write_records")
         return values

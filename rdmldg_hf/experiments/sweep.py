@@ -39,7 +39,7 @@ from ..locking import FolderBusyError, FolderLock
 from ..methods import METHODS, check_methods
 from ..protocol.environments import check_test_envs
 from ..protocol.holdout import domainbed_seed_hash
-from ..recipe_setup import DEFAULT_TINY_MODEL, RecipeScriptArguments
+from ..recipe_setup import DEFAULT_TINY_MODEL, RecipeScriptArguments, embedded_model_path, prepare_embedded_default
 from ..trainers import SARRConfig
 from .launchers import LAUNCHERS, check_launcher, launch
 from .records import ARGS_FILE, DONE_FILE, domainbed_dataset_name
@@ -137,6 +137,7 @@ class SweepArguments(RecipeScriptArguments):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.dataset_config, str):  # a single name in the YAML
             self.dataset_config = [self.dataset_config]
         if isinstance(self.submitit_parameters, str):
@@ -223,9 +224,10 @@ class Sweep:
                 f"mode={training_args.mode!r}: a sweep sets each run's MTCT mode from its method "
                 f"({', '.join(f'{m}: {s.mode}' for m, s in METHODS.items())}). Remove mode and choose methods."
             )
-        if model_args.model_name_or_path is None:  # the recipes' default: a tiny LLaVA built on first launch
-            model_args.model_name_or_path = DEFAULT_TINY_MODEL
-            sweep_args.tiny_model = sweep_args.tiny_model or "llava"
+        # The recipes' default when unset: a tiny LLaVA, built on first launch (its path is part of each run's hash).
+        model_args.model_name_or_path = embedded_model_path(
+            sweep_args, model_args.model_name_or_path, DEFAULT_TINY_MODEL
+        )
         self.sweep_args, self.training_args, self.model_args = sweep_args, training_args, model_args
         self.out = Path(training_args.output_dir)
         for config in sweep_args.dataset_config:
@@ -321,11 +323,10 @@ class Sweep:
         Returns:
             ``{"launched": n, "failed": [run folders], "skipped": {state: n}}``.
         """
-        from ..recipe_setup import prepare_embedded_inputs
-
         check_launcher(self.sweep_args)
-        for config in self.sweep_args.dataset_config:  # inputs built and checked before any run
-            prepare_embedded_inputs(_with_config(self.sweep_args, config), self.model_args)
+        s = self.sweep_args
+        for config in s.dataset_config:  # inputs built and checked before any run
+            prepare_embedded_default(s, s.dataset_name, config, self.model_args.model_name_or_path)
             self._check_dataset(config)
         jobs = self.jobs()
         lines, counts = self.status(jobs)
@@ -354,9 +355,3 @@ class Sweep:
         except (ValueError, FileNotFoundError) as error:
             raise ValueError(f"Dataset {name!r}, config {config!r} cannot be loaded: {error}") from error
         dataset_environments(dataset)
-
-
-def _with_config(sweep_args: SweepArguments, config: str) -> RecipeScriptArguments:
-    """The recipe arguments of one dataset config (for building the embedded dataset and the tiny model)."""
-    values = {f: getattr(sweep_args, f) for f in RecipeScriptArguments.__dataclass_fields__}
-    return RecipeScriptArguments(**{**values, "dataset_config": config})

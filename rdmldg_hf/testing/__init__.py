@@ -1,7 +1,8 @@
 """The way to test code that uses rdmldg_hf (and rdmldg_hf itself): offline stand-ins for models and servers.
 
 * :func:`build_tiny_model` -- a tiny model of each supported architecture (``ARCHITECTURES``) with its
-  processor and chat template, written to a folder, built offline in seconds;
+  processor and chat template, written to a folder, built offline in seconds (re-exported from
+  :mod:`rdmldg_hf.embedded`, where the embedded default's models are made);
 * :class:`ScriptedBackend` -- generation whose outputs come from a function, accepted wherever rdmldg_hf
   generates with a model (relabeling, evaluation, ``SARRTrainer(backend=...)``);
 * :class:`LoopbackServer` -- an OpenAI-compatible chat-completions server on 127.0.0.1 with scripted
@@ -27,19 +28,18 @@ transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
-# public name -> submodule defining it
+# public name -> module defining it (relative to this package); the tiny models are the embedded default's
 _EXPORTS: dict[str, str] = {
-    "ARCHITECTURES": "tiny_models",
-    "TINY_PRESETS": "tiny_models",
-    "TinyModelSpec": "tiny_models",
-    "build_tiny_model": "tiny_models",
-    "chat_template": "tiny_models",
-    "llava_from_language_model": "tiny_models",
-    "project_corpus": "tiny_models",
-    "train_tokenizer": "tiny_models",
+    "ARCHITECTURES": ".embedded.tiny_models",
+    "TINY_PRESETS": ".embedded.tiny_models",
+    "TinyModelSpec": ".embedded.tiny_models",
+    "build_tiny_model": ".embedded.tiny_models",
+    "chat_template": ".embedded.tiny_models",
+    "llava_from_language_model": ".embedded.tiny_models",
+    "project_corpus": ".embedded.tiny_models",
+    "train_tokenizer": ".embedded.tiny_models",
     "ScriptedBackend": "scripted_backend",
     "LoopbackServer": "loopback",
     "Scripted": "loopback",
@@ -51,14 +51,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

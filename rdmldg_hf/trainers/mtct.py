@@ -44,8 +44,7 @@ from ..data.training_rows import (
     unit_lengths,
     unit_rows,
 )
-from ..models import RunConfig, check_lora_covers_both_towers, register_processors
-from ..prompts import PROMPT_VERSION
+from ..models import RunConfig, build_run_record, check_lora_covers_both_towers, register_processors
 from ..protocol.domains import match_benchmark, merge_domains
 from .losses import NamedSums, batch_normalizer, loss_metrics, mtct_loss
 from .mtct_config import MTCTConfig
@@ -94,28 +93,30 @@ class MTCTData:
         return replace(self, train=train, eval=evaluation)
 
     def run_config(
-        self, args: MTCTConfig, base_model: str | None, adapter: bool, split_record: Mapping[str, Any] | None = None
+        self,
+        args: MTCTConfig,
+        base_model: str | None,
+        adapter: bool,
+        split_record: Mapping[str, Any] | None = None,
+        method: str = "mtct",
     ) -> RunConfig:
-        """What ``rdmldg_config.json`` records: the run's settings and, from ``split_record``
-        (:meth:`rdmldg_hf.protocol.LodoSplit.record`), how its rows were split."""
-        split = dict(split_record or {})
-        return RunConfig(
-            method="mtct",
-            benchmark=self.benchmark.name if self.benchmark else None,
+        """What ``rdmldg_config.json`` records (:func:`rdmldg_hf.models.build_run_record`): the run's settings and,
+        from ``split_record`` (:meth:`rdmldg_hf.protocol.LodoSplit.record`), how its rows were split."""
+        return build_run_record(
+            method,
+            self.benchmark,
             classes=self.classes,
             class_names=self.class_names,
             domains=self.domains,
-            test_domain=split.pop("test_domain", None),
-            prompt_version=PROMPT_VERSION,
             base_model=base_model,
             adapter=adapter,
+            split_record=split_record,
             settings={
                 "mode": args.mode,
                 "mixed_reasoning_ratio": args.mixed_reasoning_ratio,
                 "cls_weight": args.cls_weight,
                 "reasoning_weight": args.reasoning_weight,
                 "reasoning_normalization": args.reasoning_normalization,
-                **split,
                 "images": self.stats.images,
                 "classification_rows": self.stats.classification_rows,
                 "reasoning_rows": self.stats.reasoning_rows,
@@ -462,12 +463,14 @@ class MTCTTrainer(SFTTrainer):
         self._metrics[mode].clear()  # TRL's own per-step metrics are not collected by compute_loss
         super().log(logs, start_time)
 
-    def run_record(self) -> RunConfig:
-        """The run record (``rdmldg_config.json``) of this trainer's model, adapter or full weights."""
+    def run_record(self, method: str = "mtct", base_model: str | None = None) -> RunConfig:
+        """The run record (``rdmldg_config.json``) of this trainer's model, adapter or full weights; ``method`` and
+        ``base_model`` (default: the model's own name) for a run that trains through this trainer (a LODO cell)."""
         from peft import PeftModel
 
         adapter = isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
-        return self.mtct_data.run_config(self.args, self._base_model_name, adapter, self.split_record)
+        base_model = base_model or self._base_model_name
+        return self.mtct_data.run_config(self.args, base_model, adapter, self.split_record, method)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the adapter or model and the processor, plus ``rdmldg_config.json`` describing the run."""

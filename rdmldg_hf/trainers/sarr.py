@@ -48,7 +48,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from ..generation import GenerationBackend, ModelBackend, process_state
 from ..locking import FolderLock
-from ..models import RUN_CONFIG_NAME, RunConfig, reload_weights
+from ..models import RunConfig, reload_weights
 from ..protocol import find_benchmark, merge_domains
 from .mtct import MTCTTrainer
 from .sarr_callbacks import call_round_event
@@ -423,21 +423,15 @@ class SARRTrainer:
         if self.dist.is_main_process:
             self.model.save_pretrained(out)
             self.processing_class.save_pretrained(out)
-            final = self.stage_results[-1].model_dir if self.stage_results else None
-            run = RunConfig.load(final) if final and (Path(final) / RUN_CONFIG_NAME).exists() else None
-            settings = dict(run.settings) if run else {}
-            settings.update({k: v for k, v in self.split_record.items() if k != "test_domain"})
-            settings.update(
-                num_rounds=self.args.num_rounds,
-                mtct_stage=self.args.mtct_stage,
-                fallback=self.args.fallback,
-                round_init=self.args.round_init,
-                relabel=self.args.relabel_settings().to_dict(),
-                rounds=[r.relabel for r in self.stage_results if r.relabel],
-            )
-            run_record(self, settings).save(out)
+            self.run_record().save(out)
         self.dist.wait_for_everyone()
         return out
+
+    def run_record(self, method: str = "sarr", base_model: str | None = None) -> RunConfig:
+        """The run record (``rdmldg_config.json``) of the final model: the last stage's MTCT settings and the SARR
+        ones; ``method`` and ``base_model`` (default: the model's own name) for a run that trains through this
+        trainer (a LODO cell)."""
+        return run_record(self, method, base_model)
 
     def results_summary(self, stages: list[StageResult], wall_seconds: float | None = None) -> dict[str, Any]:
         """Per stage: relabel figures, losses and metrics; the final metrics; where the time went."""

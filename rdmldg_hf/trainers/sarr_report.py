@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from huggingface_hub import ModelCard
 
 from ..cards import build_model_card, stage_accuracies
-from ..models import RunConfig
+from ..models import RUN_CONFIG_NAME, RunConfig, build_run_record
 from ..prompts import PROMPT_VERSION
 from .sarr_state import StageResult
 
@@ -48,19 +49,29 @@ def results_summary(
     }
 
 
-def run_record(trainer: "SARRTrainer", settings: dict[str, Any] | None = None) -> RunConfig:
-    """The run record of a SARR run (what ``rdmldg_config.json`` holds and its model card describes)."""
-    return RunConfig(
-        method="sarr",
-        benchmark=trainer.benchmark.name,
-        classes=list(trainer.benchmark.classes),
-        class_names=list(trainer.benchmark.class_names),
-        domains=sorted(set(trainer.train_dataset["domain"])),
-        test_domain=trainer.split_record.get("test_domain"),
-        prompt_version=PROMPT_VERSION,
-        base_model=trainer.base_name,
+def run_record(trainer: "SARRTrainer", method: str = "sarr", base_model: str | None = None) -> RunConfig:
+    """The run record of a SARR run (what ``rdmldg_config.json`` holds and its model card describes): the last
+    stage's MTCT settings (from its saved record), then the SARR settings and each round's relabel figures."""
+    stages = trainer.stage_results
+    final = Path(stages[-1].model_dir) if stages and stages[-1].model_dir else None
+    stage_run = RunConfig.load(final) if final is not None and (final / RUN_CONFIG_NAME).is_file() else None
+    args = trainer.args
+    return build_run_record(
+        method,
+        trainer.benchmark,
+        domains=trainer.train_dataset["domain"],
+        base_model=base_model or trainer.base_name,
         adapter=trainer.is_adapter,
-        settings=dict(settings or {}),
+        split_record=trainer.split_record,
+        settings={
+            **(stage_run.settings if stage_run is not None else {}),
+            "num_rounds": args.num_rounds,
+            "mtct_stage": args.mtct_stage,
+            "fallback": args.fallback,
+            "round_init": args.round_init,
+            "relabel": args.relabel_settings().to_dict(),
+            "rounds": [stage.relabel for stage in stages if stage.relabel],
+        },
     )
 
 

@@ -1,0 +1,61 @@
+"""The package's imports run one way: nothing outside ``rdmldg_hf/testing/`` imports ``rdmldg_hf.testing`` (the
+embedded default's models are product, in ``rdmldg_hf.embedded``; tests get them re-exported)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "rdmldg_hf"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module ``path`` (under ``root``) imports, anywhere in it (function bodies too), relative imports made
+    absolute."""
+    name = _module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}  # `from . import testing`
+    return found
+
+
+def _imports_testing(path: Path, root: Path = ROOT) -> list[str]:
+    found = imported_modules(path, root)
+    return sorted(m for m in found if m == "rdmldg_hf.testing" or m.startswith("rdmldg_hf.testing."))
+
+
+def test_nothing_outside_testing_imports_testing():
+    product = [p for p in PACKAGE.rglob("*.py") if "testing" not in p.relative_to(PACKAGE).parts[:1]]
+    product += sorted((ROOT / "recipes").glob("*.py"))
+    assert len(product) > 50
+    offenders = {str(p.relative_to(ROOT)): found for p in product if (found := _imports_testing(p))}
+    assert offenders == {}, f"modules outside rdmldg_hf/testing/ importing it: {offenders}"
+
+
+def test_the_check_sees_every_spelling_of_an_import(tmp_path):
+    spellings = {
+        "absolute.py": "import rdmldg_hf.testing\n",
+        "from_absolute.py": "from rdmldg_hf.testing import build_tiny_model\n",
+        "relative.py": "def f():\n    from ..testing.loopback import LoopbackServer\n",
+        "package.py": "from .. import testing\n",
+    }
+    folder = tmp_path / "rdmldg_hf" / "evaluation"
+    folder.mkdir(parents=True)
+    for name, code in spellings.items():
+        (folder / name).write_text(code)
+    (folder / "clean.py").write_text("from ..embedded import build_tiny_model\nfrom . import testing_helpers\n")
+    assert all(_imports_testing(folder / name, tmp_path) for name in spellings)
+    assert _imports_testing(folder / "clean.py", tmp_path) == []
