@@ -21,11 +21,11 @@ from datasets import DatasetDict
 from trl import ModelConfig
 
 from .deprecation import moved
-from .evaluation.lodo import LodoRunner
 from .evaluation.lodo_config import LodoConfig
 from .evaluation.predict import PREDICTIONS_NAME
 from .evaluation.stages import REASONING_EVALUATIONS, StageEvaluation, summary_table, write_run_results
 from .experiments.hparams import default_hparams
+from .experiments.lodo import LodoRunner
 from .experiments.records import RecordsCallback, RecordWriter, mark_done, record_args
 from .generation import process_state
 from .methods import METHODS, RECIPES, TrainingMethod, get_recipe, method_of

@@ -10,7 +10,7 @@ the whole held-out domain. Writes results.json and results.md (the paper's table
     # some rows or domains only; a killed run resumes with its next unfinished pair
     accelerate launch recipes/lodo.py --config ... --methods labels_only mtct --test_domains rot30
 
-Every :class:`rdmldg_hf.evaluation.lodo.LodoConfig` field can be given in the YAML or on the
+Every :class:`rdmldg_hf.evaluation.lodo_config.LodoConfig` field can be given in the YAML or on the
 command line (the command line wins; the sections ``training`` (MTCTConfig fields of every
 method), ``sarr`` (SARRConfig fields of the sarr/full rows) and ``tiny_sizes``
 (:class:`rdmldg_hf.embedded.TinyModelSpec`) as JSON there). A field that nothing reads, at the top

@@ -12,8 +12,8 @@ from trl import ModelConfig
 
 from analysis_support import dataset_dir
 from rdmldg_hf.data import build as data_build
-from rdmldg_hf.evaluation.lodo import LodoRunner
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
+from rdmldg_hf.experiments.lodo import LodoRunner
 from rdmldg_hf.experiments.sweep import Sweep, SweepArguments
 from rdmldg_hf.recipe_setup import (
     DEFAULT_TINY_MODEL,

@@ -12,8 +12,8 @@ import yaml
 from eval_support import tiny_model_dir
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.hub_layout import write_config
-from rdmldg_hf.evaluation.lodo import LodoRunner
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
+from rdmldg_hf.experiments.lodo import LodoRunner
 from rdmldg_hf.models import RunConfig
 from sarr_support import tiny_rows
 

@@ -59,3 +59,57 @@ def test_the_check_sees_every_spelling_of_an_import(tmp_path):
     (folder / "clean.py").write_text("from ..embedded import build_tiny_model\nfrom . import testing_helpers\n")
     assert all(_imports_testing(folder / name, tmp_path) for name in spellings)
     assert _imports_testing(folder / "clean.py", tmp_path) == []
+
+
+# The layers of README's "How the code is organised", bottom first: a module imports only from its own layer and the
+# layers below. A unit is a top-level module or package of rdmldg_hf (``embedded.benchmark``, the embedded benchmark's
+# images and chains, sits with ``data``, which builds it; the rest of ``embedded`` with the models it makes).
+LAYERS: list[set[str]] = [
+    {"_versions", "_lazy", "deprecation", "atomic", "locking", "methods", "benchmarks", "chains", "prompts"},
+    {"protocol", "generation"},
+    {"models", "model_config"},
+    {"data", "embedded.benchmark"},
+    {"embedded", "scoring"},
+    {"teacher"},
+    {"cards"},
+    {"trainers"},
+    {"recipe_setup"},
+    {"evaluation"},
+    {"analysis", "experiments", "demo"},
+    {"testing", "training"},
+    {"launch"},
+    {"commands"},
+    {"cli", "__init__"},
+]
+# Former import paths kept as aliases that import the new place lazily, with a warning.
+ALIASES = {"rdmldg_hf/evaluation/lodo.py"}
+
+
+def _unit(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "rdmldg_hf":
+        return None
+    if len(parts) == 1:
+        return "__init__"
+    return "embedded.benchmark" if parts[1:3] == ["embedded", "benchmark"] else parts[1]
+
+
+def _layer(unit: str) -> int:
+    found = [i for i, layer in enumerate(LAYERS) if unit in layer]
+    assert found, f"{unit!r} is in no layer of LAYERS: add it (and to README's table)"
+    return found[0]
+
+
+def test_the_package_imports_only_downwards():
+    upwards = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = str(path.relative_to(ROOT))
+        if name in ALIASES:
+            continue
+        own = _layer(_unit(_module_name(path, ROOT)))
+        above = sorted(
+            {u for m in imported_modules(path) if (u := _unit(m)) and u != "__init__" and _layer(u) > own}
+        )
+        if above:
+            upwards[name] = above
+    assert upwards == {}, f"imports of a higher layer: {upwards}"

@@ -101,8 +101,8 @@ def test_a_build_killed_while_holding_the_lock_does_not_block_the_next(folder, t
 
 
 def test_sarr_and_lodo_refuse_an_output_folder_another_process_writes(tmp_path):
-    from rdmldg_hf.evaluation.lodo import LodoRunner
     from rdmldg_hf.evaluation.lodo_config import LodoConfig
+    from rdmldg_hf.experiments.lodo import LodoRunner
     from rdmldg_hf.trainers import SARRConfig, SARRTrainer
     from sarr_support import tiny_rows
 

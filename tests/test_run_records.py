@@ -18,8 +18,8 @@ from mtct_support import config as mtct_config
 from mtct_support import tiny_model_dir
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.commands import analyze as analyze_command
-from rdmldg_hf.evaluation.lodo import LodoRunner
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
+from rdmldg_hf.experiments.lodo import LodoRunner
 from rdmldg_hf.models import RunConfig, build_run_record, load_model_and_processor
 from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.protocol import lodo_split, split_holdout
