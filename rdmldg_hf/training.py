@@ -152,14 +152,21 @@ def _restore_selected(records: RecordsCallback | None, model: Any) -> None:
         print(f"Training-domain validation selects {records.selector.best_at} ({records.selector.best:.4f}).")
 
 
-def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
-    """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
-    ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
+def _prepare_run(script_args: Any, training_args: Any, model_args: ModelConfig, method: str) -> tuple[Any, ...]:
+    """What a training run starts from: ``(splits, model, processor, peft_config, records)`` (the embedded default
+    built if asked for; the dataset split once; the records callback when the run writes records)."""
     prepare_embedded_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
     model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
-    records = _records(script_args, training_args, model_args, dataset, processor, "mtct")
+    records = _records(script_args, training_args, model_args, dataset, processor, method)
+    return splits, model, processor, peft_config, records
+
+
+def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
+    """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
+    ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
+    splits, model, processor, peft_config, records = _prepare_run(script_args, training_args, model_args, "mtct")
     trainer = MTCTTrainer(
         model=model,
         args=training_args,
@@ -189,11 +196,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     ``results.json``, ``predictions.jsonl`` and the model card to ``output_dir`` and pushes them when
     ``push_to_hub`` (round datasets to ``<hub_model_id>-rounds``). Returns the results."""
     started = time.time()
-    prepare_embedded_inputs(script_args, model_args)
-    dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
-    splits = split_training_dataset(dataset, script_args)
-    model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
-    records = _records(script_args, training_args, model_args, dataset, processor, "sarr")
+    splits, model, processor, peft_config, records = _prepare_run(script_args, training_args, model_args, "sarr")
     trainer = SARRTrainer(
         model,
         training_args,

@@ -259,16 +259,7 @@ class SARRTrainer:
             if self.run_state.is_done(name):
                 self._finish_stage(self.run_state.result(name), self._logged(name))
                 continue
-            self.control = call_round_event(
-                self.callbacks,
-                "on_round_begin",
-                self.args,
-                self.state,
-                self.control,
-                round=round_index,
-                stage=name,
-                model=self.model,
-            )
+            self._round_event("on_round_begin", round_index, name)
             data = self.train_dataset if name == "mtct" else self._relabel_round(round_index)
             if name != "mtct" and self.args.round_init == "restart":
                 self.model = self._fresh_model()
@@ -283,18 +274,8 @@ class SARRTrainer:
             }
             self.run_state.update(name, "done", record)
             self._finish_stage(self.run_state.result(name), trainer_state.log_history)
-            self.control = call_round_event(
-                self.callbacks,
-                "on_round_end",
-                self.args,
-                self.state,
-                self.control,
-                round=round_index,
-                stage=name,
-                model=self.model,
-                relabel=self.stage_results[-1].relabel,
-                metrics=metrics,
-            )
+            relabel = self.stage_results[-1].relabel
+            self._round_event("on_round_end", round_index, name, relabel=relabel, metrics=metrics)
         self.dist.wait_for_everyone()
         return self.stage_results
 
@@ -334,6 +315,20 @@ class SARRTrainer:
         """The log history a finished stage saved (``trainer_state.json``), as every log stream saw it."""
         path = self.stage_dir(name) / "trainer_state.json"
         return TrainerState.load_from_json(str(path)).log_history if path.is_file() else []
+
+    def _round_event(self, event: str, round_index: int, stage: str, **extra: Any) -> None:
+        """Call ``event`` (``on_round_begin``/``on_round_end``) on the callbacks, with the round, stage and model."""
+        self.control = call_round_event(
+            self.callbacks,
+            event,
+            self.args,
+            self.state,
+            self.control,
+            round=round_index,
+            stage=stage,
+            model=self.model,
+            **extra,
+        )
 
     def _finish_stage(self, result: StageResult, log_history: list[dict[str, Any]]) -> None:
         """Count a finished stage into the run's state: its logs at the run's steps, its steps, its result."""
