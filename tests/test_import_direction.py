@@ -107,9 +107,7 @@ def test_the_package_imports_only_downwards():
         if name in ALIASES:
             continue
         own = _layer(_unit(_module_name(path, ROOT)))
-        above = sorted(
-            {u for m in imported_modules(path) if (u := _unit(m)) and u != "__init__" and _layer(u) > own}
-        )
+        above = sorted({u for m in imported_modules(path) if (u := _unit(m)) and u != "__init__" and _layer(u) > own})
         if above:
             upwards[name] = above
     assert upwards == {}, f"imports of a higher layer: {upwards}"
