@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis_support import dataset_dir, run_dir
-from mtct_support import tiny_model_dir
+from helpers.analysis import dataset_dir, run_dir
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.analysis import top_reductions
 from rdmldg_hf.analysis.entropy import TypeChange
 from rdmldg_hf.analysis.plots import DPI, PANEL, TALL

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from device_support import model_inputs
-from mtct_support import BENCHMARK, load_tiny, tiny_dataset
+from helpers.devices import model_inputs
+from helpers.mtct import BENCHMARK, load_tiny, tiny_dataset
 from rdmldg_hf.analysis import ForcedExample, answer_token_stats, class_probabilities, force_conclusion, teacher_force
 from rdmldg_hf.generation import ModelBackend
 from rdmldg_hf.prompts import prompt_messages

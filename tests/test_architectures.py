@@ -19,9 +19,9 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from analysis_support import dataset_dir
-from eval_support import trained_adapter
-from mtct_support import BENCHMARK, chain_for, config, load_tiny, template_parts, tiny_dataset, tiny_model_dir
+from helpers.analysis import dataset_dir
+from helpers.evaluation import trained_adapter
+from helpers.mtct import BENCHMARK, chain_for, config, load_tiny, template_parts, tiny_dataset, tiny_model_dir
 from rdmldg_hf.analysis import teacher_forcing
 from rdmldg_hf.analysis.teacher_forcing import ForcedExample, teacher_force
 from rdmldg_hf.cli import main
@@ -154,6 +154,7 @@ def test_scoring_refuses_a_generation_prompt_that_answered_rows_do_not_have(arch
 # --------------------------------------------------------------------------- analyses
 
 
+@pytest.mark.slow
 def test_the_four_analyses_run(architecture, tmp_path, capsys):
     adapter = trained_adapter(architecture)
     common = ["--dataset", str(dataset_dir()), "--max-images", "1", "--max-new-tokens", "8", "--batch-size", "8"]

@@ -121,6 +121,7 @@ _FILE_WRITER = """
 """
 
 
+@pytest.mark.multiprocess
 def test_a_writer_killed_in_a_loop_leaves_the_old_or_the_new_file_never_a_torn_one(tmp_path):
     path = tmp_path / "results.jsonl"
     for delay in (0.0, 0.013, 0.031):  # a few moments within a write
@@ -152,6 +153,7 @@ _FOLDER_WRITER = """
 """
 
 
+@pytest.mark.multiprocess
 def test_a_folder_writer_killed_in_a_loop_leaves_a_whole_folder(tmp_path):
     out, files = tmp_path / "layout", 20
     for delay in (0.0, 0.017, 0.029):

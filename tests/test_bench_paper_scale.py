@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_paper_scale.py"
 
 

@@ -12,13 +12,13 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
-from helpers_hub import make_domainbed_folder
+from helpers.hub import make_domainbed_folder
+from helpers.teacher import built_rows, pacs_build_arguments, pixel_teacher, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.store import TeacherStore
 from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import built_rows, pacs_build_arguments, pixel_teacher, write_images
 
 VLCS = get_benchmark("vlcs")
 PACS = get_benchmark("pacs")
@@ -174,7 +174,7 @@ def test_a_chains_option_that_is_a_folder_or_not_utf8_is_named(tmp_path, vlcs_ro
 
 
 def test_pushing_while_the_hub_is_offline_is_refused_before_building(tmp_path, vlcs_root, capsys):
-    from eval_support import adapter_copy
+    from helpers.evaluation import adapter_copy
 
     out = tmp_path / "out"
     assert build("--benchmark", "vlcs", "--images", vlcs_root, "--out", out, "--push-to-hub", "me/dbr") == 2

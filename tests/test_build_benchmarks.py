@@ -3,7 +3,7 @@
 import pytest
 from datasets import load_dataset
 
-from helpers_hub import make_domainbed_folder
+from helpers.hub import make_domainbed_folder
 from rdmldg_hf.benchmarks import BENCHMARKS
 from rdmldg_hf.data.build import build_dataset
 

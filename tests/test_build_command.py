@@ -5,7 +5,7 @@ import json
 import pytest
 from datasets import load_dataset
 
-from helpers_hub import FakeHub, make_domainbed_folder
+from helpers.hub import FakeHub, make_domainbed_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.cli import main

@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard
 
-from helpers_hub import FakeHub
+from helpers.hub import FakeHub
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.build import build_dataset, source_rows
 from rdmldg_hf.data.hub_layout import write_config

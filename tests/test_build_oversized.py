@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image, ImageFile
 
+from helpers.teacher import pixel_teacher, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.data.pixel_limit import OversizedImageError
@@ -20,7 +21,6 @@ from rdmldg_hf.teacher.images import encode_image
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.testing import LoopbackServer, ScriptedBackend, oversized_png
-from teacher_fakes import pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 DIGITS = get_benchmark("rotdigits")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rdmldg_hf.cli import SUBCOMMANDS, main
 
 
@@ -22,6 +24,8 @@ def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):
     assert "Unknown benchmark 'imagenet'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_only_the_requested_subcommand_is_imported():
     """`rdmldg --help` imports no subcommand module; `rdmldg NAME` imports NAME's alone."""
     code = (

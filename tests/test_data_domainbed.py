@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_hub import make_domainbed_folder
+from helpers.hub import make_domainbed_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.domainbed import load_class_map, load_domain_map, resolve_benchmark_folder, scan_domainbed
 

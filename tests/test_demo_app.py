@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageFile
 from transformers import AutoProcessor, TextIteratorStreamer
 
-from demo_support import CHAIN, REASONED_CLASS, example_png, reasoning_model
-from eval_support import tiny_model_dir
+from helpers.demo import CHAIN, REASONED_CLASS, example_png, reasoning_model
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf import DGClassifier
 from rdmldg_hf.chains import stage_texts
 from rdmldg_hf.demo.app import CONCURRENCY_ID, UploadError, build_demo, read_upload

@@ -11,12 +11,15 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from demo_support import REASONED_CLASS, chromium, demo_server, example_png, reasoning_model
-from eval_support import trained_adapter
+from helpers.demo import REASONED_CLASS, chromium, demo_server, example_png, reasoning_model
+from helpers.evaluation import trained_adapter
 from rdmldg_hf import DGClassifier
 from rdmldg_hf.cli import main
 from rdmldg_hf.evaluation.predict import decode_image
 from rdmldg_hf.testing import oversized_png
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
 
 CALL_SECONDS = 120  # the longest any one request may take
 
@@ -68,6 +71,7 @@ def test_client_gets_the_classifiers_answers_and_bad_uploads_get_messages(tmp_pa
             assert_same_probabilities(job.result(timeout=CALL_SECONDS), direct[1].probabilities)
 
 
+@pytest.mark.browser
 def test_space_folder_serves_the_same_answers_to_a_client_and_a_browser(tmp_path):
     model = reasoning_model()
     classifier = DGClassifier.from_pretrained(model)

@@ -10,8 +10,8 @@ from importlib import metadata
 import pytest
 import yaml
 
-from demo_support import reasoning_model
-from helpers_hub import FakeHub
+from helpers.demo import reasoning_model
+from helpers.hub import FakeHub
 from rdmldg_hf.cli import main
 from rdmldg_hf.demo.space import SPACE_FILES, write_space
 
@@ -70,6 +70,8 @@ def test_push_arguments_are_checked_before_any_upload(argv, message, tmp_path, c
     assert message in capsys.readouterr().err and hub.commits == []
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_demo_without_gradio_says_which_extra_to_install(tmp_path):
     code = (
         "import sys; sys.modules['gradio'] = None\n"  # as if Gradio were not installed

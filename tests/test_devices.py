@@ -16,10 +16,11 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 from trl import ModelConfig
 
-from analysis_support import dataset_dir, recipe_args
-from device_support import model_inputs
-from eval_support import trained_adapter
-from mtct_support import config, tiny_dataset, tiny_model_dir
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.devices import model_inputs
+from helpers.evaluation import trained_adapter
+from helpers.mtct import config, tiny_dataset, tiny_model_dir
+from helpers.sarr import CLASSES
 from rdmldg_hf.cli import build_parser, main
 from rdmldg_hf.evaluation.classifier import DGClassifier
 from rdmldg_hf.generation import ModelBackend
@@ -28,7 +29,6 @@ from rdmldg_hf.prompts import prompt_messages
 from rdmldg_hf.recipe_setup import load_model_for_training
 from rdmldg_hf.scoring import score_classes
 from rdmldg_hf.trainers import MTCTTrainer
-from sarr_support import CLASSES
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # A Hub kernel for the language model's RMSNorm on the CPU that no cache holds: offline, fetching it fails as
@@ -198,6 +198,7 @@ def test_eval_names_the_device_and_dtype_and_refuses_a_bad_device(tmp_path, caps
 # --------------------------------------------------------------------------- bf16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_whole_method_runs_in_bf16_mixed_precision(tmp_path, dtype):
     """The SARR recipe (MTCT stage, a round with relabeling, stage evaluation, reasoning at the end) with bf16 on,

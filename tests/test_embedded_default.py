@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig
 
-from analysis_support import dataset_dir
+from helpers.analysis import dataset_dir
 from rdmldg_hf.data import build as data_build
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
 from rdmldg_hf.experiments.lodo import LodoRunner

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import load_tiny, tiny_model_dir
+from helpers.mtct import load_tiny, tiny_model_dir
+from helpers.serve import transformers_serve
+from helpers.teacher import RecordedSleep, ScriptedTransport, chain, run_bounded, seen, status, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.evaluation.api import api_settings, predict_api
@@ -16,8 +18,6 @@ from rdmldg_hf.evaluation.predict import predict
 from rdmldg_hf.evaluation.rows import score_predictions
 from rdmldg_hf.teacher.settings import RetryPolicy
 from rdmldg_hf.testing import LoopbackServer, Scripted
-from serve_support import transformers_serve
-from teacher_fakes import RecordedSleep, ScriptedTransport, chain, run_bounded, seen, status, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -82,6 +82,8 @@ def served_model(tmp_path_factory):
         yield base_url
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_api_baseline_against_transformers_serve(served_model, tmp_path):
     sources, data = _images(tmp_path, 4)
     digits = get_benchmark("rotdigits")
@@ -123,6 +125,7 @@ def eval_arguments(dataset, base_url, *extra):
     return ["eval", "--api", "gpt-4o", "--base-url", base_url, "--dataset", str(dataset), "--config", "pacs", *extra]
 
 
+@pytest.mark.multiprocess
 def test_eval_api_leaves_failed_requests_out_of_the_accuracy_and_exits_nonzero(pacs_folder, tmp_path, capsys):
     capsys.readouterr()
     output = tmp_path / "eval" / "results.json"
@@ -144,6 +147,7 @@ def test_eval_api_leaves_failed_requests_out_of_the_accuracy_and_exits_nonzero(p
     assert all(line["correct"] is True and "request_failed" not in line for line in lines if line["label"] == 1)
 
 
+@pytest.mark.multiprocess
 def test_eval_api_takes_the_teachers_timeout_and_stops_on_a_silent_server(pacs_folder, tmp_path, capsys):
     options = ("--timeout", "1", "--max-retries", "0", "--concurrency", "1", "--stop-after-failures", "2")
     options += ("--store", str(tmp_path / "store"))

@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from eval_support import adapter_copy, tiny_model_dir, trained_adapter
-from helpers_hub import make_domainbed_folder
+from helpers.evaluation import adapter_copy, trained_adapter
+from helpers.hub import make_domainbed_folder
+from helpers.mtct import tiny_model_dir
+from helpers.sarr import tiny_rows
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.data.build import build_dataset
 from rdmldg_hf.data.hub_layout import write_config
-from sarr_support import tiny_rows
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from huggingface_hub import ModelCard
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 
-from device_support import on_model_device
-from eval_support import BASE_REPO, adapter_copy, png, rows, tiny_model_dir
-from helpers_hub import FakeHub, OlahServer, hub_endpoint, mirror_folder
+from helpers.devices import on_model_device
+from helpers.evaluation import BASE_REPO, adapter_copy, png, rows
+from helpers.hub import FakeHub, OlahServer, hub_endpoint, mirror_folder
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main as cli_main
 from rdmldg_hf.evaluation.classifier import BaseModelNotFound, DGClassifier
@@ -72,6 +73,7 @@ def test_push_commits_adapter_card_and_results(pushed):
     assert f'DGClassifier.from_pretrained("{REPO}")' in card.text
 
 
+@pytest.mark.server
 def test_olah_serves_the_pushed_adapter(pushed, tmp_path, monkeypatch):
     adapter, hub, _, architecture = pushed
     local = DGClassifier.from_pretrained(adapter)

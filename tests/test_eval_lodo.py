@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval_support import tiny_model_dir
+from helpers.mtct import tiny_model_dir
+from helpers.sarr import tiny_rows
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.hub_layout import write_config
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
 from rdmldg_hf.experiments.lodo import LodoRunner
 from rdmldg_hf.models import RunConfig
-from sarr_support import tiny_rows
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "lodo.py"
 
@@ -39,6 +39,7 @@ def _settings(tmp_path: Path, data: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_lodo_rows_selection_tables_and_resume(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     rows = tiny_rows(8)

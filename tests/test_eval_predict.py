@@ -5,7 +5,8 @@ import pytest
 import torch
 from datasets import Dataset, Image
 
-from eval_support import load_tiny, png, rows
+from helpers.evaluation import png, rows
+from helpers.mtct import load_tiny
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.evaluation.dg_metric import compute_dg_metrics, metric_path

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collect_support import NAMES, expected_accs, mean_and_error
+from helpers.domainbed_selection import NAMES, expected_accs, mean_and_error
 from rdmldg_hf.cli import main as rdmldg
 
 ENVS = 4

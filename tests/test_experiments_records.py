@@ -13,8 +13,8 @@ import yaml
 from datasets import load_dataset
 from trl import ModelConfig, TrlParser
 
-from analysis_support import dataset_dir, recipe_args
-from mtct_support import tiny_model_dir
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.experiments.records import RecordWriter, write_json_atomic
 from rdmldg_hf.experiments.selection import TrainingDomainValidation
 from rdmldg_hf.protocol import lodo_split

@@ -19,14 +19,14 @@ import psutil
 import pytest
 from trl import ModelConfig
 
-from collect_support import NAMES, expected_accs, mean_and_error
-from mtct_support import tiny_model_dir
+from helpers.domainbed_selection import NAMES, expected_accs, mean_and_error
+from helpers.mtct import tiny_model_dir
+from helpers.pacs import build_pacs
 from rdmldg_hf.cli import main as rdmldg
 from rdmldg_hf.experiments.hparams import run_hparams
 from rdmldg_hf.experiments.sweep import Sweep, SweepArguments
 from rdmldg_hf.recipe_setup import parse_recipe_args
 from rdmldg_hf.trainers import SARRConfig
-from sweep_support import build_pacs
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,8 @@ def test_more_parallel_jobs_than_gpus_stops_before_any_run(pacs, tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_parallel_sweep_killed_then_launched_again_runs_only_the_unfinished_and_collects(pacs, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = sweep_args(pacs, out, "--test_envs", "0", "--test_env_pairs", "--n_trials", "1")
@@ -182,6 +184,8 @@ def test_parallel_sweep_killed_then_launched_again_runs_only_the_unfinished_and_
     assert _files(out) == after
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_submitit_local_executor_runs_the_job_array(pacs, tmp_path):
     out = tmp_path / "sweep"
     argv = sweep_args(pacs, out, "--test_envs", "1", "--n_trials", "1", "--launcher", "submitit")

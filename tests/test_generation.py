@@ -7,6 +7,7 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from helpers.sarr import CLASSES, tiny_rows
 from rdmldg_hf.generation import (
     GenerationSettings,
     ModelBackend,
@@ -17,9 +18,8 @@ from rdmldg_hf.generation import (
 )
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import prompt_messages
-from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
+from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers.relabel import RelabelStore, relabel
-from sarr_support import CLASSES, tiny_rows
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,8 @@ def rows():
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
-def tiny(request, tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp(request.param), architecture=request.param, preset="test")
-    return load_model_and_processor(folder)
+def tiny(request, tiny_model):
+    return load_model_and_processor(tiny_model(request.param))
 
 
 def test_settings_are_checked():
@@ -147,10 +146,8 @@ def test_static_cache_gives_the_same_greedy_outputs(tiny, rows):
 SIZES = [(32, 32), (16, 64), (64, 48), (40, 40), (24, 72), (48, 16), (32, 64)]
 
 
-def test_relabel_batches_by_image_tokens_and_matches_one_at_a_time(tmp_path, rows):
-    model, processor = load_model_and_processor(
-        build_tiny_model(tmp_path / "model", architecture="qwen2_vl", preset="test")
-    )
+def test_relabel_batches_by_image_tokens_and_matches_one_at_a_time(tiny_model, rows, tmp_path):
+    model, processor = load_model_and_processor(tiny_model("qwen2_vl"))
     images = rows.select(range(len(SIZES)))
     images = images.map(lambda row, i: {"image": row["image"].resize(SIZES[i][::-1])}, with_indices=True)
     backend = ModelBackend(model, processor)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from helpers_hub import OlahServer, hub_endpoint, make_domainbed_folder, mirror_folder
+from helpers.hub import OlahServer, hub_endpoint, make_domainbed_folder, mirror_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.build import build_dataset
 
@@ -32,6 +32,7 @@ def olah_log(served):
     return served[1].log
 
 
+@pytest.mark.server
 def test_load_dataset_through_the_hub_api(served):
     counts, _ = served
     art = load_dataset("rdmldg/domainbed-reasoning", "officehome", split="art")
@@ -47,6 +48,7 @@ def test_load_dataset_through_the_hub_api(served):
         assert row["reasoning"] is None
 
 
+@pytest.mark.server
 def test_every_domain_and_per_domain_config(served):
     counts, _ = served
     whole = load_dataset("rdmldg/domainbed-reasoning", "officehome")
@@ -56,11 +58,13 @@ def test_every_domain_and_per_domain_config(served):
     assert single["image_id"] == whole["real_world"]["image_id"]
 
 
+@pytest.mark.server
 def test_files_came_from_the_server(served, olah_log):
     load_dataset("rdmldg/domainbed-reasoning", "officehome-clipart", split="train")
     assert "/datasets/rdmldg/domainbed-reasoning/resolve/" in olah_log()
 
 
+@pytest.mark.server
 def test_the_same_server_serves_model_repos(served, tmp_path):
     from huggingface_hub import hf_hub_download
 

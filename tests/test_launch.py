@@ -14,8 +14,8 @@ import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from safetensors.torch import load_file
 
-from analysis_support import dataset_dir, recipe_args
-from mtct_support import tiny_model_dir
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.cli import main as rdmldg
 from rdmldg_hf.launch import launch_argv
 from rdmldg_hf.methods import RECIPES
@@ -52,6 +52,8 @@ def _without_timings(value):
     return [_without_timings(v) for v in value] if isinstance(value, list) else value
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_rdmldg_train_sarr_is_a_launched_process_that_writes_what_the_recipe_writes(tmp_path, monkeypatch):
     launched = _run_rdmldg("train", "sarr", *recipe_args(tmp_path / "launched", 0.34, *TINY_SARR))
     assert "accelerate launch --module rdmldg_hf.launch sarr --dataset_name" in launched.stderr
@@ -76,6 +78,8 @@ def test_rdmldg_train_sarr_is_a_launched_process_that_writes_what_the_recipe_wri
         torch.testing.assert_close(value, weights[1][name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_rdmldg_train_lodo_runs_the_packaged_tiny_config_made_tinier(tmp_path):
     out = tmp_path / "lodo"
     done = _run_rdmldg(
@@ -154,6 +158,7 @@ def test_what_neither_reads_is_an_error_before_anything_is_launched(tmp_path, ca
     assert "the packaged configs are:" in capsys.readouterr().err
 
 
+@pytest.mark.multiprocess
 def test_train_help_lists_the_recipes_without_importing_a_trainer():
     code = (
         "import contextlib, io, json, sys\n"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.scripts import TEACHER_BUILD
+from helpers.teacher import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.locking import FolderBusyError, FolderLock, lock_path
 from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
-_BUILD_SCRIPT = Path(__file__).with_name("teacher_build_script.py")
 
 
 def holder_pid(lock_file: Path) -> int | None:
@@ -51,12 +51,14 @@ def build_arguments(folder: Path, out: Path, base_url: str, store: Path) -> list
     return arguments[1:]  # the options of `rdmldg build`
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_second_build_of_the_same_folder_or_store_refuses_and_the_first_finishes_as_alone(folder, tmp_path, capsys):
     out, store = tmp_path / "out", tmp_path / "store"
     with LoopbackServer(pixel_teacher(PACS), delay=0.6) as server:  # a slow teacher keeps the first build running
         arguments = build_arguments(folder, out, server.base_url, store)
         first = subprocess.Popen(
-            [sys.executable, str(_BUILD_SCRIPT), *arguments],
+            [sys.executable, str(TEACHER_BUILD), *arguments],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -87,6 +89,8 @@ def test_a_second_build_of_the_same_folder_or_store_refuses_and_the_first_finish
     assert holder_pid(lock_path(out)) is None  # released: the lock file no longer names a holder
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_build_killed_while_holding_the_lock_does_not_block_the_next(folder, tmp_path):
     out, store = tmp_path / "out", tmp_path / "store"
     with LoopbackServer(pixel_teacher(PACS), delay=0.4) as server:
@@ -100,11 +104,12 @@ def test_a_build_killed_while_holding_the_lock_does_not_block_the_next(folder, t
     assert len(built_rows(out, PACS)) == 4
 
 
+@pytest.mark.multiprocess
 def test_sarr_and_lodo_refuse_an_output_folder_another_process_writes(tmp_path):
+    from helpers.sarr import tiny_rows
     from rdmldg_hf.evaluation.lodo_config import LodoConfig
     from rdmldg_hf.experiments.lodo import LodoRunner
     from rdmldg_hf.trainers import SARRConfig, SARRTrainer
-    from sarr_support import tiny_rows
 
     sarr_out, lodo_out = tmp_path / "sarr", tmp_path / "lodo"
     holder = subprocess.Popen(
@@ -140,6 +145,7 @@ def test_sarr_and_lodo_refuse_an_output_folder_another_process_writes(tmp_path):
     assert not sarr_out.exists() and not lodo_out.exists()  # refused before writing anything
 
 
+@pytest.mark.multiprocess
 def test_the_lock_is_reentrant_in_a_process_and_released_by_the_last_holder(tmp_path):
     folder = tmp_path / "out"
     with FolderLock(folder, "build") as outer:

@@ -11,9 +11,10 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from eval_support import BASE_REPO
-from helpers_hub import FakeHub
-from mtct_support import BENCHMARK, config, load_tiny, tiny_dataset
+from helpers.evaluation import BASE_REPO
+from helpers.hub import FakeHub
+from helpers.mtct import BENCHMARK, config, load_tiny, tiny_dataset
+from helpers.sarr import CLASSES, chain_for, sarr_test_config, scripted_reply, tiny_rows
 from rdmldg_hf.evaluation.rows import evaluate_rows
 from rdmldg_hf.evaluation.sharing import model_card, push_adapter
 from rdmldg_hf.evaluation.stages import StageEvaluation, write_run_results
@@ -23,7 +24,6 @@ from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers import MTCTTrainer, SARRTrainer
 from rdmldg_hf.trainers.sarr_report import sarr_model_card
 from rdmldg_hf.trainers.sarr_state import StageResult
-from sarr_support import CLASSES, chain_for, sarr_test_config, scripted_reply, tiny_rows
 
 DATASET = "rdmldg/domainbed-reasoning"
 MTCT_REPO = "rdmldg-tests/mtct-rotdigits-rot30"

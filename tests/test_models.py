@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
 
-from mtct_support import IMAGE_TOKENS
+from helpers.mtct import IMAGE_TOKENS
 from rdmldg_hf.benchmarks import BENCHMARKS, get_benchmark
 from rdmldg_hf.models import (
     LORA_TARGET_MODULES,
@@ -33,9 +33,8 @@ CHATML = ("qwen2_5_vl", "internvl")
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
-def tiny(request, tmp_path_factory):
-    path = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param, preset="test")
-    return request.param, path
+def tiny(request, tiny_model):
+    return request.param, tiny_model(request.param)
 
 
 def _image(seed: int = 0) -> Image.Image:

@@ -3,7 +3,7 @@
 import pytest
 from datasets import Value
 
-from mtct_support import config, load_tiny, tiny_dataset
+from helpers.mtct import config, load_tiny, tiny_dataset
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from device_support import model_inputs, on_model_device
-from mtct_support import config, load_tiny, tiny_dataset
+from helpers.devices import model_inputs, on_model_device
+from helpers.mtct import config, load_tiny, tiny_dataset
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING
 from rdmldg_hf.trainers import MTCTTrainer, mtct_loss
 from rdmldg_hf.trainers.losses import NamedSums, loss_metrics

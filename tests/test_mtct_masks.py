@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mtct_support import BENCHMARK, IMAGE_TOKENS, config, load_tiny, template_parts, tiny_dataset
+from helpers.mtct import BENCHMARK, IMAGE_TOKENS, config, load_tiny, template_parts, tiny_dataset
 from rdmldg_hf.chains import check_chain, find_special_tokens
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING
 from rdmldg_hf.testing import ARCHITECTURES

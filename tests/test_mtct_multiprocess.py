@@ -10,27 +10,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch_support import cpu_launch
-from mtct_multiprocess_script import main as one_step
-from mtct_support import tiny_model_dir
-
-SCRIPT = Path(__file__).with_name("mtct_multiprocess_script.py")
+from helpers.launch import cpu_launch
+from helpers.mtct import tiny_model_dir
+from helpers.scripts import MTCT_MULTIPROCESS, TESTS
+from helpers.scripts.mtct_multiprocess import main as one_step
 
 
 def _run(command: list[str], out_dir: Path) -> tuple[dict, dict]:
     out_dir.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), *sys.path])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out_dir / "result.json").read_text()), torch.load(out_dir / "weights.pt")
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_match_one(tmp_path):
     model_dir = str(tiny_model_dir())
     two, two_weights = _run(
         [
             *cpu_launch(2),
-            str(SCRIPT),
+            str(MTCT_MULTIPROCESS),
             model_dir,
             str(tmp_path / "two"),
             "4",

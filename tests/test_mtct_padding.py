@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from device_support import FP32_REORDERED, model_inputs, on_model_device
-from mtct_support import config, load_tiny, tiny_dataset
+from helpers.devices import FP32_REORDERED, model_inputs, on_model_device
+from helpers.mtct import config, load_tiny, tiny_dataset
 from rdmldg_hf.data.training_rows import CLASSIFICATION, REASONING, TASKS_COLUMN, unit_lengths
 from rdmldg_hf.testing import ARCHITECTURES
 from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig, TrlParser
 
-from analysis_support import dataset_dir, recipe_args
-from mtct_support import tiny_model_dir
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.cli import main as rdmldg
 from rdmldg_hf.models import RunConfig
 from rdmldg_hf.trainers import MTCTConfig
@@ -61,6 +61,7 @@ def test_run_without_checkpoints_writes_the_loss_log_the_analysis_reads(script_a
     assert (tmp_path / "figs" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_rdmldg_train_launches_a_method_from_a_yaml_with_the_split_made_before_training(tmp_path, capsys):
     config = tmp_path / "mtct.yaml"
     config.write_text(

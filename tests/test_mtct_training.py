@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from device_support import FP32_REORDERED, model_inputs, placed_like
-from mtct_support import config, load_tiny, tiny_dataset, tiny_model_dir
+from helpers.devices import FP32_REORDERED, model_inputs, placed_like
+from helpers.mtct import config, load_tiny, tiny_dataset, tiny_model_dir
 from rdmldg_hf.models import RunConfig, default_lora_config, load_model_and_processor
 from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.protocol import lodo_split

@@ -16,11 +16,11 @@ from safetensors import safe_open
 from transformers import AutoConfig
 from trl import ModelConfig
 
-from officehome_support import OFFICEHOME, build_officehome
+from helpers.officehome import OFFICEHOME, build_officehome
 from rdmldg_hf.experiments.sweep import SweepArguments
 from rdmldg_hf.methods import CONFIGS_DIR
 from rdmldg_hf.recipe_setup import parse_recipe_args
-from rdmldg_hf.testing import TinyModelSpec, build_tiny_model
+from rdmldg_hf.testing import TinyModelSpec
 from rdmldg_hf.trainers import MTCTConfig, SARRConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -139,18 +139,6 @@ def officehome_dir(tmp_path_factory) -> Path:
     return build_officehome(tmp_path_factory.mktemp("officehome"))
 
 
-@pytest.fixture(scope="module")
-def tiny_model_of(tmp_path_factory):
-    built: dict[str, Path] = {}
-
-    def model_dir(architecture: str) -> Path:
-        if architecture not in built:
-            built[architecture] = build_tiny_model(tmp_path_factory.mktemp(architecture), architecture, preset="test")
-        return built[architecture]
-
-    return model_dir
-
-
 def _adapter_towers(out: Path) -> dict[str, int]:
     """LoRA weights saved per tower: vision (``vision_tower``/``visual``) and language (``language_model``)."""
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:
@@ -161,14 +149,15 @@ def _adapter_towers(out: Path) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", PAPER_CONFIGS)
 def test_paper_config_runs_with_a_tiny_model_of_its_architecture(
-    recipes, officehome_dir, tiny_model_of, tmp_path, config
+    recipes, officehome_dir, tiny_model, tmp_path, config
 ):
     recipe = _recipe_of(CONFIGS / config)
     checkpoint = yaml.safe_load((CONFIGS / config).read_text())["model_name_or_path"]
     architecture = ARCHITECTURE_OF[checkpoint]
-    model_dir = tiny_model_of(architecture)
+    model_dir = tiny_model(architecture)
     assert AutoConfig.from_pretrained(model_dir).model_type == architecture  # the checkpoint's model_type
     out = tmp_path / "out"
     overrides = [

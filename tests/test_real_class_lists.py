@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset, load_dataset
 from PIL import Image
 
-from officehome_support import DOMAIN_CLASSES, IMAGES_PER_CLASS, OFFICEHOME, build_officehome, chain_about
+from helpers.officehome import DOMAIN_CLASSES, IMAGES_PER_CLASS, OFFICEHOME, build_officehome, chain_about
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import resolve_conclusion
 from rdmldg_hf.cli import main as rdmldg_main
@@ -23,7 +23,7 @@ from rdmldg_hf.evaluation.predict import predict
 from rdmldg_hf.generation import GenerationSettings
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.scoring import answer_token_ids, score_classes
-from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
+from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers.relabel import build_round_dataset, relabel
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -49,8 +49,8 @@ TEACHER_SPELLINGS = {
 
 
 @pytest.fixture(scope="module")
-def internvl_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("internvl"), "internvl", preset="test")
+def internvl_dir(tiny_model) -> Path:
+    return tiny_model("internvl")
 
 
 def _spelling(index: int, folder: str, name: str) -> str:

@@ -7,7 +7,7 @@ import torch
 from transformers.utils import import_utils
 from trl import ModelConfig
 
-from mtct_support import tiny_model_dir
+from helpers.mtct import tiny_model_dir
 from rdmldg_hf.model_config import HONOURED_FIELDS, check_model_config, lora_config_from, model_loading_kwargs
 from rdmldg_hf.models import LORA_TARGET_MODULES
 from rdmldg_hf.recipe_setup import load_model_for_training, use_cpu_cores

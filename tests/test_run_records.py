@@ -13,9 +13,10 @@ import pytest
 from datasets import concatenate_datasets, load_dataset
 from trl import ModelConfig, TrlParser
 
-from analysis_support import dataset_dir, recipe_args
-from mtct_support import config as mtct_config
-from mtct_support import tiny_model_dir
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.mtct import config as mtct_config
+from helpers.mtct import tiny_model_dir
+from helpers.sarr import sarr_test_config
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.commands import analyze as analyze_command
 from rdmldg_hf.evaluation.lodo_config import LodoConfig
@@ -25,7 +26,6 @@ from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.protocol import lodo_split, split_holdout
 from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers import MTCTTrainer, SARRConfig, SARRTrainer
-from sarr_support import sarr_test_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -175,6 +175,7 @@ def test_the_builder_records_the_split_and_the_classes():
         build_run_record("mtct", None, domains=[], base_model=None, adapter=False)
 
 
+@pytest.mark.slow
 def test_mtct_sarr_and_lodo_runs_fill_their_records_the_same_way(tmp_path):
     rows = load_dataset(str(dataset_dir()), "rotdigits")
     split = lodo_split(rows, "rot30", 0.34)

@@ -7,12 +7,12 @@ import json
 import pytest
 from datasets import load_dataset
 
+from helpers.sarr import CLASSES, chain_for, scripted_reply, tiny_rows
+from helpers.sarr import sarr_test_config as config
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
-from rdmldg_hf.testing import ScriptedBackend, build_tiny_model
+from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers import SARRTrainer
-from sarr_support import CLASSES, chain_for, scripted_reply, tiny_rows
-from sarr_support import sarr_test_config as config
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,8 @@ def sarr(model, processor, split, args, **kwargs) -> SARRTrainer:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), preset="test", phrase_tokens=True, vocab_size=1024)
+def model_dir(tiny_phrase_model):
+    return tiny_phrase_model
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ import json
 import pytest
 from datasets import load_dataset
 
+from helpers.sarr import BENCHMARK, CLASSES, chain_for, scripted_reply, tiny_rows
 from rdmldg_hf.data.hub_layout import write_config
 from rdmldg_hf.generation import GenerationSettings
 from rdmldg_hf.prompts import PROMPT_VERSION
 from rdmldg_hf.testing import ScriptedBackend
 from rdmldg_hf.trainers.relabel import RelabelStore, build_round_dataset, judge, relabel
-from sarr_support import BENCHMARK, CLASSES, chain_for, scripted_reply, tiny_rows
 
 SOURCE = "tiny@sarr-r1"
 

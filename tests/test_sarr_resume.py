@@ -15,22 +15,24 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from launch_support import cpu_launch
-from rdmldg_hf.testing import build_tiny_model
+from helpers.launch import cpu_launch
+from helpers.scripts import SARR_WORKER
 
-WORKER = Path(__file__).parent / "sarr_worker.py"
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
+
 STAGES = ["mtct", "round-1", "round-2"]
 ROUNDS = str(len(STAGES) - 1)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), preset="test", phrase_tokens=True, vocab_size=1024))
+def model_dir(tiny_phrase_model):
+    return str(tiny_phrase_model)
 
 
 def run(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = (launcher or [sys.executable]) + [str(WORKER), *args]
+    command = (launcher or [sys.executable]) + [str(SARR_WORKER), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -52,7 +54,7 @@ def weights(out: Path, stage: str) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, model_dir):
     """The uninterrupted run, in this process (same code and thread count as the worker)."""
-    import sarr_worker
+    from helpers.scripts import sarr_worker
 
     out = tmp_path_factory.mktemp("reference") / "run"
     sarr_worker.run_sarr(str(out), model_dir, None, int(ROUNDS))

@@ -12,15 +12,14 @@ from transformers import TrainerCallback
 from transformers.integrations import integration_utils
 from trl import TrlParser
 
-from analysis_support import dataset_dir, recipe_args
-from helpers_hub import FakeHub
+from helpers.analysis import dataset_dir, recipe_args
+from helpers.hub import FakeHub
+from helpers.sarr import sarr_test_config
 from rdmldg_hf.models import default_lora_config, load_model_and_processor
 from rdmldg_hf.protocol import lodo_split
-from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig, SARRTrainer
 from rdmldg_hf.trainers.sarr_callbacks import SARRCallback
 from rdmldg_hf.training import SARR, run_sarr
-from sarr_support import sarr_test_config
 
 REPO = "rdmldg-tests/sarr-rotdigits-rot30"
 STAGES = ["mtct", "round-1", "round-2", "round-3"]
@@ -63,8 +62,8 @@ class StepsOnly(TrainerCallback):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), preset="test", phrase_tokens=True, vocab_size=1024)
+def model_dir(tiny_phrase_model):
+    return tiny_phrase_model
 
 
 def sarr_config(out, **overrides) -> SARRConfig:
@@ -81,6 +80,7 @@ def sarr_config(out, **overrides) -> SARRConfig:
     return sarr_test_config(out, **{**settings, **overrides})
 
 
+@pytest.mark.slow
 def test_a_trl_style_run_trains_logs_one_stream_resumes_and_pushes(tmp_path, model_dir, monkeypatch):
     monkeypatch.setitem(integration_utils.INTEGRATION_TO_CALLBACK, "rdmldg-test-reporter", Reporter)
     Reporter.made.clear()

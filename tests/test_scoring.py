@@ -13,26 +13,25 @@ from accelerate.utils import convert_outputs_to_fp32
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
-from device_support import model_inputs
-from mtct_support import tiny_model_dir
+from helpers.devices import model_inputs
+from helpers.mtct import tiny_model_dir
+from helpers.sarr import CLASSES
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.data.training_rows import CLASSIFICATION, TASKS_COLUMN
 from rdmldg_hf.generation import ModelBackend
 from rdmldg_hf.models import load_model_and_processor
 from rdmldg_hf.prompts import icl_messages, prompt_messages
 from rdmldg_hf.scoring import AnswerTree, answer_token_ids, score_classes
-from rdmldg_hf.testing import ARCHITECTURES, build_tiny_model
+from rdmldg_hf.testing import ARCHITECTURES
 from rdmldg_hf.trainers.mtct import MTCTDataCollator
-from sarr_support import CLASSES
 
 OFFICEHOME = list(get_benchmark("officehome").class_names)
 DOMAINNET = list(get_benchmark("domainnet").class_names)
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
-def tiny(request, tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp(request.param), architecture=request.param, preset="test")
-    model, processor = load_model_and_processor(folder)
+def tiny(request, tiny_model):
+    model, processor = load_model_and_processor(tiny_model(request.param))
     return model.eval(), processor
 
 
@@ -133,10 +132,10 @@ def test_single_token_names_take_one_position_per_image(tiny):
     assert torch.allclose(scores, torch.softmax(reference, dim=-1), atol=1e-4, rtol=0)
 
 
-def test_head_work_follows_answer_positions_not_prompt_length_with_a_150k_vocabulary(tmp_path):
+def test_head_work_follows_answer_positions_not_prompt_length_with_a_150k_vocabulary(tiny_model):
     """With a 150k vocabulary, the largest logits scoring holds are one position per image, as in a
     ``logits_to_keep=1`` forward pass, and a three times longer prompt adds no head work."""
-    model, processor = load_model_and_processor(build_tiny_model(tmp_path, "llava", preset="test"))
+    model, processor = load_model_and_processor(tiny_model("llava"))
     model.resize_token_embeddings(150_000)
     model.eval()
     names = OFFICEHOME[:8]
@@ -167,10 +166,8 @@ def test_head_work_follows_answer_positions_not_prompt_length_with_a_150k_vocabu
     assert tree.num_nodes < inputs["input_ids"].shape[1]
 
 
-def test_eager_attention_gives_the_same_numbers(tmp_path):
-    model, processor = load_model_and_processor(
-        build_tiny_model(tmp_path, "qwen2_vl", preset="test"), attn_implementation="eager"
-    )
+def test_eager_attention_gives_the_same_numbers(tiny_model):
+    model, processor = load_model_and_processor(tiny_model("qwen2_vl"), attn_implementation="eager")
     model.eval()
     names = OFFICEHOME[:10]
     image = random_images(1, seed=4)[0]

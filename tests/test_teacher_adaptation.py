@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers.teacher import pixel_teacher, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.adaptation import RequestRefused, refused_parameter
@@ -14,7 +15,6 @@ from rdmldg_hf.teacher.batch import BatchLimits, generate_chains_batch
 from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings, store_key
 from rdmldg_hf.testing import LoopbackBatchServer, LoopbackServer, Scripted
-from teacher_fakes import pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 REASONING_MODEL = ("max_tokens", "temperature", "top_p", "n")  # what OpenAI's o-series and GPT-5 refuse

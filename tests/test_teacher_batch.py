@@ -9,6 +9,7 @@ import json
 import pytest
 from datasets import load_dataset
 
+from helpers.teacher import pacs_build_arguments, pixel_teacher, sent_id, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.batch import BatchLimits, generate_chains_batch, write_shards
@@ -17,7 +18,6 @@ from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.settings import SamplingSettings, TeacherSettings
 from rdmldg_hf.teacher.store import TeacherStore
 from rdmldg_hf.testing import LoopbackBatchServer
-from teacher_fakes import pacs_build_arguments, pixel_teacher, sent_id, write_images
 
 PACS = get_benchmark("pacs")
 

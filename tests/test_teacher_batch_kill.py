@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from helpers.teacher import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.testing import LoopbackBatchServer
-from teacher_fakes import built_rows, pacs_build_arguments, pixel_teacher, sigkill_build_when, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -32,6 +34,8 @@ def kill_at(server: LoopbackBatchServer, route: str, images: Path, out: Path) ->
         server.pause = {}
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_at_upload_create_and_collection_then_the_same_command(tmp_path):
     images = tmp_path / "PACS"
     write_images(images, PACS, 28)

@@ -9,10 +9,10 @@ import re
 import pytest
 from datasets import load_dataset
 
+from helpers.teacher import built_rows, pixel_teacher, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.testing import LoopbackBatchServer
-from teacher_fakes import built_rows, pixel_teacher, write_images
 
 PACS = get_benchmark("pacs")
 

@@ -9,12 +9,7 @@ import random
 import httpx2
 import pytest
 
-from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.teacher.pipeline import generate_chains
-from rdmldg_hf.teacher.retry import TeacherConfigError
-from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings
-from rdmldg_hf.testing import chat_completion
-from teacher_fakes import (
+from helpers.teacher import (
     Event,
     RecordedSleep,
     ScriptedTransport,
@@ -27,6 +22,11 @@ from teacher_fakes import (
     texts,
     write_images,
 )
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.teacher.pipeline import generate_chains
+from rdmldg_hf.teacher.retry import TeacherConfigError
+from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings
+from rdmldg_hf.testing import chat_completion
 
 PACS = get_benchmark("pacs")
 NAMES = PACS.class_names

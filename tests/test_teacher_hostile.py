@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from helpers_hub import FakeHub, free_port
+from helpers.hub import FakeHub, free_port
+from helpers.teacher import chain, pacs_build_arguments, run_bounded, seen, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
 from rdmldg_hf.teacher.redaction import REDACTED, redact
 from rdmldg_hf.testing import LoopbackServer, Scripted, chat_completion
-from teacher_fakes import chain, pacs_build_arguments, run_bounded, seen, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -45,6 +45,7 @@ def test_help_says_the_timeout_bounds_the_whole_request_and_names_the_early_stop
         assert "--stop-after-failures N" in text and "(default 8; 0: never stop)" in text
 
 
+@pytest.mark.multiprocess
 def test_a_trickling_server_is_cut_off_at_the_timeout(tmp_path):
     """One byte every 0.2 s: every read succeeds, a whole reply would take minutes; --timeout 1 ends each."""
     write_images(tmp_path / "PACS", PACS, 4, classes=1)  # one per domain
@@ -61,6 +62,7 @@ def test_a_trickling_server_is_cut_off_at_the_timeout(tmp_path):
     assert len(failures) == 4 and all("no complete reply within 1 s (--timeout)" in f["error"] for f in failures)
 
 
+@pytest.mark.multiprocess
 def test_a_dead_server_stops_the_build_early_and_a_rerun_continues(tmp_path, capsys):
     write_images(tmp_path / "PACS", PACS, 12, classes=3)
     out = tmp_path / "out"
@@ -96,6 +98,7 @@ class FailThenHang(LoopbackServer):
         return Scripted(500, {"error": {"message": "boom"}})
 
 
+@pytest.mark.multiprocess
 def test_requests_in_flight_are_cancelled_when_the_build_stops(tmp_path):
     write_images(tmp_path / "PACS", PACS, 40)
     out = tmp_path / "out"
@@ -108,6 +111,7 @@ def test_requests_in_flight_are_cancelled_when_the_build_stops(tmp_path):
     assert [line["kind"] for line in store_lines(out)] == ["failure", "failure"]  # the hanging ones: nothing
 
 
+@pytest.mark.multiprocess
 def test_failed_requests_exit_nonzero_mark_the_dataset_incomplete_and_block_the_push(tmp_path, capsys):
     write_images(tmp_path / "PACS", PACS, 8, classes=2)  # dog and elephant in each domain
     out = tmp_path / "out"
@@ -169,6 +173,7 @@ class EchoingServer(LoopbackServer):
         return [chain(PACS.class_names[label]).replace("The colour matches it.", leak)] * body.get("n", 1)
 
 
+@pytest.mark.multiprocess
 def test_no_secret_a_server_echoes_is_stored_printed_or_published(tmp_path, monkeypatch, capsys, caplog):
     key, token = "sk-test-" + "k3y" * 10, "hf_" + "T0ken" * 7
     monkeypatch.setenv("OPENAI_API_KEY", key)

@@ -10,12 +10,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from rdmldg_hf.benchmarks import get_benchmark
-from rdmldg_hf.cli import main
-from rdmldg_hf.teacher.rejection import decide
-from rdmldg_hf.teacher.store import Reply
-from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import (
+import pytest
+
+from helpers.teacher import (
     built_rows,
     identity,
     pacs_build_arguments,
@@ -24,6 +21,11 @@ from teacher_fakes import (
     sigkill_build_when,
     write_images,
 )
+from rdmldg_hf.benchmarks import get_benchmark
+from rdmldg_hf.cli import main
+from rdmldg_hf.teacher.rejection import decide
+from rdmldg_hf.teacher.store import Reply
+from rdmldg_hf.testing import LoopbackServer
 
 PACS = get_benchmark("pacs")
 CANDIDATES, MAX_ROUNDS = 3, 1
@@ -69,6 +71,8 @@ def stored(out: Path, images) -> tuple[Counter, set]:
     return counts, final
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_then_the_same_command_requests_only_what_is_missing(tmp_path):
     images_dir = tmp_path / "PACS"
     images = write_images(images_dir, PACS, 56)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.teacher import pixel_teacher, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.testing import LoopbackServer
-from teacher_fakes import pixel_teacher, write_images
 
 REPO = Path(__file__).resolve().parents[1]
 PACS = get_benchmark("pacs")

@@ -8,6 +8,7 @@ import io
 import pytest
 from PIL import Image
 
+from helpers.teacher import chain
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.teacher.accounting import AcceptanceStats, estimate_cost, price_for
 from rdmldg_hf.teacher.images import encode_image, image_data_url
@@ -15,7 +16,6 @@ from rdmldg_hf.teacher.rejection import decide, judge_candidate
 from rdmldg_hf.teacher.retry import retry_after_seconds
 from rdmldg_hf.teacher.settings import RetryPolicy
 from rdmldg_hf.teacher.store import Reply
-from teacher_fakes import chain
 
 PACS = get_benchmark("pacs")
 OFFICE = get_benchmark("officehome")

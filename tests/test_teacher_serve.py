@@ -12,21 +12,22 @@ import json
 import pytest
 from datasets import load_dataset
 
+from helpers.serve import transformers_serve
+from helpers.teacher import pacs_build_arguments, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.cli import main
-from serve_support import transformers_serve
-from teacher_fakes import pacs_build_arguments, write_images
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
 
 PACS = get_benchmark("pacs")
 
 
 @pytest.fixture(scope="module")
-def served_model(tmp_path_factory):
+def served_model(tmp_path_factory, tiny_model):
     """(model id, base URL) of `transformers serve --device cpu <tiny model>` on a free loopback port."""
-    from rdmldg_hf.testing import build_tiny_model
-
     root = tmp_path_factory.mktemp("serve")
-    model_dir = build_tiny_model(root / "model", architecture="llava", preset="test")
+    model_dir = tiny_model("llava")
     with transformers_serve(model_dir, root) as base_url:
         yield str(model_dir), base_url
 

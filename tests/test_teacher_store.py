@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from helpers.teacher import ScriptedTransport, pixel_teacher, seen, write_images
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.commands.batches import batch_status
 from rdmldg_hf.teacher import settings as settings_module
@@ -13,7 +14,6 @@ from rdmldg_hf.teacher.pipeline import generate_chains
 from rdmldg_hf.teacher.requests import custom_id, parse_custom_id
 from rdmldg_hf.teacher.settings import RetryPolicy, SamplingSettings, TeacherSettings, store_key, store_name
 from rdmldg_hf.teacher.store import Reply, TeacherStore
-from teacher_fakes import ScriptedTransport, pixel_teacher, seen, write_images
 
 PACS = get_benchmark("pacs")
 
@@ -66,8 +66,8 @@ def test_an_unreadable_line_in_the_middle_is_skipped_and_counted(tmp_path):
 
 
 def test_a_request_answered_twice_is_paid_twice_and_decided_by_its_first_reply(tmp_path):
+    from helpers.teacher import chain
     from rdmldg_hf.teacher.rejection import decide
-    from teacher_fakes import chain
 
     with TeacherStore.open(tmp_path, PACS, SamplingSettings()) as store:
         store.add_reply(Reply("one", 0, 0, 1, (chain("dog"),)))

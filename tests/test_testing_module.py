@@ -25,12 +25,14 @@ def test_every_documented_name_resolves(package, typo):
         "from rdmldg_hf.embedded import embedded_source_images, template_chain",  # the benchmark, not the models
     ],
 )
+@pytest.mark.multiprocess
 def test_light_parts_import_neither_torch_nor_transformers(statement):
     code = f"import sys; {statement}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
+@pytest.mark.multiprocess
 def test_loopback_servers_import_no_datasets():
     code = "import sys; from rdmldg_hf.testing import LoopbackServer; print('datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

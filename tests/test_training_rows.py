@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtct_support import BENCHMARK, tiny_dataset
+from helpers.mtct import BENCHMARK, tiny_dataset
 from rdmldg_hf.data.training_rows import (
     CLASSIFICATION,
     INDEX_COLUMN,

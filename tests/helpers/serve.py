@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from helpers_hub import free_port
+from helpers.hub import free_port
 
 STARTUP_SECONDS = 120
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers_hub import make_domainbed_folder
-from officehome_support import build_with_chains, chain_about
+from helpers.hub import make_domainbed_folder
+from helpers.officehome import build_with_chains, chain_about
 from rdmldg_hf.benchmarks import get_benchmark
 
 PACS = get_benchmark("pacs")

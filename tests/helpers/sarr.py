@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from datasets import Dataset
 
+from helpers import session_folder
 from rdmldg_hf.benchmarks import EMBEDDED_BENCHMARK, get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.schema import dataset_features
 from rdmldg_hf.embedded import embedded_chains, embedded_source_images
+from rdmldg_hf.testing import build_tiny_model
 from rdmldg_hf.trainers import SARRConfig
 
 BENCHMARK = get_benchmark(EMBEDDED_BENCHMARK)
 CLASSES = BENCHMARK.class_names
+
+
+@functools.lru_cache(maxsize=None)
+def phrase_model_dir() -> Path:
+    """The session's tiny llava (``test`` preset) whose tokenizer holds whole phrases (vocabulary 1,024), so that
+    its chains are short enough for SARR rounds; built once."""
+    return build_tiny_model(session_folder("sarr-phrases"), preset="test", phrase_tokens=True, vocab_size=1024)
 
 
 def tiny_rows(per_domain: int = 4, domains: tuple[str, ...] | None = None, chains: bool = True) -> Dataset:

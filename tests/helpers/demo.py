@@ -7,16 +7,16 @@ import contextlib
 import functools
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from helpers_hub import free_port
-from mtct_support import chain_for, config, load_tiny, tiny_dataset
+from helpers import session_folder
+from helpers.hub import free_port
+from helpers.mtct import chain_for, config, load_tiny, tiny_dataset
+from helpers.serve import serving
 from rdmldg_hf.embedded import embedded_source_images
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
-from serve_support import serving
 
 # The class the reasoning model always concludes, and its chain.
 REASONED_CLASS = "seven"
@@ -41,7 +41,7 @@ CHROMIUM_FLAGS = (
 def reasoning_model() -> Path:
     """The tiny model (full weights) trained until it answers every image with one valid chain concluding
     :data:`REASONED_CLASS` (a few seconds); saved once per session with its ``rdmldg_config.json``."""
-    out = Path(tempfile.mkdtemp(prefix="rdmldg-demo-model-"))
+    out = session_folder("demo-model")
     rows = tiny_dataset(4, without_chain=()).map(lambda row: {"label": 7, "reasoning": CHAIN})
     splits = lodo_split(rows, "rot30", holdout_fraction=0.0)
     model, processor = load_tiny()

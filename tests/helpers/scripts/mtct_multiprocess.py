@@ -1,6 +1,6 @@
 """One MTCT optimizer step on a fixed global batch; run under `accelerate launch` or plain python.
 
-    python mtct_multiprocess_script.py MODEL_DIR OUT_DIR PER_DEVICE_BATCH [GRAD_ACCUM]
+    python tests/helpers/scripts/mtct_multiprocess.py MODEL_DIR OUT_DIR PER_DEVICE_BATCH [GRAD_ACCUM]
 
 Rank 0 writes OUT_DIR/result.json (the first log entry) and OUT_DIR/weights.pt (weights after the step).
 """
@@ -8,14 +8,16 @@ Rank 0 writes OUT_DIR/result.json (the first log entry) and OUT_DIR/weights.pt (
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mtct_support import config, tiny_dataset  # noqa: E402
+from helpers.mtct import config, tiny_dataset  # noqa: E402
 from rdmldg_hf.models import load_model_and_processor  # noqa: E402
 from rdmldg_hf.trainers import MTCTTrainer  # noqa: E402
 

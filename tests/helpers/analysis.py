@@ -9,13 +9,13 @@ template chains) in the Hub layout.
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 import torch
 from datasets import load_dataset
 
-from mtct_support import config, load_tiny, tiny_model_dir
+from helpers import session_folder
+from helpers.mtct import config, load_tiny, tiny_model_dir
 from rdmldg_hf.data.build import build_dataset
 from rdmldg_hf.embedded import embedded_source_images
 from rdmldg_hf.models import default_lora_config
@@ -33,7 +33,7 @@ def dataset_dir() -> Path:
         if seen.get(image.domain, 0) < PER_DOMAIN:
             seen[image.domain] = seen.get(image.domain, 0) + 1
             images.append(image)
-    out = Path(tempfile.mkdtemp(prefix="rdmldg-analysis-data-")) / "rotdigits"
+    out = session_folder("analysis-data") / "rotdigits"
     build_dataset("rotdigits", out, images=images)
     return out
 
@@ -53,7 +53,7 @@ def recipe_args(out: Path, holdout_fraction: float, *extra: str) -> list[str]:
 def run_dir() -> Path:
     """Two short MTCT stages with LoRA (the second continues the first), saved SARR-style."""
     splits = lodo_split(load_dataset(str(dataset_dir()), "rotdigits"), "rot30", holdout_fraction=0.0)
-    root = Path(tempfile.mkdtemp(prefix="rdmldg-analysis-run-"))
+    root = session_folder("analysis-run")
     model, processor = load_tiny()
     for stage in ("mtct", "round-1"):
         stage_dir = root / "stages" / stage

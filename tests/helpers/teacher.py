@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import httpx2
 from PIL import Image
 
+from helpers.scripts import TEACHER_BUILD, TESTS
 from rdmldg_hf.benchmarks import Benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.data.schema import SourceImage
@@ -75,8 +76,7 @@ def pacs_build_arguments(
     ]
 
 
-_REPO = Path(__file__).resolve().parents[1]
-_BUILD_SCRIPT = Path(__file__).with_name("teacher_build_script.py")  # `rdmldg build`, started quicker
+_REPO = TESTS.parent
 
 
 def sigkill_build_when(build_arguments: Sequence[str], reached: Callable[[], bool], moment: str) -> None:
@@ -85,7 +85,7 @@ def sigkill_build_when(build_arguments: Sequence[str], reached: Callable[[], boo
     Fails if the build ends before that moment; bounded to 90 s of waiting.
     """
     process = subprocess.Popen(
-        [sys.executable, str(_BUILD_SCRIPT), *build_arguments],
+        [sys.executable, str(TEACHER_BUILD), *build_arguments],
         cwd=_REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

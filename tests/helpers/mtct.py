@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
+from helpers import session_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.models import load_model_and_processor
@@ -77,7 +77,7 @@ def template_parts(processor, answer: str) -> tuple[str, str]:
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(architecture: str = "llava") -> Path:
     """A tiny model folder (``test`` preset), built once per test session."""
-    return build_tiny_model(tempfile.mkdtemp(prefix=f"rdmldg-mtct-{architecture}-"), architecture, preset="test")
+    return build_tiny_model(session_folder(f"mtct-{architecture}"), architecture, preset="test")
 
 
 def load_tiny(architecture: str = "llava"):

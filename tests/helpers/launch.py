@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from helpers_hub import free_port
+from helpers.hub import free_port
 
 
 def cpu_launch(num_processes: int = 2) -> list[str]:

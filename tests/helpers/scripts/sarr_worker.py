@@ -1,6 +1,6 @@
 """A small SARR run for subprocess tests; can SIGKILL itself during round 2.
 
-    python tests/sarr_worker.py OUT_DIR MODEL_DIR [--kill relabel|train] [--rounds 3]
+    python tests/helpers/scripts/sarr_worker.py OUT_DIR MODEL_DIR [--kill relabel|train] [--rounds 3]
 
 ``--kill relabel``: dies right after the 2nd relabel batch of round 2 is written.
 ``--kill train``: dies right after round 2 saves its checkpoint at step 2.
@@ -23,12 +23,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from helpers.sarr import CLASSES, tiny_rows  # noqa: E402
 from rdmldg_hf.generation import GenerationSettings, ModelBackend, process_state  # noqa: E402
 from rdmldg_hf.models import load_model_and_processor  # noqa: E402
 from rdmldg_hf.protocol import lodo_split  # noqa: E402
 from rdmldg_hf.trainers import relabel as relabel_module  # noqa: E402
-from sarr_support import CLASSES, tiny_rows  # noqa: E402
 
 ROWS_PER_DOMAIN = 4
 KILL_STEP = 2
