@@ -152,22 +152,18 @@ def _restore_selected(records: RecordsCallback | None, model: Any) -> None:
         print(f"Training-domain validation selects {records.selector.best_at} ({records.selector.best:.4f}).")
 
 
-def _prepare_run(script_args: Any, training_args: Any, model_args: ModelConfig, method: str) -> tuple[Any, ...]:
-    """What a training run starts from: ``(splits, model, processor, peft_config, records)`` (the embedded default
-    built if asked for; the dataset split once; the records callback when the run writes records)."""
+def _start_run(
+    trainer_class: type, script_args: Any, training_args: Any, model_args: ModelConfig, method: str
+) -> tuple[Any, Any, Any, RecordsCallback | None]:
+    """What a training run starts from: ``(trainer, splits, processor, records)`` (the embedded default built if
+    asked for; the dataset split once; the records callback when the run writes records; the trainer of
+    ``trainer_class`` on the training in-part, evaluated on its out-part)."""
     prepare_embedded_inputs(script_args, model_args)
     dataset = load_training_dataset(script_args.dataset_name, script_args.dataset_config, training_args)
     splits = split_training_dataset(dataset, script_args)
     model, processor, peft_config = load_model_for_training(model_args, training_args, script_args.use_kernels)
     records = _records(script_args, training_args, model_args, dataset, processor, method)
-    return splits, model, processor, peft_config, records
-
-
-def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
-    """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
-    ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
-    splits, model, processor, peft_config, records = _prepare_run(script_args, training_args, model_args, "mtct")
-    trainer = MTCTTrainer(
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=splits.train,
@@ -177,6 +173,13 @@ def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_
         split_record=splits.record(),
         callbacks=[records] if records else None,
     )
+    return trainer, splits, processor, records
+
+
+def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
+    """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
+    ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
+    trainer, _, _, records = _start_run(MTCTTrainer, script_args, training_args, model_args, "mtct")
     trainer.accelerator.print(trainer.mtct_data.stats.summary())
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     _restore_selected(records, trainer.accelerator.unwrap_model(trainer.model))
@@ -196,17 +199,7 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     ``results.json``, ``predictions.jsonl`` and the model card to ``output_dir`` and pushes them when
     ``push_to_hub`` (round datasets to ``<hub_model_id>-rounds``). Returns the results."""
     started = time.time()
-    splits, model, processor, peft_config, records = _prepare_run(script_args, training_args, model_args, "sarr")
-    trainer = SARRTrainer(
-        model,
-        training_args,
-        train_dataset=splits.train,
-        eval_dataset=splits.validation,
-        processing_class=processor,
-        peft_config=peft_config,
-        split_record=splits.record(),
-        callbacks=[records] if records else None,
-    )
+    trainer, splits, processor, records = _start_run(SARRTrainer, script_args, training_args, model_args, "sarr")
     evaluation = StageEvaluation(
         processor,
         trainer.benchmark,

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 
 from helpers.evaluation import BASE_REPO
 from helpers.hub import FakeHub
-from helpers.mtct import BENCHMARK, config, load_tiny, tiny_dataset
+from helpers.mtct import BENCHMARK, config, load_tiny, lodo_trainer, tiny_dataset
 from helpers.sarr import CLASSES, chain_for, sarr_test_config, scripted_reply, tiny_rows
 from rdmldg_hf.evaluation.rows import evaluate_rows
 from rdmldg_hf.evaluation.sharing import model_card, push_adapter
@@ -21,7 +21,7 @@ from rdmldg_hf.evaluation.stages import StageEvaluation, write_run_results
 from rdmldg_hf.models import RunConfig, accuracy_result, default_lora_config
 from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import ScriptedBackend
-from rdmldg_hf.trainers import MTCTTrainer, SARRTrainer
+from rdmldg_hf.trainers import SARRTrainer
 from rdmldg_hf.trainers.sarr_report import sarr_model_card
 from rdmldg_hf.trainers.sarr_state import StageResult
 
@@ -46,16 +46,9 @@ def _mtct_run(tmp):
     """A LoRA MTCT run on a base model loaded "from the Hub", evaluated on every domain (its results.json)."""
     model, processor = load_tiny()
     model = _from_the_hub(model)
-    splits = lodo_split(tiny_dataset(24), "rot30", holdout_fraction=0.0)
     out = tmp / "mtct"
-    trainer = MTCTTrainer(
-        model,
-        args=config(out, hub_model_id=MTCT_REPO),
-        train_dataset=splits.train,
-        processing_class=processor,
-        peft_config=default_lora_config(r=4),
-        split_record=splits.record(),
-    )
+    args = config(out, hub_model_id=MTCT_REPO)
+    trainer = lodo_trainer(model, processor, args, tiny_dataset(24), peft_config=default_lora_config(r=4))
     trainer.train()
     trainer.save_model(str(out))
     record = evaluate_rows(trainer.model, processor, tiny_dataset(24), BENCHMARK).record(

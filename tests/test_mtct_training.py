@@ -5,10 +5,9 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from helpers.devices import FP32_REORDERED, model_inputs, placed_like
-from helpers.mtct import config, load_tiny, tiny_dataset, tiny_model_dir
+from helpers.mtct import config, load_tiny, lodo_trainer, tiny_dataset, tiny_model_dir
 from rdmldg_hf.models import RunConfig, default_lora_config, load_model_and_processor
 from rdmldg_hf.prompts import PROMPT_VERSION
-from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.trainers import MTCTTrainer
 
 
@@ -23,16 +22,8 @@ def _train(tmp_path, peft_config=None, architecture="llava", **overrides):
         eval_strategy="no",
         **overrides,
     )
-    splits = lodo_split(tiny_dataset(32), "rot30", holdout_fraction=0.25)
-    trainer = MTCTTrainer(
-        model,
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.validation,
-        processing_class=processor,
-        peft_config=peft_config,
-        split_record=splits.record(),
-    )
+    rows = tiny_dataset(32)
+    trainer = lodo_trainer(model, processor, args, rows, holdout_fraction=0.25, validate=True, peft_config=peft_config)
     trainer.train()
     return trainer
 

@@ -12,11 +12,9 @@ from typing import Iterator
 
 from helpers import session_folder
 from helpers.hub import free_port
-from helpers.mtct import chain_for, config, load_tiny, tiny_dataset
+from helpers.mtct import chain_for, config, load_tiny, lodo_trainer, tiny_dataset
 from helpers.serve import serving
 from rdmldg_hf.embedded import embedded_source_images
-from rdmldg_hf.protocol import lodo_split
-from rdmldg_hf.trainers import MTCTTrainer
 
 # The class the reasoning model always concludes, and its chain.
 REASONED_CLASS = "seven"
@@ -43,12 +41,9 @@ def reasoning_model() -> Path:
     :data:`REASONED_CLASS` (a few seconds); saved once per session with its ``rdmldg_config.json``."""
     out = session_folder("demo-model")
     rows = tiny_dataset(4, without_chain=()).map(lambda row: {"label": 7, "reasoning": CHAIN})
-    splits = lodo_split(rows, "rot30", holdout_fraction=0.0)
     model, processor = load_tiny()
     args = config(out / "train", max_steps=150, per_device_train_batch_size=1, learning_rate=2e-2, logging_steps=50)
-    trainer = MTCTTrainer(
-        model, args=args, train_dataset=splits.train, processing_class=processor, split_record=splits.record()
-    )
+    trainer = lodo_trainer(model, processor, args, rows)
     trainer.train()
     trainer.save_model(str(out / "model"))
     return out / "model"

@@ -10,10 +10,8 @@ from pathlib import Path
 from datasets import Dataset
 
 from helpers import session_folder
-from helpers.mtct import config, load_tiny, tiny_dataset
+from helpers.mtct import config, load_tiny, lodo_trainer, tiny_dataset
 from rdmldg_hf.models import default_lora_config
-from rdmldg_hf.protocol import lodo_split
-from rdmldg_hf.trainers import MTCTTrainer
 
 BASE_REPO = "rdmldg-tests/tiny-base"
 
@@ -27,16 +25,8 @@ def trained_adapter(architecture: str = "llava") -> Path:
     out = session_folder(f"eval-adapter-{architecture}")
     model, processor = load_tiny(architecture)
     args = config(out / "train", max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3)
-    splits = lodo_split(tiny_dataset(24), "rot30", holdout_fraction=0.0)
-    trainer = MTCTTrainer(
-        model,
-        args=args,
-        train_dataset=splits.train,
-        eval_dataset=splits.validation,
-        processing_class=processor,
-        peft_config=default_lora_config(r=4),
-        split_record=splits.record(),
-    )
+    lora = default_lora_config(r=4)
+    trainer = lodo_trainer(model, processor, args, tiny_dataset(24), validate=True, peft_config=lora)
     trainer.train()
     trainer.save_model(str(out / "adapter"))
     trainer.state.save_to_json(str(out / "trainer_state.json"))

@@ -14,8 +14,9 @@ from helpers import session_folder
 from rdmldg_hf.benchmarks import get_benchmark
 from rdmldg_hf.chains import render_chain
 from rdmldg_hf.models import load_model_and_processor
+from rdmldg_hf.protocol import lodo_split
 from rdmldg_hf.testing import build_tiny_model
-from rdmldg_hf.trainers import MTCTConfig
+from rdmldg_hf.trainers import MTCTConfig, MTCTTrainer
 
 BENCHMARK = get_benchmark("rotdigits")
 # Image tokens of one 32x32 image in the tiny models: 16 patches (InternVL's pixel shuffle merges them 4 to 1).
@@ -104,3 +105,20 @@ def config(tmp_path, **overrides) -> MTCTConfig:
     )
     values.update(overrides)
     return MTCTConfig(**values)
+
+
+def lodo_trainer(
+    model, processor, args: MTCTConfig, rows: Dataset, *, holdout_fraction=0.0, validate=False, peft_config=None
+) -> MTCTTrainer:
+    """An MTCT trainer on ``rows`` with rot30 held out (its split recorded); ``validate`` evaluates on the
+    training domains' out-part."""
+    splits = lodo_split(rows, "rot30", holdout_fraction=holdout_fraction)
+    return MTCTTrainer(
+        model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation if validate else None,
+        processing_class=processor,
+        peft_config=peft_config,
+        split_record=splits.record(),
+    )
