@@ -154,8 +154,8 @@ def _restore_selected(records: RecordsCallback | None, model: Any) -> None:
 
 def _start_run(
     trainer_class: type, script_args: Any, training_args: Any, model_args: ModelConfig, method: str
-) -> tuple[Any, Any, Any, RecordsCallback | None]:
-    """What a training run starts from: ``(trainer, splits, processor, records)`` (the embedded default built if
+) -> tuple[Any, Any, RecordsCallback | None]:
+    """What a training run starts from: ``(trainer, splits, records)`` (the embedded default built if
     asked for; the dataset split once; the records callback when the run writes records; the trainer of
     ``trainer_class`` on the training in-part, evaluated on its out-part)."""
     prepare_embedded_inputs(script_args, model_args)
@@ -173,13 +173,13 @@ def _start_run(
         split_record=splits.record(),
         callbacks=[records] if records else None,
     )
-    return trainer, splits, processor, records
+    return trainer, splits, records
 
 
 def run_mtct(script_args: MTCTScriptArguments, training_args: MTCTConfig, model_args: ModelConfig) -> MTCTTrainer:
     """MTCT on the training domains' in-part, evaluated on their out-part; saves the model (with
     ``rdmldg_config.json`` and ``trainer_state.json``) to ``output_dir`` and pushes it when ``push_to_hub``."""
-    trainer, _, _, records = _start_run(MTCTTrainer, script_args, training_args, model_args, "mtct")
+    trainer, _, records = _start_run(MTCTTrainer, script_args, training_args, model_args, "mtct")
     trainer.accelerator.print(trainer.mtct_data.stats.summary())
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     _restore_selected(records, trainer.accelerator.unwrap_model(trainer.model))
@@ -199,9 +199,9 @@ def run_sarr(script_args: SARRScriptArguments, training_args: SARRConfig, model_
     ``results.json``, ``predictions.jsonl`` and the model card to ``output_dir`` and pushes them when
     ``push_to_hub`` (round datasets to ``<hub_model_id>-rounds``). Returns the results."""
     started = time.time()
-    trainer, splits, processor, records = _start_run(SARRTrainer, script_args, training_args, model_args, "sarr")
+    trainer, splits, records = _start_run(SARRTrainer, script_args, training_args, model_args, "sarr")
     evaluation = StageEvaluation(
-        processor,
+        trainer.processing_class,
         trainer.benchmark,
         splits.test,
         splits.validation,

@@ -1,6 +1,6 @@
 """Test set-up: one thread, no network, a temporary HF_HOME for every test session; tests marked ``gpu`` are
 skipped where torch sees no CUDA GPU. Shared pieces live in ``tests/helpers/``; the session-scoped fixtures here
-hand out the ones that are built once (tiny models, the small embedded dataset).
+hand out the ones that are built once (tiny models).
 
 Markers (registered in setup.cfg, ``--strict-markers``): ``slow`` (a few seconds or more each; ``-m "not slow"``
 runs the rest), ``multiprocess`` (starts other processes: accelerate, kill and resume tests, sweeps),
@@ -45,14 +45,6 @@ def tiny_model():
     from helpers.mtct import tiny_model_dir
 
     return tiny_model_dir
-
-
-@pytest.fixture(scope="session")
-def embedded_dataset():
-    """A small slice of the embedded benchmark (real digits, template chains) in the Hub layout, built once."""
-    from helpers.analysis import dataset_dir
-
-    return dataset_dir()
 
 
 @pytest.fixture(scope="session")
